@@ -1,0 +1,108 @@
+"""Input attention (with the null row and top-k selection) and communication between RIMs.
+
+Layout: per-RIM tensors are unit-major ``[K, B, ...]`` (see ``group.py``); step inputs are ``[B, R, ...]``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .group import GroupLinear
+
+
+class InputAttention(nn.Module):
+    """Keys/values of the input rows (shared by all RIMs) and per-RIM queries of the RIM states.
+
+    The null row is implicit: its key and value are exactly zero (no bias), so its score is 0 and
+    it contributes nothing to the read. ``selection="null"``: softmax over ``[null, rows]``, the RIMs
+    that put the least attention on the null row are active. ``selection="across"``: no null row,
+    softmax across RIMs for each row, the RIMs with the most attention are active.
+    """
+
+    def __init__(self, input_size: int, num_units: int, unit_size: int, key_size: int, value_size: int,
+                 num_heads: int, selection: str, dropout: float) -> None:
+        super().__init__()
+        self.key_size, self.value_size, self.num_heads = key_size, value_size, num_heads
+        self.selection = selection
+        self.key_value = nn.Linear(input_size, num_heads * (key_size + value_size), bias=False)
+        self.query = GroupLinear(num_units, unit_size, num_heads * key_size, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def read_size(self) -> int:
+        """Size of one RIM's read vector (all heads concatenated)."""
+        return self.num_heads * self.value_size
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: [T, B, R, D] -> keys [T, B, R, heads, key] (pre-scaled by 1/sqrt(key)), values [T, B, R, heads, value]."""
+        kv = self.key_value(x).unflatten(-1, (self.num_heads, self.key_size + self.value_size))
+        keys, values = kv.split([self.key_size, self.value_size], dim=-1)
+        return keys * (1.0 / math.sqrt(self.key_size)), values
+
+    def scores(self, query: Tensor, keys: Tensor) -> Tensor:
+        """query [K, B, heads*key], keys [B, R, heads, key] -> scores [K, B, heads, R] (null row excluded)."""
+        K, B, _ = query.shape
+        q = query.view(K, B, self.num_heads, self.key_size)
+        if keys.shape[1] == 1:
+            return (q * keys[:, 0]).sum(-1, keepdim=True)
+        return torch.einsum("kbhd,brhd->kbhr", q, keys)
+
+    def probabilities(self, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """scores [K, B, heads, R] -> (attention on the real rows [K, B, heads, R], activity score [K, B]).
+
+        The activity score is the attention a RIM puts on the real rows, averaged over heads
+        (``1 - attention on the null row`` for ``selection="null"``); the top-k RIMs are active.
+        """
+        if self.selection == "across":
+            probs = torch.softmax(scores, dim=0)
+        elif scores.shape[-1] == 1:
+            probs = torch.sigmoid(scores)  # softmax over [null (score 0), row]
+        else:
+            probs = torch.softmax(F.pad(scores, (1, 0)), dim=-1)[..., 1:]
+        activity = probs.sum(-1) if probs.shape[-1] > 1 else probs.squeeze(-1)
+        activity = activity.mean(-1) if self.num_heads > 1 else activity.squeeze(-1)
+        return probs, activity
+
+    def read(self, probs: Tensor, values: Tensor) -> Tensor:
+        """probs [K, B, heads, R], values [B, R, heads, value] -> read [K, B, heads*value]."""
+        K, B = probs.shape[:2]
+        return torch.einsum("kbhr,brhd->kbhd", probs, values).reshape(K, B, self.read_size)
+
+    def info_attention(self, probs: Tensor) -> Tensor:
+        """Stacked probs [..., heads, R] -> attention incl. the null row [..., R+1], averaged over heads."""
+        rows = probs.mean(-2)
+        if self.selection == "across":
+            null = torch.zeros_like(rows[..., :1])
+        else:
+            null = 1.0 - rows.sum(-1, keepdim=True)
+        return torch.cat([null, rows], dim=-1)
+
+
+class Communication(nn.Module):
+    """Multi-head attention among the RIMs' tentative states, added back through a gated residual.
+
+    ``h + sigmoid(W_g o) * tanh(W_o o)`` where ``o`` is the RIM's read from all RIMs (authors' code).
+    """
+
+    def __init__(self, num_units: int, unit_size: int, key_size: int, value_size: int, num_heads: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.unit_size, self.key_size, self.value_size, self.num_heads = unit_size, key_size, value_size, num_heads
+        self.query_key_value = GroupLinear(num_units, unit_size, num_heads * (2 * key_size + value_size), bias=False)
+        self.output_gate = GroupLinear(num_units, num_heads * value_size, 2 * unit_size)
+        self.dropout = nn.Dropout(dropout)
+        self.scale = 1.0 / math.sqrt(key_size)
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """h [K, B, H] -> (h + gated read [K, B, H], attention [B, heads, K(query), K(key)])."""
+        K, B, _ = h.shape
+        qkv = self.query_key_value(h).view(K, B, self.num_heads, -1).permute(1, 2, 0, 3)
+        q, k, v = qkv.split([self.key_size, self.key_size, self.value_size], dim=-1)
+        attention = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale, dim=-1)
+        read = torch.matmul(self.dropout(attention), v)  # [B, heads, K, value]
+        read = read.permute(2, 0, 1, 3).reshape(K, B, self.num_heads * self.value_size)
+        gate, update = self.output_gate(read).split(self.unit_size, dim=-1)
+        return h + torch.sigmoid(gate) * torch.tanh(update), attention

@@ -1,0 +1,96 @@
+"""Per-RIM ("grouped") weights and the grouped LSTM/GRU cells.
+
+Every tensor here is laid out unit-major, ``[K, B, features]``, so that the K per-RIM weight
+matrices ``[K, in, out]`` are applied with one ``torch.bmm``/``baddbmm`` (no loop over RIMs,
+no dense block-diagonal matrix).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class GroupLinear(nn.Module):
+    """K independent linear maps applied in one batched op: ``[K, B, in] -> [K, B, out]``."""
+
+    def __init__(self, num_units: int, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.num_units, self.in_features, self.out_features = num_units, in_features, out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(num_units, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_units, 1, out_features).uniform_(-bound, bound)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [K, B, in] -> [K, B, out]."""
+        if self.bias is None:
+            return torch.bmm(x, self.weight)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return (f"num_units={self.num_units}, in_features={self.in_features}, "
+                f"out_features={self.out_features}, bias={self.bias is not None}")
+
+
+class GroupLSTMCell(nn.Module):
+    """K independent LSTM cells. Gate columns are ordered ``[input, forget, output, candidate]``.
+
+    The cell only owns the weights and the nonlinearity; the caller computes the gate
+    pre-activations (so it can fuse the hidden-to-gate product with other per-RIM products).
+    """
+
+    num_states = 2
+
+    def __init__(self, num_units: int, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gate_size = 4 * hidden_size
+        self.input_to_gates = GroupLinear(num_units, input_size, self.gate_size)
+        self.hidden_to_gates = GroupLinear(num_units, hidden_size, self.gate_size)
+        _uniform_like_torch_rnn(self, hidden_size)
+
+    def forward(self, gates_x: Tensor, gates_h: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """gates_x, gates_h: [K, B, 4H] pre-activations (biases included); state (h, c) [K, B, H]."""
+        H = self.hidden_size
+        gates = gates_x + gates_h
+        sig = torch.sigmoid(gates[..., : 3 * H])
+        i, f, o = sig[..., :H], sig[..., H: 2 * H], sig[..., 2 * H:]
+        c = torch.addcmul(f * state[1], i, torch.tanh(gates[..., 3 * H:]))
+        return o * torch.tanh(c), c
+
+
+class GroupGRUCell(nn.Module):
+    """K independent GRU cells (``torch.nn.GRUCell`` equations). Gate columns ``[reset, update, new]``."""
+
+    num_states = 1
+
+    def __init__(self, num_units: int, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gate_size = 3 * hidden_size
+        self.input_to_gates = GroupLinear(num_units, input_size, self.gate_size)
+        self.hidden_to_gates = GroupLinear(num_units, hidden_size, self.gate_size)
+        _uniform_like_torch_rnn(self, hidden_size)
+
+    def forward(self, gates_x: Tensor, gates_h: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """gates_x, gates_h: [K, B, 3H] pre-activations (biases included); state (h,) [K, B, H]."""
+        H = self.hidden_size
+        rz = torch.sigmoid(gates_x[..., : 2 * H] + gates_h[..., : 2 * H])
+        r, z = rz[..., :H], rz[..., H:]
+        n = torch.tanh(torch.addcmul(gates_x[..., 2 * H:], r, gates_h[..., 2 * H:]))
+        h = state[0]
+        return (torch.addcmul(n, z, h - n),)
+
+
+def _uniform_like_torch_rnn(cell: nn.Module, hidden_size: int) -> None:
+    """torch.nn.LSTM/GRU initialisation: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.uniform_(-bound, bound)
+
+
+def make_cell(cell: str, num_units: int, input_size: int, hidden_size: int) -> GroupLSTMCell | GroupGRUCell:
+    """The grouped cell named by ``RIMsConfig.cell`` (validated there)."""
+    return {"lstm": GroupLSTMCell, "gru": GroupGRUCell}[cell](num_units, input_size, hidden_size)

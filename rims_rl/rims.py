@@ -1,0 +1,247 @@
+"""RIMs: the Recurrent Independent Mechanisms sequence module (see docs/core.md)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .attention import Communication, InputAttention
+from .config import RIMsConfig
+from .group import make_cell
+
+
+class RIMsInfo(NamedTuple):
+    """Per-step diagnostics of a forward pass (detached).
+
+    mask: [T, B, K] bool, the active RIMs.
+    input_attention: [T, B, K, R+1], attention on ``[null, row_1..row_R]`` averaged over heads
+        (the null column is 0 for ``selection="across"``; with ``input_attention=False`` every RIM
+        reads all rows: null 0, rows 1/R).
+    comm_attention: [T, B, heads, K, K] (query RIM, key RIM); rows of inactive RIMs are 0.
+        None when ``communication=False``.
+    """
+
+    mask: Tensor
+    input_attention: Tensor
+    comm_attention: Tensor | None
+
+
+State = tuple[Tensor, ...]
+
+
+class RIMs(nn.Module):
+    """A sequence of RIMs steps over ``x`` with resets at episode starts.
+
+    Args:
+        input_size: D, the size of one input row.
+        config: the hyperparameters (:class:`RIMsConfig`).
+        num_input_rows: R if the input comes as R rows ``[T, B, R, D]`` with a fixed meaning per row
+            (e.g. the positions of a CNN feature map): a learned positional embedding ``[R, D]`` is added
+            to the rows, and inputs must have exactly R rows. None (default): no positional embedding;
+            with input attention any number of rows is accepted (a set of rows), without input
+            attention only one row.
+
+    Shapes: ``forward(x [T, B, D] or [T, B, R, D], state, episode_starts [T, B])`` returns
+    ``out [T, B, K*H]``, the final state (tuple of [B, K, H]: (h, c) for lstm, (h,) for gru) and a
+    :class:`RIMsInfo`. ``output_size == K * H``.
+    """
+
+    def __init__(self, input_size: int, config: RIMsConfig | None = None, num_input_rows: int | None = None) -> None:
+        super().__init__()
+        config = RIMsConfig() if config is None else config
+        if not isinstance(config, RIMsConfig):
+            raise ValueError(f"RIMs config={config!r} is invalid: valid values are RIMsConfig instances")
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+            raise ValueError(f"RIMs input_size={input_size!r} is invalid: valid values are integers >= 1")
+        if num_input_rows is not None and (
+                isinstance(num_input_rows, bool) or not isinstance(num_input_rows, int) or num_input_rows < 1):
+            raise ValueError(f"RIMs num_input_rows={num_input_rows!r} is invalid: valid values are None or integers >= 1")
+        self.config, self.input_size, self.num_input_rows = config, input_size, num_input_rows
+        K, H = config.num_units, config.unit_size
+        self.output_size = K * H
+
+        self.position_embedding = None
+        self.input_attention = None
+        if config.input_attention:
+            if num_input_rows is not None and num_input_rows > 1:
+                self.position_embedding = nn.Parameter(0.02 * torch.randn(num_input_rows, input_size))
+            self.input_attention = InputAttention(input_size, K, H, config.input_key_size, config.value_size,
+                                                  config.num_input_heads, config.selection, config.input_dropout)
+            cell_input_size = self.input_attention.read_size
+        else:
+            cell_input_size = (num_input_rows or 1) * input_size
+        self.cell = make_cell(config.cell, K, cell_input_size, H)
+        self.communication = None
+        if config.communication:
+            self.communication = Communication(K, H, config.comm_key_size, config.comm_value_size,
+                                               config.num_comm_heads, config.comm_dropout)
+        init = [torch.empty(K, H).normal_(0.0, 0.1) if config.learned_initial_state else torch.zeros(K, H)
+                for _ in range(self.cell.num_states)]
+        if config.learned_initial_state:
+            self.initial_states = nn.ParameterList([nn.Parameter(s) for s in init])
+        else:
+            for i, s in enumerate(init):
+                self.register_buffer(f"_initial_state_{i}", s)
+            self.initial_states = None
+        # Internal switch (tests compare both paths): fold the value projection into the
+        # input-to-gate weights for all T steps at once when there is one input row.
+        self._fold_single_row = True
+
+    # ------------------------------------------------------------------ state
+    def _initial(self) -> list[Tensor]:
+        """The initial states, each [K, H]."""
+        if self.initial_states is not None:
+            return list(self.initial_states)
+        return [getattr(self, f"_initial_state_{i}") for i in range(self.cell.num_states)]
+
+    def initial_state(self, batch_size: int) -> State:
+        """The (learned) initial state: tuple of [B, K, H] ((h, c) for lstm, (h,) for gru).
+
+        The tensors stay connected to the learned parameters (detach them if you store them).
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"initial_state batch_size={batch_size!r} is invalid: valid values are integers >= 1")
+        return tuple(s.unsqueeze(0).expand(batch_size, -1, -1).clone() for s in self._initial())
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: Tensor, state: State | None = None,
+                episode_starts: Tensor | None = None) -> tuple[Tensor, State, RIMsInfo]:
+        """Run T steps. x [T, B, D] or [T, B, R, D]; state: tuple of [B, K, H] (None: initial state);
+        episode_starts [T, B] (1 where an episode begins: the state is reset to the initial state
+        before that step; None: no resets). Returns (out [T, B, K*H], final state, RIMsInfo)."""
+        cfg = self.config
+        x = self._check_input(x)
+        T, B, R, _ = x.shape
+        K, H = cfg.num_units, cfg.unit_size
+        state = self.initial_state(B) if state is None else self._check_state(state, B)
+        h_state = tuple(s.to(x.dtype).transpose(0, 1).contiguous() for s in state)  # [K, B, H]
+        initial = [s.to(x.dtype).unsqueeze(1) for s in self._initial()]  # [K, 1, H]
+        resets, starts = self._check_starts(episode_starts, T, B, x)
+
+        cell, attn, comm = self.cell, self.input_attention, self.communication
+        G = cell.gate_size
+        all_active = cfg.k == K
+        block = cfg.block_inactive_grad and not all_active and torch.is_grad_enabled()
+        if attn is not None:
+            # Fused per-RIM product of the state: [hidden-to-gates | queries].
+            w_state = torch.cat([cell.hidden_to_gates.weight, attn.query.weight], dim=-1)
+            b_state = torch.cat([cell.hidden_to_gates.bias,
+                                 cell.hidden_to_gates.bias.new_zeros(K, 1, attn.query.out_features)], dim=-1)
+            if self.position_embedding is not None:
+                x = x + self.position_embedding
+            keys, values = attn.project(x)  # [T, B, R, heads, *]
+            folded = self._fold_single_row and R == 1
+            if folded:
+                # Input-to-gate pre-activations of each head's value for all steps: [T, K, B, heads, G].
+                w_in = cell.input_to_gates.weight.view(K, attn.num_heads, attn.value_size, G)
+                value_gates = torch.einsum("tbhd,khdg->tkbhg", values[:, :, 0], w_in)
+                b_in = cell.input_to_gates.bias
+        else:
+            w_state, b_state = cell.hidden_to_gates.weight, cell.hidden_to_gates.bias
+            input_gates = cell.input_to_gates(x.reshape(T * B, R * self.input_size).unsqueeze(0).expand(K, -1, -1))
+            input_gates = input_gates.view(K, T, B, G).transpose(0, 1)  # [T, K, B, G]
+
+        outs, masks, probs_all, comm_all = [], [], [], []
+        mask = mask3 = None
+        for t in range(T):
+            if resets[t]:
+                keep, start = 1.0 - starts[t], starts[t]
+                h_state = tuple(torch.addcmul(s * keep, s0, start) for s, s0 in zip(h_state, initial))
+            hq = torch.baddbmm(b_state, h_state[0], w_state)
+            gates_h = hq[..., :G]
+            if attn is not None:
+                probs, activity = attn.probabilities(attn.scores(hq[..., G:], keys[t]))
+                probs_all.append(probs)
+                if not all_active:
+                    mask = torch.zeros(K, B, dtype=torch.bool, device=x.device).scatter_(
+                        0, activity.topk(cfg.k, dim=0).indices, True)
+                    mask3 = mask.unsqueeze(-1)
+                    masks.append(mask)
+                    if cfg.selection == "across":  # inactive RIMs read nothing
+                        probs = probs * mask3.unsqueeze(-1)
+                probs = attn.dropout(probs)
+                if folded:
+                    if attn.num_heads == 1:
+                        gates_x = torch.addcmul(b_in, probs.view(K, B, 1), value_gates[t].view(K, B, G))
+                    else:
+                        gates_x = torch.matmul(probs.view(K, B, 1, -1), value_gates[t]).view(K, B, G) + b_in
+                else:
+                    gates_x = cell.input_to_gates(attn.read(probs, values[t]))
+            else:
+                gates_x = input_gates[t]
+            new = cell(gates_x, gates_h, h_state)
+            h_new = new[0]
+            if block:  # no gradient into an inactive RIM's tentative update (incl. via communication)
+                h_new = torch.where(mask3, h_new, h_new.detach())
+            if comm is not None:
+                h_new, comm_attention = comm(h_new)
+                comm_all.append(comm_attention)
+            new = (h_new,) + tuple(new[1:])
+            if mask3 is not None:  # inactive RIMs keep their state bit-for-bit
+                new = tuple(torch.where(mask3, n, s) for n, s in zip(new, h_state))
+            h_state = new
+            outs.append(h_state[0])
+
+        out = torch.stack(outs).permute(0, 2, 1, 3).reshape(T, B, K * H)
+        final = tuple(s.transpose(0, 1) for s in h_state)
+        return out, final, self._info(masks, probs_all, comm_all, T, B, R, x)
+
+    # ---------------------------------------------------------------- helpers
+    def _info(self, masks: list[Tensor], probs: list[Tensor], comm: list[Tensor], T: int, B: int, R: int,
+              x: Tensor) -> RIMsInfo:
+        K = self.config.num_units
+        with torch.no_grad():
+            if masks:
+                mask = torch.stack(masks).transpose(1, 2)  # [T, B, K]
+            else:
+                mask = torch.ones(T, B, K, dtype=torch.bool, device=x.device)
+            if self.input_attention is not None:
+                input_attention = self.input_attention.info_attention(torch.stack(probs)).transpose(1, 2)
+            else:
+                input_attention = torch.full((T, B, K, R + 1), 1.0 / R, dtype=x.dtype, device=x.device)
+                input_attention[..., 0] = 0.0
+            comm_attention = None
+            if comm:
+                comm_attention = torch.stack(comm) * mask[:, :, None, :, None]
+        return RIMsInfo(mask, input_attention.detach(), None if comm_attention is None else comm_attention.detach())
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        """x [T, B, D] or [T, B, R, D] -> [T, B, R, D]."""
+        if not isinstance(x, Tensor) or x.dim() not in (3, 4) or x.shape[-1] != self.input_size:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"RIMs input x of shape {shape} is invalid: valid shapes are [T, B, {self.input_size}] "
+                             f"or [T, B, R, {self.input_size}]")
+        if x.dim() == 3:
+            x = x.unsqueeze(2)
+        R = x.shape[2]
+        expected = self.num_input_rows if self.num_input_rows is not None else (None if self.input_attention else 1)
+        if expected is not None and R != expected:
+            raise ValueError(f"RIMs input x with R={R} rows is invalid: this core was built for "
+                             f"num_input_rows={expected}")
+        if not x.is_floating_point():
+            x = x.float()
+        return x
+
+    def _check_state(self, state: State, B: int) -> State:
+        K, H = self.config.num_units, self.config.unit_size
+        n = self.cell.num_states
+        if (not isinstance(state, (tuple, list)) or len(state) != n
+                or any(not isinstance(s, Tensor) or tuple(s.shape) != (B, K, H) for s in state)):
+            got = [tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__ for s in state] \
+                if isinstance(state, (tuple, list)) else type(state).__name__
+            raise ValueError(f"RIMs state {got} is invalid: valid is a tuple of {n} tensors of shape "
+                             f"[B={B}, K={K}, H={H}] ({self.config.cell} cell)")
+        return state
+
+    @staticmethod
+    def _check_starts(episode_starts: Tensor | None, T: int, B: int, x: Tensor) -> tuple[list[bool], Tensor | None]:
+        """-> (per step: any reset?, starts as [T, 1, B, 1] floats)."""
+        if episode_starts is None:
+            return [False] * T, None
+        starts = torch.as_tensor(episode_starts, device=x.device)
+        if tuple(starts.shape) != (T, B):
+            raise ValueError(f"RIMs episode_starts of shape {tuple(starts.shape)} is invalid: valid shape is "
+                             f"[T={T}, B={B}]")
+        starts = starts.to(x.dtype)
+        return (starts != 0).any(dim=1).tolist(), starts.view(T, 1, B, 1)

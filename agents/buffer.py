@@ -1,0 +1,102 @@
+"""Rollout storage for recurrent PPO: whole env sequences, with the core state at every step.
+
+The SB3 ``RolloutBuffer`` arrays are already time-major ``[n_steps, n_envs, ...]``; this subclass
+adds the core state before each step and serves minibatches made of whole sequences: each env's
+rollout, or (when more minibatches than envs are asked for) equal chunks of it that start from the
+stored state. Minibatch tensors stay time-major: ``observations [L*b, ...]`` flattened from
+``[L, b, ...]``, ``episode_starts [L, b]``, ``initial_state`` a tuple of ``[b, ...]`` tensors.
+"""
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+from stable_baselines3.common.buffers import RolloutBuffer
+
+from agents.cores import CoreState
+
+
+class SequenceBatch(NamedTuple):
+    """One minibatch of b sequences of length L (time-major, flattened to L*b where noted)."""
+
+    observations: torch.Tensor  # [L*b, *obs_shape]
+    actions: torch.Tensor  # [L*b, action_dim]
+    old_values: torch.Tensor  # [L*b]
+    old_log_prob: torch.Tensor  # [L*b]
+    advantages: torch.Tensor  # [L*b]
+    returns: torch.Tensor  # [L*b]
+    episode_starts: torch.Tensor  # [L, b]
+    initial_state: CoreState  # tuple of [b, ...]
+
+
+def chunks_per_env(n_steps: int, n_envs: int, n_minibatches: int) -> int:
+    """Smallest number of equal chunks per env rollout so that there are >= n_minibatches sequences.
+
+    Raises ValueError (one line) if no divisor of n_steps gives enough sequences.
+    """
+    if n_minibatches < 1:
+        raise ValueError(f"n_minibatches must be >= 1, got {n_minibatches}")
+    for chunks in range(1, n_steps + 1):
+        if n_steps % chunks == 0 and chunks * n_envs >= n_minibatches:
+            return chunks
+    raise ValueError(
+        f"n_minibatches={n_minibatches} is more than n_steps*n_envs={n_steps * n_envs}; "
+        f"valid: 1..{n_steps * n_envs}"
+    )
+
+
+class SequenceRolloutBuffer(RolloutBuffer):
+    """``RolloutBuffer`` that also keeps the core state before each step (``add(..., core_state=...)``)."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.core_states: list[torch.Tensor] | None = None  # each [n_steps, n_envs, ...]
+
+    def add(self, *args, core_state: CoreState = (), **kwargs) -> None:  # type: ignore[override]
+        """SB3 ``add`` plus the core state used to compute this step (tuple of ``[n_envs, ...]``)."""
+        if self.core_states is None:
+            self.core_states = [
+                torch.zeros((self.buffer_size, *s.shape), dtype=s.dtype, device=s.device) for s in core_state
+            ]
+        for store, s in zip(self.core_states, core_state):
+            store[self.pos] = s
+        super().add(*args, **kwargs)
+
+    def sequence_minibatches(self, n_minibatches: int) -> Iterator[SequenceBatch]:
+        """Yield ``n_minibatches`` minibatches of whole sequences in random order (uses np.random)."""
+        chunks = chunks_per_env(self.buffer_size, self.n_envs, n_minibatches)
+        length = self.buffer_size // chunks
+        n_seq = chunks * self.n_envs
+
+        def sequences(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+            # [n_steps, E, ...] -> [L, chunks*E, ...]; sequence index = chunk * E + env
+            tensor = torch.as_tensor(array, device=self.device)
+            rest = tensor.shape[2:]
+            tensor = tensor.reshape(chunks, length, self.n_envs, *rest).transpose(0, 1)
+            return tensor.reshape(length, n_seq, *rest)
+
+        observations = sequences(self.observations)
+        actions = sequences(self.actions)
+        per_step = [sequences(a) for a in (self.values, self.log_probs, self.advantages, self.returns)]
+        episode_starts = sequences(self.episode_starts)
+        states = [s[::length].reshape(n_seq, *s.shape[2:]) for s in (self.core_states or [])]
+
+        for idx in np.array_split(np.random.permutation(n_seq), n_minibatches):
+            index = torch.as_tensor(idx, device=self.device)
+
+            def take(t: torch.Tensor) -> torch.Tensor:
+                picked = t.index_select(1, index)
+                return picked.reshape(-1, *picked.shape[2:])
+
+            values, log_probs, advantages, returns = (take(a) for a in per_step)
+            yield SequenceBatch(
+                observations=take(observations),
+                actions=take(actions),
+                old_values=values,
+                old_log_prob=log_probs,
+                advantages=advantages,
+                returns=returns,
+                episode_starts=episode_starts.index_select(1, index),
+                initial_state=tuple(s.index_select(0, index) for s in states),
+            )

@@ -1,0 +1,168 @@
+"""Recurrent cores behind one call: ``out, state, info = core(x, state, episode_starts)``.
+
+Every core maps a time-major input ``x`` of shape ``[T, B, D]`` (or ``[T, B, R, D]`` for RIMs with
+input rows) to ``out`` of shape ``[T, B, core.output_size]``. ``state`` is a tuple of tensors whose
+first dimension is the batch ``B`` (``()`` for the feed-forward core); ``episode_starts [T, B]`` is
+1 where a new episode begins, and the state is reset to ``core.initial_state`` before that step.
+``info`` is the RIMs info (``mask [T, B, K]`` ...) for ``rims`` and ``None`` for the other cores.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+CORES = ("rims", "lstm", "gru", "none")
+CoreState = tuple[torch.Tensor, ...]
+
+
+def check_core_name(core: str) -> str:
+    """Return ``core`` if it names a known core, else raise a one-line ValueError."""
+    if core not in CORES:
+        raise ValueError(f"unknown core {core!r}; valid cores: {', '.join(CORES)}")
+    return core
+
+
+class Core(nn.Module):
+    """Base class of the cores: ``forward(x, state, episode_starts) -> (out, state, info)``."""
+
+    output_size: int
+    accepts_rows: bool = False  # True if x may be [T, B, R, D]
+
+    def initial_state(self, batch_size: int) -> CoreState:
+        """State of a fresh episode: a tuple of ``[batch_size, ...]`` tensors."""
+        raise NotImplementedError
+
+
+class FeedForwardCore(Core):
+    """The ``none`` core: out = x, no state (a plain feed-forward PPO)."""
+
+    def __init__(self, input_size: int) -> None:
+        super().__init__()
+        self.output_size = input_size
+
+    def initial_state(self, batch_size: int) -> CoreState:
+        return ()
+
+    def forward(self, x: torch.Tensor, state: CoreState, episode_starts: torch.Tensor):
+        return x, (), None
+
+
+class TorchRNNCore(Core):
+    """The ``lstm`` / ``gru`` cores: one ``torch.nn.LSTM`` / ``nn.GRU`` layer of ``hidden_size`` units.
+
+    State: ``(h, c)`` each ``[B, H]`` (LSTM) or ``(h,)`` (GRU); zeros at episode starts.
+    A sequence with episode starts inside it is split at those points into segments that run in one
+    packed call of the torch RNN (no Python loop over time, no wasted padding compute).
+    """
+
+    def __init__(self, input_size: int, cell: str = "lstm", hidden_size: int = 256) -> None:
+        super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"unknown cell {cell!r}; valid cells: lstm, gru")
+        if hidden_size < 1:
+            raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.output_size = hidden_size
+        rnn_class = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn_class(input_size, hidden_size)
+        for name, param in self.rnn.named_parameters():
+            if "bias" in name:
+                nn.init.zeros_(param)
+            else:
+                nn.init.orthogonal_(param, 1.0)
+
+    def initial_state(self, batch_size: int) -> CoreState:
+        device = self.rnn.weight_hh_l0.device
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device)
+        return (zeros, zeros.clone()) if self.cell == "lstm" else (zeros,)
+
+    def _run(self, x, state: CoreState):
+        """Run the torch RNN on x [T, N, D] (or a PackedSequence) from batch-first state."""
+        hx = tuple(s.unsqueeze(0).contiguous() for s in state)
+        out, hx = self.rnn(x, hx if self.cell == "lstm" else hx[0])
+        new_state = tuple(h.squeeze(0) for h in (hx if self.cell == "lstm" else (hx,)))
+        return out, new_state
+
+    def forward(self, x: torch.Tensor, state: CoreState, episode_starts: torch.Tensor):
+        T, B = x.shape[:2]
+        keep = (1.0 - episode_starts[0].float()).unsqueeze(-1)
+        state = tuple(s * keep for s in state)
+        starts_inside = episode_starts[1:].bool()
+        if T == 1 or not bool(starts_inside.any()):
+            out, state = self._run(x, state)
+            return out, state, None
+        return self._forward_segments(x, state, starts_inside)
+
+    def _forward_segments(self, x: torch.Tensor, state: CoreState, starts_inside: torch.Tensor):
+        """Split the B sequences at episode starts and run all segments in one packed call."""
+        T, B, D = x.shape
+        seg_begin = torch.ones(B, T, dtype=torch.bool)
+        seg_begin[:, 1:] = starts_inside.t().cpu()
+        flat_begin = seg_begin.reshape(-1).numpy()  # env-major [B*T]
+        seg_id = np.cumsum(flat_begin) - 1
+        begin_pos = np.flatnonzero(flat_begin)
+        offset = np.arange(B * T) - begin_pos[seg_id]
+        lengths = np.diff(np.append(begin_pos, B * T))
+        n_seg = len(begin_pos)
+        first_seg = torch.as_tensor(seg_id[0::T], device=x.device)  # segment of t=0 per env
+        last_seg = torch.as_tensor(seg_id[T - 1 :: T], device=x.device)  # segment of t=T-1 per env
+        seg_idx = torch.as_tensor(seg_id, device=x.device)
+        off_idx = torch.as_tensor(offset, device=x.device)
+
+        padded = x.new_zeros(int(lengths.max()), n_seg, D)
+        padded[off_idx, seg_idx] = x.transpose(0, 1).reshape(B * T, D)
+        packed = pack_padded_sequence(padded, torch.as_tensor(lengths), enforce_sorted=False)
+        seg_state = tuple(
+            s.new_zeros(n_seg, self.hidden_size).index_copy(0, first_seg, s) for s in state
+        )
+        packed_out, seg_state = self._run(packed, seg_state)
+        padded_out, _ = pad_packed_sequence(packed_out)
+        out = padded_out[off_idx, seg_idx].view(B, T, -1).transpose(0, 1)
+        return out, tuple(s[last_seg] for s in seg_state), None
+
+
+class RIMsCore(Core):
+    """The ``rims`` core: ``rims_rl.RIMs`` (its own reset handling and info), dropout 0 by default."""
+
+    accepts_rows = True
+
+    def __init__(self, input_size: int, **config_fields: Any) -> None:
+        super().__init__()
+        from rims_rl import RIMs, RIMsConfig
+
+        fields = {"input_dropout": 0.0, "comm_dropout": 0.0}
+        fields.update(config_fields)
+        self.rims = RIMs(input_size=input_size, config=RIMsConfig(**fields))
+        self.output_size = self.rims.output_size
+
+    def initial_state(self, batch_size: int) -> CoreState:
+        return tuple(self.rims.initial_state(batch_size=batch_size))
+
+    def forward(self, x: torch.Tensor, state: CoreState, episode_starts: torch.Tensor):
+        out, state, info = self.rims(x, state, episode_starts)
+        return out, tuple(state), info
+
+
+def make_core(core: str, input_size: int, core_kwargs: Mapping[str, Any] | None = None) -> Core:
+    """Build the core named ``core`` ("rims" | "lstm" | "gru" | "none") for inputs of ``input_size``.
+
+    ``core_kwargs``: RIMsConfig fields for ``rims``; ``hidden_size`` for ``lstm``/``gru``; nothing for
+    ``none``. Unknown names raise ValueError.
+    """
+    check_core_name(core)
+    kwargs = dict(core_kwargs or {})
+    if core == "rims":
+        return RIMsCore(input_size, **kwargs)
+    if core == "none":
+        if kwargs:
+            raise ValueError(f"core 'none' takes no core_kwargs, got {sorted(kwargs)}")
+        return FeedForwardCore(input_size)
+    unknown = sorted(set(kwargs) - {"hidden_size"})
+    if unknown:
+        raise ValueError(f"unknown core_kwargs {unknown} for core {core!r}; valid: hidden_size")
+    return TorchRNNCore(input_size, cell=core, **kwargs)

@@ -60,7 +60,7 @@ class SequenceRolloutBuffer(RolloutBuffer):
                 torch.zeros((self.buffer_size, *s.shape), dtype=s.dtype, device=s.device) for s in core_state
             ]
         for store, s in zip(self.core_states, core_state):
-            store[self.pos] = s
+            store[self.pos] = s.detach()
         super().add(*args, **kwargs)
 
     def sequence_minibatches(self, n_minibatches: int) -> Iterator[SequenceBatch]:

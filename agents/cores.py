@@ -8,12 +8,15 @@ first dimension is the batch ``B`` (``()`` for the feed-forward core); ``episode
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rims_rl import RIMs, RIMsConfig
 
 CORES = ("rims", "lstm", "gru", "none")
 CoreState = tuple[torch.Tensor, ...]
@@ -30,7 +33,6 @@ class Core(nn.Module):
     """Base class of the cores: ``forward(x, state, episode_starts) -> (out, state, info)``."""
 
     output_size: int
-    accepts_rows: bool = False  # True if x may be [T, B, R, D]
 
     def initial_state(self, batch_size: int) -> CoreState:
         """State of a fresh episode: a tuple of ``[batch_size, ...]`` tensors."""
@@ -129,15 +131,16 @@ class TorchRNNCore(Core):
 class RIMsCore(Core):
     """The ``rims`` core: ``rims_rl.RIMs`` (its own reset handling and info), dropout 0 by default."""
 
-    accepts_rows = True
 
-    def __init__(self, input_size: int, **config_fields: Any) -> None:
+    def __init__(self, input_size: int, num_input_rows: int | None = None, **config_fields: Any) -> None:
         super().__init__()
-        from rims_rl import RIMs, RIMsConfig
-
         fields = {"input_dropout": 0.0, "comm_dropout": 0.0}
         fields.update(config_fields)
-        self.rims = RIMs(input_size=input_size, config=RIMsConfig(**fields))
+        valid = {f.name for f in dataclasses.fields(RIMsConfig)}
+        unknown = sorted(set(fields) - valid)
+        if unknown:
+            raise ValueError(f"unknown core_kwargs {unknown} for core 'rims'; valid: {', '.join(sorted(valid))}")
+        self.rims = RIMs(input_size=input_size, config=RIMsConfig(**fields), num_input_rows=num_input_rows)
         self.output_size = self.rims.output_size
 
     def initial_state(self, batch_size: int) -> CoreState:
@@ -148,16 +151,21 @@ class RIMsCore(Core):
         return out, tuple(state), info
 
 
-def make_core(core: str, input_size: int, core_kwargs: Mapping[str, Any] | None = None) -> Core:
+def make_core(
+    core: str, input_size: int, core_kwargs: Mapping[str, Any] | None = None, num_input_rows: int | None = None
+) -> Core:
     """Build the core named ``core`` ("rims" | "lstm" | "gru" | "none") for inputs of ``input_size``.
 
     ``core_kwargs``: RIMsConfig fields for ``rims``; ``hidden_size`` for ``lstm``/``gru``; nothing for
-    ``none``. Unknown names raise ValueError.
+    ``none``. ``num_input_rows``: R when the input comes as R positional rows ``[T, B, R, D]`` (rims
+    only). Unknown names raise ValueError.
     """
     check_core_name(core)
     kwargs = dict(core_kwargs or {})
     if core == "rims":
-        return RIMsCore(input_size, **kwargs)
+        return RIMsCore(input_size, num_input_rows=num_input_rows, **kwargs)
+    if num_input_rows is not None:
+        raise ValueError(f"input rows need core 'rims', got core {core!r}")
     if core == "none":
         if kwargs:
             raise ValueError(f"core 'none' takes no core_kwargs, got {sorted(kwargs)}")

@@ -2,7 +2,7 @@
 
 Each extractor maps observations ``[N, ...]`` to either a flat feature vector ``[N, features_dim]``
 or, with ``rows=True`` (CNNs only), to input rows ``[N, R, row_dim]``: one row per position of the
-last feature map (``R = h * w``), plus a learned position embedding so rows know where they are.
+last feature map (``R = h * w``, ``row_dim`` = channels; the RIMs core adds a position embedding).
 Image observations arrive channel-first ``[C, H, W]`` (SB3 wraps channel-last envs in
 ``VecTransposeImage``); ``choose_extractor`` picks NatureCNN for Atari-sized images, a small CNN for
 MiniGrid-sized grids (7x7) and an MLP for vectors.
@@ -51,8 +51,6 @@ class _ConvRows(RowsExtractor):
             self.num_rows = height * width
             self.row_dim = channels
             self.features_dim = channels * height * width
-            self.position = nn.Parameter(torch.zeros(1, self.num_rows, channels))
-            nn.init.normal_(self.position, std=0.1)
         else:
             self.features_dim = features_dim
             self.row_dim = features_dim
@@ -63,7 +61,7 @@ class _ConvRows(RowsExtractor):
             observations = observations.permute(0, 3, 1, 2)
         fmap = self.cnn(observations.float())
         if self.rows:
-            return fmap.flatten(2).transpose(1, 2) + self.position  # [N, h*w, C]
+            return fmap.flatten(2).transpose(1, 2)  # [N, h*w, C]
         return self.linear(fmap.flatten(1))
 
 

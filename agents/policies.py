@@ -60,7 +60,9 @@ class RecurrentFeaturesExtractor(BaseFeaturesExtractor):
         if input_rows and core != "rims":
             raise ValueError(f"input_rows=True needs core 'rims', got core {core!r}")
         self.base = choose_extractor(observation_space, cnn, features_dim, tuple(net_arch), rows=input_rows)
-        self.core = make_core(core, self.base.output_dim, core_kwargs)
+        self.core = make_core(
+            core, self.base.output_dim, core_kwargs, num_input_rows=self.base.num_rows if input_rows else None
+        )
         self._features_dim = self.core.output_size
         self.last_core_info: Any = None
 

@@ -158,7 +158,8 @@ class RecurrentPPO(OnPolicyAlgorithm):
             gae_lambda=self.gae_lambda,
             n_envs=self.n_envs,
         )
-        self._last_core_state = self.policy.initial_state(self.n_envs)
+        with torch.no_grad():
+            self._last_core_state = self.policy.initial_state(self.n_envs)
         self._activation_recorder = ActivationRecorder()
         self._rollouts = 0
         self.clip_range = FloatSchedule(self.clip_range)

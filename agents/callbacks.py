@@ -1,0 +1,177 @@
+"""SB3 callbacks of the `train` command: progress bar, periodic checkpoints, signals, periodic eval."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from agents.runs import BEST_MODEL, CHECKPOINT, atomic_save
+
+
+def recent_mean_return(model) -> float | None:
+    """Mean true return of the last (up to 100) finished training episodes, or None."""
+    buffer = getattr(model, "ep_info_buffer", None)
+    if not buffer:
+        return None
+    return float(np.mean([info["r"] for info in buffer]))
+
+
+class ProgressCallback(BaseCallback):
+    """Progress bar with steps, fps and recent mean return (rich on a terminal, plain lines otherwise).
+
+    It extends SB3's ``progress_bar`` (steps only) with the two numbers one watches while training.
+    On a non-terminal (logs, CI) it prints one line about every ``1/lines`` of the run instead.
+    """
+
+    def __init__(self, label: str = "train", lines: int = 10) -> None:
+        super().__init__()
+        self.label = label
+        self.lines = lines
+        self._progress: Any = None
+        self._task: Any = None
+        self._console: Any = None
+
+    def _on_training_start(self) -> None:
+        from rich.console import Console
+
+        self._console = Console()
+        self.total = int(self.locals["total_timesteps"])
+        self._t0, self._n0 = time.perf_counter(), self.model.num_timesteps
+        self._next_line = self._n0
+        if self._console.is_terminal:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[fps]} fps  return {task.fields[ret]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=self._console,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=self.total, completed=self._n0, fps="-", ret="-")
+
+    def _stats(self) -> tuple[str, str]:
+        elapsed = time.perf_counter() - self._t0
+        fps = (self.model.num_timesteps - self._n0) / elapsed if elapsed > 0 else 0.0
+        ret = recent_mean_return(self.model)
+        return f"{fps:.0f}", ("-" if ret is None else f"{ret:.3g}")
+
+    def _on_step(self) -> bool:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.model.num_timesteps)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        fps, ret = self._stats()
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.model.num_timesteps, fps=fps, ret=ret)
+        elif self.model.num_timesteps >= self._next_line:
+            self._console.print(f"{self.label}: step {self.model.num_timesteps}/{self.total}  {fps} fps  "
+                                f"return {ret}", highlight=False)
+            self._next_line = self.model.num_timesteps + max(1, self.total // self.lines)
+
+    def _on_training_end(self) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.model.num_timesteps)
+            self._progress.stop()
+            self._progress = None
+
+
+class CheckpointCallback(BaseCallback):
+    """Save ``<run>/checkpoints/last.zip`` atomically every ``freq`` steps (0 = never).
+
+    It saves at the start of a rollout, i.e. after the previous update, so the saved weights,
+    optimizer state and step count belong together: a resume redoes no update and skips none.
+    """
+
+    def __init__(self, run_dir: str | Path, freq: int) -> None:
+        super().__init__()
+        self.path = Path(run_dir) / CHECKPOINT
+        self.freq = freq
+        self.saved_at: int | None = None
+
+    def _on_training_start(self) -> None:
+        self._last = self.model.num_timesteps
+
+    def _on_rollout_start(self) -> None:
+        if self.freq > 0 and self.model.num_timesteps - self._last >= self.freq:
+            atomic_save(self.model, self.path)
+            self._last = self.saved_at = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class GracefulStop:
+    """Context manager: the first SIGINT/SIGTERM only sets ``signal_name``; a second one interrupts.
+
+    Training polls ``signal_name`` through :class:`StopOnSignalCallback` and stops at the next step,
+    so a checkpoint can be written before the process exits.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> "GracefulStop":
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class StopOnSignalCallback(BaseCallback):
+    """Stop ``learn`` at the next env step once ``stop.signal_name`` is set."""
+
+    def __init__(self, stop: GracefulStop) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def _on_step(self) -> bool:
+        return self.stop.signal_name is None
+
+
+class PeriodicEvalCallback(BaseCallback):
+    """Every ``freq`` steps: evaluate on ``shifts``, log ``eval/mean_return``, keep ``best_model.zip``."""
+
+    def __init__(self, run_dir: str | Path, env_id: str, shifts: dict[str, int] | None, episodes: int,
+                 freq: int, seed: int) -> None:
+        super().__init__()
+        self.path = Path(run_dir) / BEST_MODEL
+        self.env_id, self.shifts, self.episodes, self.freq, self.seed = env_id, shifts, episodes, freq, seed
+        self.best: float = -np.inf
+
+    def _on_training_start(self) -> None:
+        self._last = self.model.num_timesteps
+
+    def _on_rollout_start(self) -> None:
+        if self.freq <= 0 or self.model.num_timesteps - self._last < self.freq:
+            return
+        from agents.evaluation import run_episodes
+
+        self._last = self.model.num_timesteps
+        returns = run_episodes(self.model, self.env_id, self.shifts, self.episodes, seed=self.seed + 10_000)
+        mean = float(returns.mean())
+        self.logger.record("eval/mean_return", mean)
+        self.logger.record("eval/std_return", float(returns.std()))
+        if mean > self.best:
+            self.best = mean
+            atomic_save(self.model, self.path)
+
+    def _on_step(self) -> bool:
+        return True

@@ -1,0 +1,147 @@
+"""Compare runs (cores x seeds): IQM return per shift level with 95% stratified-bootstrap CIs.
+
+Each run contributes the mean returns of its ``eval/results.json``. For one env, core and shift
+level, the score matrix is ``[runs, tasks]`` where the tasks are the shift settings at that level
+(level 0: the unshifted setting alone). The IQM is rliable's ``aggregate_iqm`` (25% trimmed mean
+over all runs and tasks); its CI is the percentile interval of a stratified bootstrap that
+resamples runs with replacement independently within each task (Agarwal et al. 2021). Retention
+is aggregated the same way from per-run retention (setting mean / the run's unshifted mean).
+With one run per core the CI has zero width: it measures seed variation and there is none.
+
+Output columns (compare.csv): env, core, runs, level, tasks, iqm_return, ci95_low, ci95_high,
+iqm_retention, retention_ci95_low, retention_ci95_high.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from rliable.metrics import aggregate_iqm
+from scipy.stats import trim_mean
+
+from agents.config import UserError
+from agents.evaluation import format_number, read_results
+from agents.runs import EVAL_DIR, read_run_config
+
+COMPARE_COLUMNS = (
+    "env", "core", "runs", "level", "tasks", "iqm_return", "ci95_low", "ci95_high",
+    "iqm_retention", "retention_ci95_low", "retention_ci95_high",
+)
+
+
+def stratified_bootstrap_ci(
+    scores: np.ndarray, reps: int = 2000, seed: int = 0, confidence: float = 0.95,
+    statistic: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[float, float]:
+    """Percentile CI of the IQM of ``scores [runs, tasks]``, resampling runs within each task.
+
+    ``statistic`` maps resampled scores ``[reps, runs, tasks]`` to ``[reps]`` (default: IQM).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    runs, tasks = scores.shape
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, runs, size=(reps, runs, tasks))
+    resampled = scores[idx, np.arange(tasks)[None, None, :]]  # [reps, runs, tasks]
+    if statistic is None:
+        values = trim_mean(resampled.reshape(reps, -1), proportiontocut=0.25, axis=1)
+    else:
+        values = statistic(resampled)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Per run: env, core, seed, {(shift, level): mean_return}, and the unshifted mean."""
+    runs = []
+    for run_dir in run_dirs:
+        cfg = read_run_config(run_dir)
+        data = read_results(Path(run_dir) / EVAL_DIR / "results.json")
+        scores = {(r["shift"], int(r["level"])): float(r["mean_return"]) for r in data["results"]}
+        if ("none", 0) not in scores:
+            raise UserError(f"{run_dir}: results.json has no unshifted row (shift none, level 0)")
+        runs.append({"dir": str(run_dir), "env": cfg["env"], "core": cfg["core"], "seed": cfg["seed"],
+                     "scores": scores})
+    return runs
+
+
+def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """Summary rows (COMPARE_COLUMNS) for every env, core and shift level of ``run_dirs``.
+
+    Only settings evaluated in every run of an env are used, so all cores face the same tasks.
+    """
+    runs = _load_runs(run_dirs)
+    summary = []
+    for env in sorted({r["env"] for r in runs}):
+        env_runs = [r for r in runs if r["env"] == env]
+        common = set.intersection(*(set(r["scores"]) for r in env_runs))
+        levels = sorted({level for _, level in common})
+        for core in sorted({r["core"] for r in env_runs}):
+            core_runs = [r for r in env_runs if r["core"] == core]
+            for level in levels:
+                tasks = sorted(s for s in common if s[1] == level)
+                scores = np.array([[r["scores"][t] for t in tasks] for r in core_runs])
+                base = np.array([[r["scores"][("none", 0)]] for r in core_runs])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    retention = np.where(base != 0, scores / np.where(base != 0, base, 1), np.nan)
+                low, high = stratified_bootstrap_ci(scores, reps=reps, seed=seed)
+                row = {"env": env, "core": core, "runs": len(core_runs), "level": level, "tasks": len(tasks),
+                       "iqm_return": float(aggregate_iqm(scores)), "ci95_low": low, "ci95_high": high}
+                if np.isnan(retention).any():
+                    row.update(iqm_retention=None, retention_ci95_low=None, retention_ci95_high=None)
+                else:
+                    r_low, r_high = stratified_bootstrap_ci(retention, reps=reps, seed=seed)
+                    row.update(iqm_retention=float(aggregate_iqm(retention)),
+                               retention_ci95_low=r_low, retention_ci95_high=r_high)
+                summary.append(row)
+    return summary
+
+
+def write_compare(summary: list[dict[str, Any]], out_dir: str | os.PathLike, run_dirs: list[Path]) -> tuple[Path, Path]:
+    """Write ``compare.csv`` and ``compare.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "compare.csv", out / "compare.json"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COMPARE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(summary)
+    with open(json_path, "w") as f:
+        json.dump({"runs": [str(r) for r in run_dirs], "columns": list(COMPARE_COLUMNS), "summary": summary}, f,
+                  indent=2)
+    return csv_path, json_path
+
+
+def print_compare_table(summary: list[dict[str, Any]]) -> None:
+    """One rich table per env: a row per core, a column per shift level ("IQM [low, high]")."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for env in sorted({s["env"] for s in summary}):
+        rows = [s for s in summary if s["env"] == env]
+        levels = sorted({s["level"] for s in rows})
+        top = max(levels)
+        table = Table(title=f"{env}: IQM return [95% stratified bootstrap CI] by shift level")
+        table.add_column("core")
+        table.add_column("runs", justify="right")
+        for level in levels:
+            table.add_column("unshifted" if level == 0 else f"level {level}", justify="right")
+        if top > 0:
+            table.add_column(f"retention @ level {top}", justify="right")
+        for core in sorted({s["core"] for s in rows}):
+            cells = {s["level"]: s for s in rows if s["core"] == core}
+            line = [core, str(cells[levels[0]]["runs"])]
+            for level in levels:
+                c = cells[level]
+                line.append(f"{format_number(c['iqm_return'])} [{format_number(c['ci95_low'])}, "
+                            f"{format_number(c['ci95_high'])}]")
+            if top > 0:
+                c = cells[top]
+                line.append(format_number(c["iqm_retention"]))
+            table.add_row(*line)
+        console.print(table)

@@ -1,0 +1,221 @@
+"""Experiment configs: presets, YAML files and type-checked ``key=value`` overrides.
+
+A config is a nested dict with the schema of ``agents/presets/minigrid.yaml``. A preset is named
+by its file stem (``atari``, ``minigrid``, ``demo``); a user YAML file is read as overrides on top
+of the preset named by its ``base:`` key (default ``minigrid``), so it may hold only the keys it
+changes. Every override is checked against the preset: unknown keys and values of the wrong type
+raise :class:`UserError` with one line naming the key and the valid choices.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+DEFAULT_PRESET = "minigrid"
+CORES = ("rims", "lstm", "gru", "none")
+
+
+class UserError(ValueError):
+    """A mistake the user can fix (bad flag, bad file, existing run dir); shown as one line."""
+
+
+def list_presets() -> list[str]:
+    """Names of the built-in presets (file stems in ``agents/presets``), sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise UserError(f"cannot read config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"config {path} is not valid YAML: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def load_preset(name: str) -> dict:
+    """The built-in preset ``name`` as a nested dict (raises UserError for an unknown name).
+
+    A preset with a ``base:`` key is read as overrides on that preset.
+    """
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(
+            f"unknown preset {name!r}; valid presets: {', '.join(list_presets())} (or a path to a .yaml file)"
+        )
+    data = _read_yaml(path)
+    if "base" not in data:
+        return data
+    return _merge_onto_base(data, source=str(path))
+
+
+def _merge_onto_base(data: dict, source: str) -> dict:
+    """Apply the keys of ``data`` (type-checked) to the preset named by its ``base`` key."""
+    data = dict(data)
+    base = data.pop("base", DEFAULT_PRESET)
+    cfg = load_preset(str(base))
+    for key, value in _flatten(data):
+        set_value(cfg, key, value, source=source)
+    return cfg
+
+
+def load_config(name_or_path: str | os.PathLike | None = None) -> dict:
+    """Resolve ``--config``: a preset name, or a YAML file of overrides on its ``base`` preset.
+
+    ``None`` gives the default preset. A file's keys are checked like ``--set`` overrides.
+    """
+    if name_or_path is None:
+        return load_preset(DEFAULT_PRESET)
+    text = str(name_or_path)
+    is_file = text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file()
+    if not is_file:
+        return load_preset(text)
+    path = Path(text)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    return _merge_onto_base(_read_yaml(path), source=str(path))
+
+
+def _flatten(data: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Yield ``("a.b.c", value)`` for every leaf of a nested dict (empty dicts are leaves)."""
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, full + ".")
+        else:
+            yield full, value
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse the value part of ``key=value`` as YAML (``1e-3``, ``true``, ``[1, 2]``, ``null``)."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce(key: str, value: Any, current: Any, raw: str | None, source: str) -> Any:
+    """Return ``value`` converted to the type of ``current`` or raise UserError."""
+    shown = raw if raw is not None else repr(value)
+
+    def bad(expected: str) -> UserError:
+        return UserError(f"{source}: {key} expects {expected}, got {shown!r}")
+
+    if current is None:  # an optional value: anything scalar or a list
+        if isinstance(value, dict):
+            raise bad("a scalar or a list")
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad("an integer")
+    if isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad("a number")
+    if isinstance(current, str):
+        if isinstance(value, str):
+            return value
+        if raw is not None and not isinstance(value, (dict, list)) and value is not None:
+            return raw.strip()  # e.g. a name that happens to look like a number
+        raise bad("a string")
+    if isinstance(current, list):
+        if isinstance(value, list):
+            return value
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            return [value]
+        raise bad("a list")
+    raise bad(type(current).__name__)
+
+
+def set_value(cfg: dict, key: str, value: Any, raw: str | None = None, source: str = "--set") -> None:
+    """Set the nested ``key`` ("ppo.learning_rate") in ``cfg`` in place, type-checked.
+
+    The key must exist in ``cfg``; an empty mapping in the preset (such as ``policy_kwargs: {}``)
+    accepts any sub-key. ``raw`` is the text the user typed, for messages.
+    """
+    parts = key.split(".")
+    node = cfg
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth])
+        if not isinstance(node, dict):
+            raise UserError(f"{source}: {where} is a value, not a section; cannot set {key}")
+        last = depth == len(parts) - 1
+        if part not in node:
+            if node == {} and depth > 0:  # an open section: accept any key
+                if last:
+                    node[part] = value
+                    return
+                node[part] = {}
+                node = node[part]
+                continue
+            valid = ", ".join(sorted(node)) or "(none)"
+            scope = f" in {where}" if where else ""
+            raise UserError(f"{source}: unknown config key {key!r}; valid keys{scope}: {valid}")
+        if last:
+            current = node[part]
+            if isinstance(current, dict) and current:
+                valid = ", ".join(sorted(current))
+                raise UserError(f"{source}: {key} is a section; set one of its keys: {valid}")
+            if isinstance(current, dict):
+                if not isinstance(value, dict):
+                    raise UserError(f"{source}: {key} expects a mapping, got {raw if raw is not None else value!r}")
+                node[part] = value
+                return
+            node[part] = _coerce(key, value, current, raw, source)
+            return
+        node = node[part]
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    """Return a copy of ``cfg`` with each ``key=value`` of ``overrides`` applied (type-checked)."""
+    out = copy.deepcopy(cfg)
+    for item in overrides or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        set_value(out, key, _parse_scalar(raw), raw=raw)
+    return out
+
+
+def get_value(cfg: dict, key: str) -> Any:
+    """The value at the nested ``key`` ("eval.episodes") of ``cfg``."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def dump_config(cfg: dict, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML to ``path`` (keys in the preset's order)."""
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=False)
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Read a resolved ``config.yaml`` of a run dir as it was written (no preset merging)."""
+    return _read_yaml(Path(path))

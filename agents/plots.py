@@ -1,0 +1,76 @@
+"""PNG plots of evaluation sweeps and comparisons (matplotlib, Agg backend, no display needed)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _shift_curves(rows: Sequence[Any]) -> dict[str, list[Any]]:
+    """Group single-shift results by shift name, each curve starting at the unshifted row (level 0)."""
+    base = next(r for r in rows if r.shift == "none")
+    curves: dict[str, list[Any]] = {}
+    for r in rows:
+        if r.shift != "none":
+            curves.setdefault(r.shift, [base]).append(r)
+    return {name: sorted(pts, key=lambda r: r.level) for name, pts in curves.items()}
+
+
+def plot_returns_vs_level(rows: Sequence[Any], path: str | os.PathLike, title: str) -> Path:
+    """Mean return (with its 95% CI as error bars) against shift level, one line per shift.
+
+    ``rows``: objects with ``shift, level, mean_return, ci95_low, ci95_high`` (evaluation.Result).
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    curves = _shift_curves(rows)
+    if not curves:  # only the unshifted setting was evaluated
+        curves = {"none": [next(r for r in rows if r.shift == "none")]}
+    for name, pts in curves.items():
+        x = [p.level for p in pts]
+        y = [p.mean_return for p in pts]
+        err = [[p.mean_return - p.ci95_low for p in pts], [p.ci95_high - p.mean_return for p in pts]]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+    ax.set_xlabel("shift level (0 = training conditions)")
+    ax.set_ylabel("mean return (95% CI)")
+    ax.set_xticks(sorted({r.level for r in rows}))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """IQM return with its 95% bootstrap CI band against shift level, one line per core, one panel per env.
+
+    ``summary``: rows with ``env, core, runs, level, iqm_return, ci95_low, ci95_high`` (compare.py).
+    """
+    envs = sorted({s["env"] for s in summary})
+    fig, axes = plt.subplots(1, len(envs), figsize=(6.4 * len(envs), 4.2), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        rows = [s for s in summary if s["env"] == env]
+        for core in sorted({s["core"] for s in rows}):
+            pts = sorted((s for s in rows if s["core"] == core), key=lambda s: s["level"])
+            x = [p["level"] for p in pts]
+            line, = ax.plot(x, [p["iqm_return"] for p in pts], marker="o", label=f"{core} ({pts[0]['runs']} runs)")
+            ax.fill_between(x, [p["ci95_low"] for p in pts], [p["ci95_high"] for p in pts],
+                            color=line.get_color(), alpha=0.2)
+        ax.set_title(env, fontsize=10)
+        ax.set_xlabel("shift level (0 = training conditions)")
+        ax.set_ylabel("IQM return (95% stratified bootstrap CI)")
+        ax.set_xticks(sorted({s["level"] for s in rows}))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

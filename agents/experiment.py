@@ -1,0 +1,412 @@
+"""The experiment commands behind ``train_agent.py``: train, evaluate, compare, record, demo.
+
+Each function validates its input first (UserError, one line) and only then creates files, so a
+bad flag never leaves a half-made run dir behind.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from agents.config import CORES, UserError, apply_overrides, dump_config, load_config, set_value
+from agents.evaluation import (Result, UNSHIFTED, evaluate_model, log_results_to_tensorboard, print_results_table,
+                               sweep_settings, write_results)
+from agents.runs import (CHECKPOINT, CONFIG_FILE, EVAL_DIR, FINAL_MODEL, TB_DIR, TRAIN_TB_NAME, atomic_save,
+                         find_run_dirs, is_run_dir, load_model, read_num_timesteps, read_run_config,
+                         refuse_existing, resolve_model_path, run_dir_for)
+
+EVAL_SEED = 1000  # evaluation env seeds differ from the training seeds (0, 1, ...)
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint (exit code 130)."""
+
+
+class TrainingDiverged(Exception):
+    """Training stopped by a non-finite loss; the last good checkpoint is kept (exit code 1)."""
+
+
+# ---------------------------------------------------------------- config resolution
+
+def resolve_config(config: str | None, overrides: Sequence[str] = (), **flags: Any) -> dict:
+    """Preset or YAML file, then ``--set`` overrides, then explicit flags (``None`` = not given).
+
+    ``flags`` maps config keys ("eval.freq" written as ``eval__freq``) to values. The env
+    ``null`` becomes ``envs.DEFAULT_ENV_ID``. The result is validated (:func:`validate_config`).
+    """
+    cfg = apply_overrides(load_config(config), overrides)
+    for name, value in flags.items():
+        if value is not None:
+            key = name.replace("__", ".")
+            set_value(cfg, key, value, source=f"--{key.replace('_', '-').replace('.', '-')}")
+    if cfg.get("env") is None:
+        from envs import DEFAULT_ENV_ID
+
+        cfg["env"] = DEFAULT_ENV_ID
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict) -> None:
+    """Raise UserError (or the envs'/rims_rl's one-line ValueError) for a config that cannot run."""
+    from envs import list_shifts, parse_shifts
+
+    if cfg["core"] not in CORES:
+        raise UserError(f"unknown core {cfg['core']!r}; valid cores: {', '.join(CORES)}")
+    list_shifts(cfg["env"])  # unknown env -> ValueError naming the valid ones
+    parse_shifts(cfg["shifts"], cfg["env"])
+    parse_shifts(cfg["eval"]["shifts"], cfg["env"])
+    for key in ("timesteps", "n_envs"):
+        if cfg[key] < 1:
+            raise UserError(f"{key} must be >= 1, got {cfg[key]}")
+    for key in ("checkpoint_freq",):
+        if cfg[key] < 0:
+            raise UserError(f"{key} must be >= 0, got {cfg[key]}")
+    if cfg["ppo"]["lr_schedule"] not in ("linear", "constant"):
+        raise UserError(f"ppo.lr_schedule must be linear or constant, got {cfg['ppo']['lr_schedule']!r}")
+    if cfg["policy"] not in ("CnnPolicy", "MlpPolicy"):
+        raise UserError(f"policy must be CnnPolicy or MlpPolicy, got {cfg['policy']!r}")
+    if cfg["core"] == "rims":
+        from rims_rl import RIMsConfig
+
+        RIMsConfig(**cfg["cores"]["rims"])
+
+
+def _run_config(cfg: dict, core: str, seed: int) -> dict:
+    out = copy.deepcopy(cfg)
+    out["core"], out["seed"] = core, int(seed)
+    validate_config(out)
+    return out
+
+
+# ---------------------------------------------------------------- training
+
+def build_model(cfg: dict, env, run_dir: Path):
+    """A fresh RecurrentPPO for ``cfg`` on ``env`` logging TensorBoard events to ``<run>/tb``."""
+    from stable_baselines3.common.utils import LinearSchedule
+
+    from agents import RecurrentPPO
+
+    ppo = dict(cfg["ppo"])
+    lr = float(ppo.pop("learning_rate"))
+    schedule = ppo.pop("lr_schedule")
+    return RecurrentPPO(
+        cfg["policy"], env, core=cfg["core"], core_kwargs=dict(cfg["cores"][cfg["core"]]) or None,
+        learning_rate=LinearSchedule(lr, 0.0, 1.0) if schedule == "linear" else lr,
+        policy_kwargs=dict(cfg["policy_kwargs"]) or None,
+        tensorboard_log=str(run_dir / TB_DIR), seed=cfg["seed"], device="cpu", verbose=0, **ppo,
+    )
+
+
+@dataclass
+class TrainOutcome:
+    """What one finished training run left behind."""
+
+    run_dir: Path
+    model_file: Path
+    num_timesteps: int
+
+
+def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = True) -> TrainOutcome:
+    """Train (or continue) the run in ``run_dir`` up to ``cfg['timesteps']`` steps.
+
+    Fresh: ``run_dir`` must not exist; it is created with ``config.yaml``. Resume: the run's
+    ``checkpoints/last.zip`` (weights, optimizer state, step count) is loaded and ``learn`` continues
+    with ``reset_num_timesteps=False``; without a checkpoint the run starts again from step 0.
+    A periodic checkpoint is written every ``checkpoint_freq`` steps, a final one and ``model.zip``
+    at the end. SIGINT/SIGTERM: checkpoint, then :class:`Interrupted`. Non-finite loss:
+    :class:`TrainingDiverged`, the last good checkpoint untouched.
+    """
+    from envs import make_vec_env, parse_shifts
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from agents.callbacks import (CheckpointCallback, GracefulStop, PeriodicEvalCallback, ProgressCallback,
+                                  StopOnSignalCallback)
+
+    checkpoint = run_dir / CHECKPOINT
+    env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=cfg["seed"], shifts=cfg["shifts"], training=True)
+    if resume and checkpoint.is_file():
+        model = load_model(checkpoint, env=env)
+        model.tensorboard_log = str(run_dir / TB_DIR)
+        print(f"resuming {run_dir} from step {model.num_timesteps} ({checkpoint})")
+    else:
+        if not resume:
+            refuse_existing(run_dir)
+        model = build_model(cfg, env, run_dir)
+        if resume:
+            print(f"{run_dir} has no checkpoint yet: training from step 0")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / CONFIG_FILE)
+    remaining = cfg["timesteps"] - model.num_timesteps
+    callbacks = [CheckpointCallback(run_dir, cfg["checkpoint_freq"])]
+    if cfg["eval"]["freq"] > 0:
+        callbacks.append(PeriodicEvalCallback(run_dir, cfg["env"], parse_shifts(cfg["eval"]["shifts"], cfg["env"]),
+                                              cfg["eval"]["episodes"], cfg["eval"]["freq"], cfg["seed"]))
+    if progress:
+        callbacks.append(ProgressCallback(label=f"{cfg['core']} seed {cfg['seed']}"))
+    try:
+        with GracefulStop() as stop:
+            callbacks.append(StopOnSignalCallback(stop))
+            if remaining > 0:
+                try:
+                    model.learn(remaining, callback=CallbackList(callbacks), tb_log_name=TRAIN_TB_NAME,
+                                reset_num_timesteps=model.num_timesteps == 0)
+                except FloatingPointError as e:
+                    kept = (f"the last good checkpoint is {checkpoint} (step {read_num_timesteps(checkpoint)})"
+                            if checkpoint.is_file() else "no checkpoint had been written yet")
+                    raise TrainingDiverged(
+                        f"training of {run_dir} stopped at step {model.num_timesteps}: non-finite loss ({e}); "
+                        f"{kept}; try a lower --set ppo.learning_rate") from None
+                except KeyboardInterrupt:
+                    raise Interrupted(f"interrupted twice: stopped without a new checkpoint; "
+                                      f"resume from the last one with: rims-rl train --resume {run_dir}") from None
+            atomic_save(model, checkpoint)
+            if stop.signal_name is not None:
+                raise Interrupted(f"{stop.signal_name}: stopped at step {model.num_timesteps}, checkpoint saved to "
+                                  f"{checkpoint}; continue with: rims-rl train --resume {run_dir}")
+            atomic_save(model, run_dir / FINAL_MODEL)
+    finally:
+        env.close()
+    return TrainOutcome(run_dir, run_dir / FINAL_MODEL, model.num_timesteps)
+
+
+def train(
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    cores: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    logdir: str | os.PathLike = "runs",
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+    **flags: Any,
+) -> list[TrainOutcome]:
+    """The ``train`` command: one run per (core, seed), or continue the run dir ``resume``.
+
+    ``flags``: config keys given as flags (``env``, ``timesteps``, ``n_envs``, ``shifts``,
+    ``checkpoint_freq``, ``eval__freq``, ``eval__episodes``, ``eval__shifts``); None = from config.
+    Every run dir is checked before the first run starts.
+    """
+    if resume is not None:
+        extra = [k for k, v in flags.items() if v is not None and k != "timesteps"]
+        extra += ["--set"] * bool(overrides) + ["--core"] * bool(cores) + ["--seed"] * bool(seeds)
+        if extra:
+            names = ", ".join(e if e.startswith("--") else "--" + e.replace("__", "-").replace("_", "-")
+                              for e in extra)
+            raise UserError(f"--resume continues a run with its own config.yaml; drop {names} "
+                            f"(only --timesteps may be given)")
+        run_dir = Path(resume)
+        if not is_run_dir(run_dir):
+            raise UserError(f"--resume {run_dir}: not a run dir ({CONFIG_FILE} is missing)")
+        cfg = read_run_config(run_dir)
+        if flags.get("timesteps") is not None:
+            set_value(cfg, "timesteps", flags["timesteps"], source="--timesteps")
+        validate_config(cfg)
+        if (run_dir / CHECKPOINT).is_file():
+            read_num_timesteps(run_dir / CHECKPOINT)  # a corrupt checkpoint is reported before any work
+        return [train_run(cfg, run_dir, resume=True, progress=progress)]
+    base = resolve_config(config, overrides, **flags)
+    plan = [(core, seed) for core in (cores or [base["core"]]) for seed in (seeds or [base["seed"]])]
+    runs = [(_run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed)) for core, seed in plan]
+    for _, run_dir in runs:
+        refuse_existing(run_dir)
+    outcomes = []
+    for cfg, run_dir in runs:
+        print(f"training {cfg['core']} (seed {cfg['seed']}) on {cfg['env']} for {cfg['timesteps']} steps -> {run_dir}")
+        outcomes.append(train_run(cfg, run_dir, progress=progress))
+        print(f"saved {outcomes[-1].model_file} (step {outcomes[-1].num_timesteps})")
+    print(f"TensorBoard: tensorboard --logdir {logdir}")
+    return outcomes
+
+
+# ---------------------------------------------------------------- evaluation
+
+def evaluate(
+    model: str | os.PathLike,
+    shifts: Sequence[str] | str | None = None,
+    episodes: int = 20,
+    seed: int = EVAL_SEED,
+    deterministic: bool = False,
+    out: str | os.PathLike | None = None,
+    env: str | None = None,
+    n_envs: int = 4,
+    quiet: bool = False,
+) -> list[Result]:
+    """The ``evaluate`` command: sweep shift settings, write results.csv/json, a plot and TB scalars.
+
+    ``model``: a model file or a run dir. Outputs go to ``out`` (default ``<run>/eval``); the TB
+    scalars to ``<run>/tb/eval`` (or ``<out>/tb``).
+    """
+    from stable_baselines3.common.utils import set_random_seed
+
+    from agents.plots import plot_returns_vs_level
+
+    model_file, run_dir = resolve_model_path(model)
+    if env is None:
+        if run_dir is None:
+            raise UserError(f"--env is required: {model_file} does not lie in a run dir with {CONFIG_FILE}")
+        env = read_run_config(run_dir)["env"]
+    if episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    settings = sweep_settings(env, shifts)
+    agent = load_model(model_file)
+    out_dir = Path(out) if out is not None else (run_dir / EVAL_DIR if run_dir else model_file.parent / EVAL_DIR)
+    tb_dir = run_dir / TB_DIR / "eval" if run_dir else out_dir / "tb"
+
+    def report(r: Result) -> None:
+        if not quiet:
+            print(f"  {r.shift} level {r.level}: mean return {r.mean_return:.3g} over {r.episodes} episodes")
+
+    if not quiet:
+        print(f"evaluating {model_file} on {env}: {len(settings)} settings x {episodes} episodes")
+    set_random_seed(seed)
+    results = evaluate_model(agent, env, settings, episodes, seed, deterministic, n_envs, on_result=report)
+    meta = {"env": env, "model": str(model_file), "num_timesteps": int(agent.num_timesteps), "seed": seed,
+            "deterministic": deterministic, "episodes": episodes}
+    csv_path, json_path = write_results(results, out_dir, meta)
+    label = f"{run_dir.parent.name} seed {read_run_config(run_dir)['seed']}" if run_dir else model_file.name
+    plot = plot_returns_vs_level(results, out_dir / "returns.png", f"{env} - {label}")
+    log_results_to_tensorboard(results, tb_dir)
+    if not quiet:
+        print_results_table(results, f"{env} - {label} ({agent.num_timesteps} steps)")
+        print(f"results: {csv_path}, {json_path}\nplot: {plot}\nTensorBoard: tensorboard --logdir {tb_dir}")
+    return results
+
+
+# ---------------------------------------------------------------- comparison
+
+def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, reps: int = 2000,
+            seed: int = 0, quiet: bool = False) -> list[dict[str, Any]]:
+    """The ``compare`` command: IQM + stratified-bootstrap CIs per core and shift level, table and plot.
+
+    ``runs``: run dirs or dirs holding run dirs (each evaluated before). Output dir default:
+    ``<common parent of the runs>/compare``.
+    """
+    from agents.compare import compare_runs, print_compare_table, write_compare
+    from agents.plots import plot_compare
+
+    if reps < 1:
+        raise UserError(f"--reps must be >= 1, got {reps}")
+    run_dirs = find_run_dirs(list(runs))
+    if out is None:
+        common = Path(os.path.commonpath([str(r.resolve()) for r in run_dirs]))
+        out = (common.parent if is_run_dir(common) else common) / "compare"
+    summary = compare_runs(run_dirs, reps=reps, seed=seed)
+    csv_path, json_path = write_compare(summary, out, run_dirs)
+    plot = plot_compare(summary, Path(out) / "compare.png")
+    print_compare_table(summary)
+    if not quiet:
+        print(f"compared {len(run_dirs)} runs: {csv_path}, {json_path}\nplot: {plot}")
+    return summary
+
+
+# ---------------------------------------------------------------- demo (the main job)
+
+def _matching_run(run_dir: Path, cfg: dict) -> str:
+    """``new``, ``done`` or ``resume`` for an existing demo run dir with the same config."""
+    if not run_dir.exists():
+        return "new"
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir} exists but is not a run dir; choose another --logdir")
+    old = read_run_config(run_dir)
+    if old != cfg:
+        keys = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
+        raise UserError(f"{run_dir} holds a run with a different config (differs in: {', '.join(keys)}); "
+                        f"choose another --logdir")
+    if (run_dir / FINAL_MODEL).is_file():
+        return "done"
+    return "resume"
+
+
+def demo(
+    config: str = "demo",
+    overrides: Sequence[str] = (),
+    cores: Sequence[str] = ("rims", "lstm"),
+    seeds: Sequence[int] = (0,),
+    logdir: str | os.PathLike = "runs/demo",
+    shifts: Sequence[str] | str | None = None,
+    episodes: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """The main job: train each core x seed, evaluate across the shift ladder, compare, print where.
+
+    Re-running it with the same config reuses finished runs and resumes interrupted ones.
+    """
+    base = resolve_config(config, overrides)
+    sweep = shifts if shifts is not None else base["eval"]["sweep"]
+    episodes = episodes if episodes is not None else base["eval"]["episodes"]
+    sweep_settings(base["env"], sweep)  # validate before training
+    runs = [(_run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed))
+            for core in cores for seed in seeds]
+    states = [_matching_run(run_dir, cfg) for cfg, run_dir in runs]
+    print(f"rims-rl demo: {', '.join(cores)} x seeds {', '.join(map(str, seeds))} on {base['env']}, "
+          f"{base['timesteps']} steps each, results under {logdir}")
+    for (cfg, run_dir), state in zip(runs, states):
+        if state == "done":
+            print(f"{run_dir}: already trained, reusing {run_dir / FINAL_MODEL}")
+            continue
+        print(f"training {cfg['core']} (seed {cfg['seed']}) -> {run_dir}")
+        train_run(cfg, run_dir, resume=state == "resume", progress=progress)
+    for _, run_dir in runs:
+        evaluate(run_dir, shifts=sweep, episodes=episodes, quiet=True)
+        print(f"evaluated {run_dir}: {run_dir / EVAL_DIR / 'results.csv'}")
+    summary = compare([r for _, r in runs], out=Path(logdir) / "compare", quiet=True)
+    out = Path(logdir)
+    print(f"\nresults: per run {out}/<env>/<core>/seed<N>/eval/results.csv (+ returns.png); "
+          f"comparison {out / 'compare' / 'compare.csv'}")
+    print(f"plot: {out / 'compare' / 'compare.png'}")
+    print(f"TensorBoard curves: tensorboard --logdir {out}")
+    return summary
+
+
+# ---------------------------------------------------------------- presets
+
+def show_presets(name: str | None = None) -> None:
+    """Print the preset names (with their first comment line), or the YAML text of one preset."""
+    from agents.config import PRESET_DIR, list_presets, load_preset
+
+    if name is not None:
+        load_preset(name)  # UserError for an unknown name
+        print((PRESET_DIR / f"{name}.yaml").read_text(), end="")
+        return
+    for preset in list_presets():
+        first = (PRESET_DIR / f"{preset}.yaml").read_text().splitlines()[0].lstrip("# ")
+        print(f"{preset:10s} {first}")
+
+
+# ---------------------------------------------------------------- record
+
+def record(
+    model: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    shifts: str | None = None,
+    seed: int = EVAL_SEED,
+    deterministic: bool = False,
+    max_steps: int = 500,
+    fps: int = 8,
+    env: str | None = None,
+) -> Path:
+    """The ``record`` command: one episode as GIF or MP4 with the RIMs activation strip under each frame."""
+    from envs import parse_shifts
+
+    from agents.record import record_episode
+
+    model_file, run_dir = resolve_model_path(model)
+    if env is None:
+        if run_dir is None:
+            raise UserError(f"--env is required: {model_file} does not lie in a run dir with {CONFIG_FILE}")
+        env = read_run_config(run_dir)["env"]
+    shift_map = parse_shifts(shifts, env)
+    out_path = Path(out) if out is not None else (run_dir or model_file.parent) / "episode.gif"
+    if out_path.suffix.lower() not in (".gif", ".mp4"):
+        raise UserError(f"--out must end in .gif or .mp4, got {out_path.name!r}")
+    if max_steps < 1 or fps < 1:
+        raise UserError(f"--max-steps and --fps must be >= 1, got {max_steps} and {fps}")
+    agent = load_model(model_file)
+    info = record_episode(agent, env, shift_map, out_path, seed=seed, deterministic=deterministic,
+                          max_steps=max_steps, fps=fps)
+    strip = "with the RIMs activation strip" if info["has_strip"] else "(no activation strip: the core is not rims)"
+    print(f"recorded {info['steps']} steps, return {info['return']:.3g}, {strip}: {out_path}")
+    return out_path

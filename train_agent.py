@@ -1,0 +1,188 @@
+"""rims-rl command line: train, evaluate on shifted environments, compare runs, record episodes.
+
+With no arguments it runs the main job (``demo``): a small RIMs agent and an LSTM agent on the
+built-in MiniGrid/BabyAI distractor task, evaluated across the distractor ladder and compared.
+This file only parses arguments; the work is done in ``agents.experiment``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from typing import Sequence
+
+from agents.config import CORES, DEFAULT_PRESET, UserError, list_presets, load_preset
+
+PROG = "rims-rl"
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show ``(default: X)`` for every option that has a default (options read from the config say so)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool) and not action.default:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are ONE line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _from_config(help_text: str, key: str) -> str:
+    """Help for an option whose default comes from the config, quoting the default preset's value."""
+    value = load_preset(DEFAULT_PRESET)
+    for part in key.split("."):
+        value = value[part]
+    shown = "the built-in distractor task" if key == "env" and value is None else ("none" if value is None else value)
+    return f"{help_text} (default: the config's `{key}`; {DEFAULT_PRESET} preset: {shown})"
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rims-rl`` parser with the subcommands train, evaluate, compare, record, demo, presets."""
+    parser = _Parser(prog=PROG, description=__doc__, formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    presets = ", ".join(list_presets())
+
+    p = sub.add_parser("train", help="train agents (one run per core and seed)", formatter_class=_Formatter,
+                       description=_wrap("Train recurrent PPO agents. Each core x seed gets a run dir "
+                                   "<logdir>/<env>/<core>/seed<N>/ with config.yaml, checkpoints, TensorBoard "
+                                   "events and model.zip. Ctrl-C saves a checkpoint; --resume continues it."))
+    p.add_argument("--config", default=DEFAULT_PRESET, help=f"a preset ({presets}) or a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, nested with dots (e.g. ppo.learning_rate=1e-3, cores.rims.k=3); "
+                        "repeatable")
+    p.add_argument("--env", help=_from_config("environment id", "env"))
+    p.add_argument("--core", nargs="+", choices=CORES, help=_from_config("recurrent core(s), one run each", "core"))
+    p.add_argument("--seed", nargs="+", type=int, help=_from_config("seed(s), one run each", "seed"))
+    p.add_argument("--timesteps", type=int, help=_from_config("environment steps per run", "timesteps"))
+    p.add_argument("--n-envs", type=int, help=_from_config("parallel environments", "n_envs"))
+    p.add_argument("--shifts", help=_from_config("training-time shifts, e.g. distractors=1", "shifts"))
+    p.add_argument("--logdir", default="runs", help="root of the run dirs")
+    p.add_argument("--eval-freq", type=int, help=_from_config("periodic evaluation every N steps, 0 = off; "
+                                                              "the best model is kept as best_model.zip", "eval.freq"))
+    p.add_argument("--eval-episodes", type=int, help=_from_config("episodes per periodic evaluation", "eval.episodes"))
+    p.add_argument("--eval-shifts", help=_from_config("shifts of the periodic evaluation", "eval.shifts"))
+    p.add_argument("--checkpoint-freq", type=int,
+                   help=_from_config("checkpoint every N steps, 0 = only at the end", "checkpoint_freq"))
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run dir from its last checkpoint (same "
+                   "config, step count and optimizer state; --timesteps may raise the budget)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="evaluate a model across shift levels", formatter_class=_Formatter,
+                       description=_wrap("Evaluate a model on the unshifted env and on each shift setting. Writes "
+                                   "results.csv / results.json (env, shift, level, episodes, mean_return, std_return, "
+                                   "ci95_low, ci95_high, retention), returns.png and TensorBoard scalars."))
+    p.add_argument("--model", required=True, help="a model file or a run dir (uses model.zip, else the checkpoint)")
+    p.add_argument("--shifts", nargs="+", default=["all"], metavar="SPEC",
+                   help="settings: all, none, a shift name (every level) or name=level[,name=level]")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per setting")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the evaluation envs")
+    p.add_argument("--deterministic", action="store_true", help="greedy actions instead of sampled ones")
+    p.add_argument("--n-envs", type=int, default=4, help="parallel evaluation envs")
+    p.add_argument("--out", help="output dir (default: <run dir>/eval)")
+    p.add_argument("--env", help="environment id (default: the run's config.yaml)")
+
+    p = sub.add_parser("compare", help="compare evaluated runs: IQM with bootstrap CIs",
+                       formatter_class=_Formatter,
+                       description=_wrap("Aggregate evaluated runs per env and core: IQM return per shift level with "
+                                   "95% stratified-bootstrap CIs, retention; writes compare.csv/json and compare.png."))
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run dirs, or dirs searched for run dirs")
+    p.add_argument("--out", help="output dir (default: <common parent of the runs>/compare)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+    p = sub.add_parser("record", help="record one episode with the RIMs activation strip",
+                       formatter_class=_Formatter,
+                       description=_wrap("Play one episode and write it as GIF or MP4; under each frame a strip shows "
+                                   "which RIMs were active over the last steps (rows = RIMs, right = now)."))
+    p.add_argument("--model", required=True, help="a model file or a run dir")
+    p.add_argument("--out", help="a .gif or .mp4 path (default: <run dir>/episode.gif)")
+    p.add_argument("--shifts", help="shifts to apply, e.g. distractors=2")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the env")
+    p.add_argument("--deterministic", action="store_true", help="greedy actions")
+    p.add_argument("--max-steps", type=int, default=500, help="stop after this many steps")
+    p.add_argument("--fps", type=int, default=8, help="frames per second of the video")
+    p.add_argument("--env", help="environment id (default: the run's config.yaml)")
+
+    p = sub.add_parser("demo", help="the main job (also what runs with no arguments)", formatter_class=_Formatter,
+                       description=_wrap("Train a RIMs and an LSTM agent on the built-in distractor task, evaluate both "
+                                   "across the shift ladder, compare them, and print where everything is. Re-running "
+                                   "reuses finished runs and resumes interrupted ones."))
+    p.add_argument("--config", default="demo", help=f"a preset ({presets}) or a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    p.add_argument("--cores", nargs="+", choices=CORES, default=["rims", "lstm"], help="cores to compare")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per core")
+    p.add_argument("--logdir", default="runs/demo", help="where the runs and the comparison go")
+    p.add_argument("--shifts", nargs="+", metavar="SPEC", help="evaluation settings (default: the config's eval.sweep)")
+    p.add_argument("--episodes", type=int, help="episodes per setting (default: the config's eval.episodes)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("presets", help="list the presets, or print one", formatter_class=_Formatter)
+    p.add_argument("name", nargs="?", help="a preset to print as YAML")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    from agents import experiment
+
+    if args.command == "train":
+        experiment.train(
+            config=args.config, overrides=args.overrides, cores=args.core, seeds=args.seed, logdir=args.logdir,
+            resume=args.resume, progress=not args.no_progress, env=args.env, timesteps=args.timesteps,
+            n_envs=args.n_envs, shifts=args.shifts, checkpoint_freq=args.checkpoint_freq,
+            eval__freq=args.eval_freq, eval__episodes=args.eval_episodes, eval__shifts=args.eval_shifts)
+    elif args.command == "evaluate":
+        experiment.evaluate(args.model, shifts=args.shifts, episodes=args.episodes, seed=args.seed,
+                            deterministic=args.deterministic, out=args.out, env=args.env, n_envs=args.n_envs)
+    elif args.command == "compare":
+        experiment.compare(args.runs, out=args.out, reps=args.reps, seed=args.seed)
+    elif args.command == "record":
+        experiment.record(args.model, out=args.out, shifts=args.shifts, seed=args.seed,
+                          deterministic=args.deterministic, max_steps=args.max_steps, fps=args.fps, env=args.env)
+    elif args.command == "demo":
+        experiment.demo(config=args.config, overrides=args.overrides, cores=args.cores, seeds=args.seeds,
+                        logdir=args.logdir, shifts=args.shifts, episodes=args.episodes,
+                        progress=not args.no_progress)
+    elif args.command == "presets":
+        experiment.show_presets(args.name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rims-rl`` / ``python train_agent.py``; returns the exit code.
+
+    0 done; 1 training diverged (non-finite loss); 2 user error (one line on stderr);
+    130 interrupted by SIGINT/SIGTERM after saving a checkpoint.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv or ["demo"])
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    from agents.experiment import Interrupted, TrainingDiverged
+
+    try:
+        _dispatch(args)
+    except (UserError, ValueError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 130
+    except TrainingDiverged as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -94,14 +94,24 @@ class Communication(nn.Module):
         self.query_key_value = GroupLinear(num_units, unit_size, num_heads * (2 * key_size + value_size), bias=False)
         self.output_gate = GroupLinear(num_units, num_heads * value_size, 2 * unit_size)
         self.dropout = nn.Dropout(dropout)
-        self.scale = 1.0 / math.sqrt(key_size)
+        column_scale = torch.ones(num_heads, 2 * key_size + value_size)
+        column_scale[:, :key_size] = 1.0 / math.sqrt(key_size)  # queries carry the 1/sqrt(key) factor
+        self.register_buffer("_column_scale", column_scale.reshape(-1), persistent=False)
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """h [K, B, H] -> (h + gated read [K, B, H], attention [B, heads, K(query), K(key)])."""
+    def scaled_weight(self) -> Tensor:
+        """The [K, H, heads*(2*key+value)] query/key/value weight with the 1/sqrt(key) score scale folded in."""
+        return self.query_key_value.weight * self._column_scale
+
+    def forward(self, h: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """h [K, B, H] -> (h + gated read [K, B, H], attention [B, heads, K(query), K(key)]).
+
+        weight: ``scaled_weight()``, computed once per sequence by the caller (None: compute it here).
+        """
         K, B, _ = h.shape
-        qkv = self.query_key_value(h).view(K, B, self.num_heads, -1).permute(1, 2, 0, 3)
+        weight = self.scaled_weight() if weight is None else weight
+        qkv = torch.bmm(h, weight).view(K, B, self.num_heads, -1).permute(1, 2, 0, 3)
         q, k, v = qkv.split([self.key_size, self.key_size, self.value_size], dim=-1)
-        attention = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale, dim=-1)
+        attention = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1)
         read = torch.matmul(self.dropout(attention), v)  # [B, heads, K, value]
         read = read.permute(2, 0, 1, 3).reshape(K, B, self.num_heads * self.value_size)
         gate, update = self.output_gate(read).split(self.unit_size, dim=-1)

@@ -50,13 +50,14 @@ class GroupLSTMCell(nn.Module):
         self.hidden_to_gates = GroupLinear(num_units, hidden_size, self.gate_size)
         _uniform_like_torch_rnn(self, hidden_size)
 
-    def forward(self, gates_x: Tensor, gates_h: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """gates_x, gates_h: [K, B, 4H] pre-activations (biases included); state (h, c) [K, B, H]."""
+    def forward(self, gates_x: Tensor, gates_h: Tensor | None, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """gates_x, gates_h: [K, B, 4H] pre-activations (biases included; gates_h=None: gates_x holds
+        the sum); state (h, c) [K, B, H] -> (h, c)."""
         H = self.hidden_size
-        gates = gates_x + gates_h
-        sig = torch.sigmoid(gates[..., : 3 * H])
-        i, f, o = sig[..., :H], sig[..., H: 2 * H], sig[..., 2 * H:]
-        c = torch.addcmul(f * state[1], i, torch.tanh(gates[..., 3 * H:]))
+        gates = gates_x if gates_h is None else gates_x + gates_h
+        sig, cand = gates.split([3 * H, H], dim=-1)
+        i, f, o = torch.sigmoid(sig).chunk(3, dim=-1)
+        c = torch.addcmul(f * state[1], i, torch.tanh(cand))
         return o * torch.tanh(c), c
 
 
@@ -76,11 +77,11 @@ class GroupGRUCell(nn.Module):
     def forward(self, gates_x: Tensor, gates_h: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """gates_x, gates_h: [K, B, 3H] pre-activations (biases included); state (h,) [K, B, H]."""
         H = self.hidden_size
-        rz = torch.sigmoid(gates_x[..., : 2 * H] + gates_h[..., : 2 * H])
-        r, z = rz[..., :H], rz[..., H:]
-        n = torch.tanh(torch.addcmul(gates_x[..., 2 * H:], r, gates_h[..., 2 * H:]))
-        h = state[0]
-        return (torch.addcmul(n, z, h - n),)
+        x_rz, x_n = gates_x.split([2 * H, H], dim=-1)
+        h_rz, h_n = gates_h.split([2 * H, H], dim=-1)
+        r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=-1)
+        n = torch.tanh(torch.addcmul(x_n, r, h_n))
+        return (torch.addcmul(n, z, state[0] - n),)
 
 
 def _uniform_like_torch_rnn(cell: nn.Module, hidden_size: int) -> None:

@@ -30,6 +30,24 @@ class RIMsInfo(NamedTuple):
 State = tuple[Tensor, ...]
 
 
+class _Sequence(NamedTuple):
+    """Per-sequence tensors precomputed by ``RIMs._prepare`` (lists hold one tensor per step)."""
+
+    w_state: Tensor  # [K, H, G (+ heads*key)]: hidden-to-gates (| queries)
+    b_state: Tensor  # [K, 1, G (+ heads*key)]
+    keys: tuple[Tensor, ...] | None  # T x [B, R, heads, key]
+    values: tuple[Tensor, ...] | None  # T x [B, R, heads, value], or folded: T x [K, B, heads, G]
+    folded: bool  # values hold input-to-gate pre-activations (one input row)
+    input_gates: tuple[Tensor, ...] | None  # without input attention: T x [K, B, G]
+    b_in: Tensor | None  # [K, 1, G] input bias, None when already inside b_state
+    comm_weight: Tensor | None  # Communication.scaled_weight()
+
+    def step_inputs(self, t: int) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """(keys, values, input gates) of step t."""
+        pick = (lambda xs: None if xs is None else xs[t])
+        return pick(self.keys), pick(self.values), pick(self.input_gates)
+
+
 class RIMs(nn.Module):
     """A sequence of RIMs steps over ``x`` with resets at episode starts.
 
@@ -119,73 +137,108 @@ class RIMs(nn.Module):
         initial = [s.to(x.dtype).unsqueeze(1) for s in self._initial()]  # [K, 1, H]
         resets, starts = self._check_starts(episode_starts, T, B, x)
 
-        cell, attn, comm = self.cell, self.input_attention, self.communication
-        G = cell.gate_size
-        all_active = cfg.k == K
-        block = cfg.block_inactive_grad and not all_active and torch.is_grad_enabled()
-        if attn is not None:
-            # Fused per-RIM product of the state: [hidden-to-gates | queries].
-            w_state = torch.cat([cell.hidden_to_gates.weight, attn.query.weight], dim=-1)
-            b_state = torch.cat([cell.hidden_to_gates.bias,
-                                 cell.hidden_to_gates.bias.new_zeros(K, 1, attn.query.out_features)], dim=-1)
-            if self.position_embedding is not None:
-                x = x + self.position_embedding
-            keys, values = attn.project(x)  # [T, B, R, heads, *]
-            folded = self._fold_single_row and R == 1
-            if folded:
-                # Input-to-gate pre-activations of each head's value for all steps: [T, K, B, heads, G].
-                w_in = cell.input_to_gates.weight.view(K, attn.num_heads, attn.value_size, G)
-                value_gates = torch.einsum("tbhd,khdg->tkbhg", values[:, :, 0], w_in)
-                b_in = cell.input_to_gates.bias
-        else:
-            w_state, b_state = cell.hidden_to_gates.weight, cell.hidden_to_gates.bias
-            input_gates = cell.input_to_gates(x.reshape(T * B, R * self.input_size).unsqueeze(0).expand(K, -1, -1))
-            input_gates = input_gates.view(K, T, B, G).transpose(0, 1)  # [T, K, B, G]
-
+        seq = self._prepare(x)
+        block = self.config.block_inactive_grad and K > self.config.k and torch.is_grad_enabled()
         outs, masks, probs_all, comm_all = [], [], [], []
-        mask = mask3 = None
         for t in range(T):
             if resets[t]:
                 keep, start = 1.0 - starts[t], starts[t]
                 h_state = tuple(torch.addcmul(s * keep, s0, start) for s, s0 in zip(h_state, initial))
-            hq = torch.baddbmm(b_state, h_state[0], w_state)
-            gates_h = hq[..., :G]
-            if attn is not None:
-                probs, activity = attn.probabilities(attn.scores(hq[..., G:], keys[t]))
-                probs_all.append(probs)
-                if not all_active:
-                    mask = torch.zeros(K, B, dtype=torch.bool, device=x.device).scatter_(
-                        0, activity.topk(cfg.k, dim=0).indices, True)
-                    mask3 = mask.unsqueeze(-1)
-                    masks.append(mask)
-                    if cfg.selection == "across":  # inactive RIMs read nothing
-                        probs = probs * mask3.unsqueeze(-1)
-                probs = attn.dropout(probs)
-                if folded:
-                    if attn.num_heads == 1:
-                        gates_x = torch.addcmul(b_in, probs.view(K, B, 1), value_gates[t].view(K, B, G))
-                    else:
-                        gates_x = torch.matmul(probs.view(K, B, 1, -1), value_gates[t]).view(K, B, G) + b_in
-                else:
-                    gates_x = cell.input_to_gates(attn.read(probs, values[t]))
-            else:
-                gates_x = input_gates[t]
-            new = cell(gates_x, gates_h, h_state)
-            h_new = new[0]
-            if block:  # no gradient into an inactive RIM's tentative update (incl. via communication)
-                h_new = torch.where(mask3, h_new, h_new.detach())
-            if comm is not None:
-                h_new, comm_attention = comm(h_new)
-                comm_all.append(comm_attention)
-            new = (h_new,) + tuple(new[1:])
-            if mask3 is not None:  # inactive RIMs keep their state bit-for-bit
-                new = tuple(torch.where(mask3, n, s) for n, s in zip(new, h_state))
-            h_state = new
+            h_state, mask, probs, comm_attention = self._step(h_state, seq.step_inputs(t), seq, block)
             outs.append(h_state[0])
+            if mask is not None:
+                masks.append(mask)
+            if probs is not None:
+                probs_all.append(probs)
+            if comm_attention is not None:
+                comm_all.append(comm_attention)
 
         out = torch.stack(outs).permute(0, 2, 1, 3).reshape(T, B, K * H)
         final = tuple(s.transpose(0, 1) for s in h_state)
         return out, final, self._info(masks, probs_all, comm_all, T, B, R, x)
+
+    # ------------------------------------------------------------------ steps
+    def _prepare(self, x: Tensor) -> "_Sequence":
+        """Everything that does not depend on the recurrent state, for all T steps at once."""
+        T, B, R, _ = x.shape
+        cell, attn, comm = self.cell, self.input_attention, self.communication
+        K, G = self.config.num_units, cell.gate_size
+        comm_weight = comm.scaled_weight() if comm is not None else None
+        if attn is None:
+            gates = torch.matmul(x.reshape(T * B, R * self.input_size), cell.input_to_gates.weight)
+            gates = (gates + cell.input_to_gates.bias).view(K, T, B, G)
+            return _Sequence(cell.hidden_to_gates.weight, cell.hidden_to_gates.bias, None, None, False,
+                             gates.unbind(1), None, comm_weight)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding
+        keys, values = attn.project(x)  # [T, B, R, heads, *]
+        # Fused per-RIM product of the state: [hidden-to-gates | queries].
+        w_state = torch.cat([cell.hidden_to_gates.weight, attn.query.weight], dim=-1)
+        b_gates = cell.hidden_to_gates.bias
+        folded = self._fold_single_row and R == 1
+        sum_gates = folded and self.config.cell == "lstm"
+        if sum_gates:  # LSTM: the input bias joins the hidden bias, the input part is added in one fused op
+            b_gates = b_gates + cell.input_to_gates.bias
+        b_state = torch.cat([b_gates, b_gates.new_zeros(K, 1, attn.query.out_features)], dim=-1)
+        # Per-step tensors via unbind: its backward stacks all step gradients at once (indexing [t]
+        # would make every step's backward allocate and fill a full [T, ...] gradient).
+        if folded:
+            # Input-to-gate pre-activations of every head's value for all steps: T x [K, B, heads, G].
+            w_in = cell.input_to_gates.weight.view(K, attn.num_heads, attn.value_size, G)
+            step_inputs = torch.einsum("tbhd,khdg->tkbhg", values.squeeze(2), w_in)
+        else:
+            step_inputs = values
+        b_in = None if sum_gates else cell.input_to_gates.bias
+        return _Sequence(w_state, b_state, keys.unbind(0), step_inputs.unbind(0), folded, None, b_in, comm_weight)
+
+    def _step(self, state: State, inputs: tuple[Tensor | None, Tensor | None, Tensor | None], seq: "_Sequence",
+              block: bool) -> tuple[State, Tensor | None, Tensor | None, Tensor | None]:
+        """One RIMs step on unit-major states [K, B, H].
+
+        Returns (new state, mask [K, B] or None (all active), attention on the rows [K, B, heads, R]
+        or None, communication attention [B, heads, K, K] or None).
+        """
+        cfg, cell, attn, comm = self.config, self.cell, self.input_attention, self.communication
+        K, B, _ = state[0].shape
+        G = cell.gate_size
+        keys, values, input_gates = inputs
+        hq = torch.baddbmm(seq.b_state, state[0], seq.w_state)
+        mask = mask3 = probs_info = None
+        if attn is None:
+            gates_x, gates_h = input_gates, hq
+        else:
+            gates_h, query = hq.split([G, hq.shape[-1] - G], dim=-1)
+            probs, activity = attn.probabilities(attn.scores(query, keys))
+            probs_info = probs
+            if cfg.k < K:
+                mask = torch.zeros(K, B, dtype=torch.bool, device=hq.device).scatter_(
+                    0, activity.topk(cfg.k, dim=0).indices, True)
+                mask3 = mask.unsqueeze(-1)
+                if cfg.selection == "across":  # inactive RIMs read nothing
+                    probs = probs * mask3.unsqueeze(-1)
+            probs = attn.dropout(probs)
+            if not seq.folded:
+                gates_x = cell.input_to_gates(attn.read(probs, values))
+            else:
+                if attn.num_heads == 1:
+                    base = gates_h if seq.b_in is None else seq.b_in
+                    gates_x = torch.addcmul(base, probs.view(K, B, 1), values.view(K, B, G))
+                else:
+                    gates_x = torch.matmul(probs.view(K, B, 1, -1), values).view(K, B, G)
+                    gates_x = gates_x + (gates_h if seq.b_in is None else seq.b_in)
+                if seq.b_in is None:  # gates_x already holds the sum
+                    gates_h = None
+        new = cell(gates_x, gates_h, state)
+        h_new = new[0]
+        if block:  # no gradient into an inactive RIM's tentative update (incl. via communication)
+            h_new = torch.where(mask3, h_new, h_new.detach())
+        comm_attention = None
+        if comm is not None:
+            h_new, comm_attention = comm(h_new, seq.comm_weight)
+        new = (h_new,) + tuple(new[1:])
+        if mask3 is not None:  # inactive RIMs keep their state bit-for-bit
+            new = tuple(torch.where(mask3, n, s) for n, s in zip(new, state))
+        return new, mask, probs_info, comm_attention
 
     # ---------------------------------------------------------------- helpers
     def _info(self, masks: list[Tensor], probs: list[Tensor], comm: list[Tensor], T: int, B: int, R: int,

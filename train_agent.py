@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description=_wrap("Aggregate evaluated runs per env and core: IQM return per shift level with "
                                    "95% stratified-bootstrap CIs, retention; writes compare.csv/json and compare.png."))
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run dirs, or dirs searched for run dirs")
-    p.add_argument("--out", help="output dir (default: <common parent of the runs>/compare)")
+    p.add_argument("--out", help="output dir (default: DIR/compare for one DIR holding runs, else <common parent of the runs>/compare)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 

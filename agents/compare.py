@@ -24,7 +24,7 @@ from rliable.metrics import aggregate_iqm
 from scipy.stats import trim_mean
 
 from agents.config import UserError
-from agents.evaluation import format_number, read_results
+from agents.evaluation import format_number, read_results, table_console
 from agents.runs import EVAL_DIR, read_run_config
 
 COMPARE_COLUMNS = (
@@ -118,10 +118,9 @@ def write_compare(summary: list[dict[str, Any]], out_dir: str | os.PathLike, run
 
 def print_compare_table(summary: list[dict[str, Any]]) -> None:
     """One rich table per env: a row per core, a column per shift level ("IQM [low, high]")."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = table_console()
     for env in sorted({s["env"] for s in summary}):
         rows = [s for s in summary if s["env"] == env]
         levels = sorted({s["level"] for s in rows})

@@ -249,9 +249,16 @@ def format_number(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
 
 
+def table_console():
+    """A rich Console for tables: the terminal's width, or 120 columns when output is piped."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
 def print_results_table(results: list[Result], title: str) -> None:
     """Print the results as a rich table."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -262,4 +269,4 @@ def print_results_table(results: list[Result], title: str) -> None:
             r.shift, str(r.level), str(r.episodes), format_number(r.mean_return), format_number(r.std_return),
             f"[{format_number(r.ci95_low)}, {format_number(r.ci95_high)}]", format_number(r.retention),
         )
-    Console().print(table)
+    table_console().print(table)

@@ -291,8 +291,11 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = N
         raise UserError(f"--reps must be >= 1, got {reps}")
     run_dirs = find_run_dirs(list(runs))
     if out is None:
-        common = Path(os.path.commonpath([str(r.resolve()) for r in run_dirs]))
-        out = (common.parent if is_run_dir(common) else common) / "compare"
+        if len(runs) == 1 and not is_run_dir(runs[0]):
+            out = Path(runs[0]) / "compare"
+        else:
+            common = Path(os.path.commonpath([str(r.resolve()) for r in run_dirs]))
+            out = (common.parent if is_run_dir(common) else common) / "compare"
     summary = compare_runs(run_dirs, reps=reps, seed=seed)
     csv_path, json_path = write_compare(summary, out, run_dirs)
     plot = plot_compare(summary, Path(out) / "compare.png")

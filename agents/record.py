@@ -1,7 +1,7 @@
 """Record one episode as GIF or MP4, with the RIMs activation strip drawn under each frame.
 
 The strip shows the last ``STRIP_STEPS`` steps (time runs left to right, the current step is the
-rightmost column), one row per RIM: a bright cell = that RIM was active (in the top-k) at that
+rightmost column), one row per RIM (numbered in the left margin): a bright cell = that RIM was active (in the top-k) at that
 step, dark = inactive. It is read from ``model.policy.last_core_info.mask`` after each predict.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 from agents.config import UserError
 
 STRIP_STEPS = 48
-ROW_HEIGHT = 10
+ROW_HEIGHT = 12
+LABEL_WIDTH = 14  # pixels left of the strip for the RIM numbers
 ACTIVE = np.array([255, 176, 0], dtype=np.uint8)
 INACTIVE = np.array([45, 45, 45], dtype=np.uint8)
 BACKGROUND = np.array([0, 0, 0], dtype=np.uint8)
@@ -36,20 +37,27 @@ def current_mask(model) -> np.ndarray | None:
 
 
 def activation_strip(history: list[np.ndarray], width: int) -> np.ndarray:
-    """RGB strip ``[K*ROW_HEIGHT + 2, width, 3]`` of the last STRIP_STEPS masks (each ``[K]``)."""
+    """RGB strip ``[K*ROW_HEIGHT + 2, width, 3]`` of the last (up to STRIP_STEPS) masks, each ``[K]``.
+
+    RIM numbers (1..K) are written in a left margin; the newest step is the rightmost column.
+    """
+    import cv2
+
     k = len(history[-1])
-    recent = history[-STRIP_STEPS:]
-    grid = np.zeros((k, STRIP_STEPS), dtype=bool)
-    known = np.zeros(STRIP_STEPS, dtype=bool)
-    grid[:, STRIP_STEPS - len(recent):] = np.stack(recent, axis=1)
-    known[STRIP_STEPS - len(recent):] = True
-    image = np.where(grid[:, :, None], ACTIVE, INACTIVE).astype(np.uint8)  # [K, S, 3]
-    image[:, ~known] = BACKGROUND
-    col = max(1, width // STRIP_STEPS)
-    image = np.repeat(np.repeat(image, ROW_HEIGHT, axis=0), col, axis=1)
+    label = LABEL_WIDTH if width > 2 * LABEL_WIDTH else 0
+    col = max(1, (width - label) // STRIP_STEPS)
+    steps = min(STRIP_STEPS, (width - label) // col)
+    recent = history[-steps:]
+    cells = np.broadcast_to(BACKGROUND, (k, steps, 3)).copy()
+    cells[:, steps - len(recent):] = np.where(np.stack(recent, axis=1)[:, :, None], ACTIVE, INACTIVE)
+    image = np.repeat(np.repeat(cells, ROW_HEIGHT, axis=0), col, axis=1)
     image[ROW_HEIGHT - 1::ROW_HEIGHT] = BACKGROUND  # thin gaps between RIM rows
     strip = np.zeros((k * ROW_HEIGHT + 2, width, 3), dtype=np.uint8)
-    strip[2:, width - image.shape[1]:] = image[:, : width]
+    strip[2:, width - image.shape[1]:] = image
+    if label:
+        for i in range(k):
+            cv2.putText(strip, str(i + 1), (2, 2 + (i + 1) * ROW_HEIGHT - 2), cv2.FONT_HERSHEY_PLAIN, 0.7,
+                        (200, 200, 200), 1)
     return strip
 
 

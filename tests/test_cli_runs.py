@@ -10,7 +10,7 @@ from agents.compare import stratified_bootstrap_ci
 from agents.config import UserError
 from agents.evaluation import Result, Setting, add_retention, summarize, write_results, RESULT_COLUMNS
 from agents.plots import plot_compare, plot_returns_vs_level
-from agents.record import activation_strip, compose_frame, write_video
+from agents.record import ROW_HEIGHT, activation_strip, compose_frame, write_video
 from agents.runs import (atomic_save, find_run_dirs, read_num_timesteps, refuse_existing, resolve_model_path,
                          run_dir_for)
 
@@ -131,9 +131,9 @@ def test_activation_strip_marks_active_rims():
     out = compose_frame(frame, history)
     assert out.shape[1] == 96 and out.shape[0] > 40
     strip = activation_strip(history, 96)
-    assert strip.shape == (3 * 10 + 2, 96, 3)
+    assert strip.shape == (3 * ROW_HEIGHT + 2, 96, 3)
     last_col = strip[2:, -1]  # rightmost pixel column = the current step
-    row_mid = [last_col[i * 10 + 4] for i in range(3)]
+    row_mid = [last_col[i * ROW_HEIGHT + 4] for i in range(3)]
     bright = [int(p.sum()) > 300 for p in row_mid]
     assert bright == [False, True, True]
     assert compose_frame(frame, []).shape == frame.shape

@@ -56,9 +56,9 @@ class RIMs(nn.Module):
         config: the hyperparameters (:class:`RIMsConfig`).
         num_input_rows: R if the input comes as R rows ``[T, B, R, D]`` with a fixed meaning per row
             (e.g. the positions of a CNN feature map): a learned positional embedding ``[R, D]`` is added
-            to the rows, and inputs must have exactly R rows. None (default): no positional embedding;
-            with input attention any number of rows is accepted (a set of rows), without input
-            attention only one row.
+            to the rows, and inputs must have exactly R rows. None (default): one learned embedding
+            ``[1, D]`` is added to every row (so a zero row differs from the null row); with input
+            attention any number of rows is accepted (an unordered set), without it only one row.
 
     Shapes: ``forward(x [T, B, D] or [T, B, R, D], state, episode_starts [T, B])`` returns
     ``out [T, B, K*H]``, the final state (tuple of [B, K, H]: (h, c) for lstm, (h,) for gru) and a
@@ -79,11 +79,13 @@ class RIMs(nn.Module):
         K, H = config.num_units, config.unit_size
         self.output_size = K * H
 
-        self.position_embedding = None
+        self.row_embedding = None
         self.input_attention = None
         if config.input_attention:
-            if num_input_rows is not None and num_input_rows > 1:
-                self.position_embedding = nn.Parameter(0.02 * torch.randn(num_input_rows, input_size))
+            # Added to every input row: R > 1 given -> one learned vector per position; otherwise one
+            # vector shared by all rows. Either way an all-zero input row gets a non-zero key and so
+            # never looks like the null row (whose key is exactly 0).
+            self.row_embedding = nn.Parameter(0.1 * torch.randn(num_input_rows or 1, input_size))
             self.input_attention = InputAttention(input_size, K, H, config.input_key_size, config.value_size,
                                                   config.num_input_heads, config.selection, config.input_dropout)
             cell_input_size = self.input_attention.read_size
@@ -169,8 +171,7 @@ class RIMs(nn.Module):
             gates = (gates + cell.input_to_gates.bias).view(K, T, B, G)
             return _Sequence(cell.hidden_to_gates.weight, cell.hidden_to_gates.bias, None, None, False,
                              gates.unbind(1), None, comm_weight)
-        if self.position_embedding is not None:
-            x = x + self.position_embedding
+        x = x + self.row_embedding
         keys, values = attn.project(x)  # [T, B, R, heads, *]
         # Fused per-RIM product of the state: [hidden-to-gates | queries].
         w_state = torch.cat([cell.hidden_to_gates.weight, attn.query.weight], dim=-1)

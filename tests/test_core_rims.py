@@ -276,3 +276,14 @@ def test_learned_initial_state_is_trained_through_resets():
     out, _, _ = core(x[3:], state, starts[3:])
     out.sum().backward()
     assert all(p.grad.abs().sum() > 0 for p in core.initial_states)
+
+
+@pytest.mark.parametrize("selection", ["null", "across"])
+def test_an_all_zero_input_row_is_not_the_null_row(selection):
+    """Zero input at the initial state: selection is decided by the learned state, not by index order."""
+    core = make(selection=selection)
+    _, _, info = core(torch.zeros(1, 2, D))
+    on_rows = info.input_attention[0, 0, :, 1:].sum(-1)
+    assert len(set(on_rows.tolist())) == K  # no ties among the RIMs
+    if selection == "null":
+        assert not torch.allclose(on_rows, torch.full_like(on_rows, 0.5))

@@ -1,0 +1,141 @@
+"""End to end: the demo (train + evaluate + compare), evaluate, compare, record, --help, defaults."""
+from __future__ import annotations
+
+import csv
+import json
+
+import imageio.v3 as iio
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.config import load_preset
+from agents.record import ROW_HEIGHT
+from agents.runs import read_num_timesteps
+from cli_tiny import run_main, tiny_config
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    """A tiny demo: rims and lstm trained 64 steps, evaluated unshifted and at distractors=1."""
+    root = tmp_path_factory.mktemp("demo")
+    cfg = tiny_config(root)
+    code = run_main(["demo", "--config", cfg, "--logdir", root / "runs", "--episodes", 2,
+                     "--shifts", "distractors=1", "--no-progress"])
+    assert code == 0
+    return root / "runs"
+
+
+def _run(demo_dir, core):
+    (run,) = (demo_dir).glob(f"*/{core}/seed0")
+    return run
+
+
+def test_demo_writes_runs_results_comparison(demo_dir, capsys):
+    for core in ("rims", "lstm"):
+        run = _run(demo_dir, core)
+        for name in ("config.yaml", "model.zip", "checkpoints/last.zip", "eval/results.csv", "eval/results.json",
+                     "eval/returns.png"):
+            assert (run / name).is_file(), run / name
+        assert read_num_timesteps(run / "model.zip") == 64
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        assert cfg["core"] == core and cfg["seed"] == 0 and cfg["env"]  # fully resolved: env filled in
+        assert set(cfg) == set(load_preset("minigrid"))
+    with open(demo_dir / "compare" / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["core"] for r in rows} == {"rims", "lstm"}
+    assert {r["level"] for r in rows} == {"0", "1"}
+    assert (demo_dir / "compare" / "compare.png").stat().st_size > 1000
+
+
+def test_demo_rerun_reuses_finished_runs(demo_dir, capsys):
+    before = (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns
+    cfg = demo_dir.parent / "tiny.yaml"
+    code = run_main(["demo", "--config", cfg, "--logdir", demo_dir, "--episodes", 1, "--shifts", "none",
+                     "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "already trained" in out and f"tensorboard --logdir {demo_dir}" in out
+    assert (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns == before
+
+
+def test_train_logs_rims_activation_scalars(demo_dir):
+    tags = {}
+    for core in ("rims", "lstm"):
+        (events,) = (_run(demo_dir, core) / "tb").glob("train_1")
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags[core] = acc.Tags()["scalars"]
+    assert "rims/active_frac_0" in tags["rims"] and "rims/switch_rate" in tags["rims"]
+    assert not any(t.startswith("rims/") for t in tags["lstm"])
+    assert "rollout/ep_rew_mean" in tags["rims"] or "train/loss" in tags["rims"]
+
+
+def test_evaluate_writes_results_plot_and_tensorboard(demo_dir, tmp_path, capsys):
+    run = _run(demo_dir, "rims")
+    code = run_main(["evaluate", "--model", run, "--episodes", 2, "--shifts", "size=1", "floor_noise=2",
+                     "--out", tmp_path / "ev", "--n-envs", 2])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "retention" in out and "floor_noise" in out
+    with open(tmp_path / "ev" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["env", "shift", "level", "episodes", "mean_return", "std_return", "ci95_low",
+                             "ci95_high", "retention"]
+    assert [(r["shift"], r["level"]) for r in rows] == [("none", "0"), ("size", "1"), ("floor_noise", "2")]
+    for r in rows:
+        assert int(r["episodes"]) == 2
+        assert float(r["ci95_low"]) <= float(r["mean_return"]) <= float(r["ci95_high"])
+    data = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert all(len(r["returns"]) == 2 for r in data["results"]) and data["num_timesteps"] == 64
+    assert (tmp_path / "ev" / "returns.png").stat().st_size > 1000
+    acc = EventAccumulator(str(run / "tb" / "eval"))
+    acc.Reload()
+    assert "eval/size/mean_return" in acc.Tags()["scalars"]
+
+
+def test_compare_table_and_files(demo_dir, tmp_path, capsys):
+    code = run_main(["compare", demo_dir, "--out", tmp_path / "cmp", "--reps", 100])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "IQM" in out and "rims" in out and "lstm" in out
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert data["columns"] == ["env", "core", "runs", "level", "tasks", "iqm_return", "ci95_low", "ci95_high",
+                               "iqm_retention", "retention_ci95_low", "retention_ci95_high"]
+    level0 = [s for s in data["summary"] if s["level"] == 0]
+    for s in level0:  # one run per core: retention is 1 unless the unshifted return is 0 (then undefined)
+        assert s["iqm_retention"] == (None if s["iqm_return"] == 0 else 1.0)
+    assert (tmp_path / "cmp" / "compare.png").is_file()
+
+
+def test_record_gif_with_activation_strip(demo_dir, tmp_path, capsys):
+    heights = {}
+    for core in ("rims", "lstm"):
+        out = tmp_path / f"{core}.gif"
+        assert run_main(["record", "--model", _run(demo_dir, core), "--out", out, "--max-steps", 4]) == 0
+        frames = iio.imread(out, index=None)  # [frames, H, W, 3]
+        assert 1 <= frames.shape[0] <= 4
+        heights[core] = frames.shape[1]
+        text = capsys.readouterr().out
+        assert ("with the RIMs activation strip" in text) == (core == "rims")
+    # the strip under each rims frame: 3 RIMs (tiny config) x ROW_HEIGHT px + 2 px gap
+    assert heights["rims"] - heights["lstm"] == 3 * ROW_HEIGHT + 2
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "compare", "record", "demo", "presets"])
+def test_help_shows_defaults(command, capsys):
+    assert run_main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "usage: rims-rl " + command in text
+    if command != "presets":
+        assert "(default:" in text
+
+
+def test_no_arguments_runs_the_demo_with_its_defaults(monkeypatch):
+    from agents import experiment
+
+    calls = []
+    monkeypatch.setattr(experiment, "demo", lambda **kw: calls.append(kw))
+    assert run_main([]) == 0
+    assert calls and calls[0]["config"] == "demo" and list(calls[0]["cores"]) == ["rims", "lstm"]
+    assert str(calls[0]["logdir"]) == "runs/demo"

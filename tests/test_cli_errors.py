@@ -1,0 +1,95 @@
+"""Bad input: one line on stderr naming the problem, exit code 2, no traceback, nothing written."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from agents.runs import atomic_save
+from cli_tiny import run_main, run_script, tiny_config
+
+
+def _check_one_line_error(code, capsys, words):
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--env", "NoSuchEnv-v9"], ["NoSuchEnv-v9"]),
+    (["train", "--core", "transformer"], ["transformer", "rims", "lstm"]),
+    (["train", "--config", "nope"], ["nope", "minigrid", "atari"]),
+    (["train", "--shifts", "sparkles=1"], ["sparkles", "distractors"]),
+    (["train", "--eval-shifts", "distractors=7"], ["7"]),
+    (["train", "--set", "ppo.lr=1"], ["ppo.lr", "learning_rate"]),
+    (["train", "--set", "timesteps=many"], ["timesteps", "integer", "many"]),
+    (["train", "--set", "cores.rims.k=9"], ["k=9"]),
+    (["train", "--timesteps", "0"], ["timesteps", "0"]),
+    (["demo", "--shifts", "sparkles"], ["sparkles", "distractors"]),
+    (["presets", "nope"], ["nope"]),
+])
+def test_bad_train_input(args, words, tmp_path, capsys):
+    _check_one_line_error(run_main([*args, "--logdir", tmp_path / "runs"] if args[0] != "presets" else args),
+                          capsys, words)
+    assert not (tmp_path / "runs").exists()  # validated before anything is created
+
+
+def test_missing_and_corrupt_models(tmp_path, capsys):
+    _check_one_line_error(run_main(["evaluate", "--model", tmp_path / "none.zip"]), capsys, ["none.zip", "exist"])
+    bad = tmp_path / "model.zip"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    _check_one_line_error(run_main(["evaluate", "--model", bad, "--env", "RedBallDistractors-v0"]), capsys,
+                          ["corrupt"])
+    _check_one_line_error(run_main(["record", "--model", bad, "--env", "RedBallDistractors-v0"]), capsys,
+                          ["corrupt"])
+    _check_one_line_error(run_main(["evaluate", "--model", tmp_path]), capsys, ["run dir"])
+    _check_one_line_error(run_main(["compare", tmp_path]), capsys, ["no run dirs"])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    assert run_main(["train", "--config", tiny_config(root), "--core", "lstm", "--logdir", root / "runs",
+                     "--timesteps", 32, "--no-progress"]) == 0
+    (run,) = (root / "runs").glob("*/lstm/seed0")
+    return run
+
+
+def test_existing_run_dir_is_never_overwritten(trained_run, capsys):
+    before = {p: p.stat().st_mtime_ns for p in trained_run.rglob("*") if p.is_file()}
+    cfg = trained_run.parents[2].parent / "tiny.yaml"
+    code = run_main(["train", "--config", cfg, "--core", "lstm", "--logdir", trained_run.parents[2],
+                     "--timesteps", 32, "--no-progress"])
+    _check_one_line_error(code, capsys, [str(trained_run), "already exists", "--resume"])
+    assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*") if p.is_file()} == before
+
+
+def test_corrupt_checkpoint_on_resume(trained_run, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    (run / "checkpoints" / "last.zip").write_bytes(b"garbage")
+    _check_one_line_error(run_main(["train", "--resume", run]), capsys, ["last.zip", "corrupt"])
+    assert (run / "checkpoints" / "last.zip").read_bytes() == b"garbage"
+    _check_one_line_error(run_main(["train", "--resume", tmp_path / "nothing"]), capsys, ["not a run dir"])
+    _check_one_line_error(run_main(["train", "--resume", run, "--set", "timesteps=5"]), capsys, ["--set"])
+
+
+def test_record_rejects_unknown_format(trained_run, tmp_path, capsys):
+    _check_one_line_error(run_main(["record", "--model", trained_run, "--out", tmp_path / "x.txt"]), capsys,
+                          [".gif", ".mp4"])
+    _check_one_line_error(run_main(["evaluate", "--model", trained_run, "--shifts", "sparkles"]), capsys,
+                          ["sparkles", "distractors"])
+
+
+@pytest.mark.parametrize("args", [["train", "--set", "ppo.lr=1"], ["train", "--core", "bad"],
+                                  ["evaluate", "--model", "no/such/model.zip"]])
+def test_errors_from_the_script_are_one_line(args, tmp_path):
+    """The real command line (a subprocess): one stderr line, exit 2, no traceback."""
+    result = run_script([*args, *(["--logdir", tmp_path] if args[0] == "train" else [])])
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("rims-rl") and "Traceback" not in result.stderr

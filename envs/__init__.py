@@ -1,0 +1,64 @@
+"""Vectorized Atari and MiniGrid environments with graded distractor shifts.
+
+    from envs import make_vec_env, list_shifts, parse_shifts, is_atari, DEFAULT_ENV_ID
+    venv = make_vec_env("ALE/Breakout-v5", n_envs=8, seed=0, shifts="colour=2,sprites=1")
+
+Importing this package registers the ALE ids (needed in SubprocVecEnv workers too) and the
+built-in task DEFAULT_ENV_ID.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ale_py
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers MiniGrid/BabyAI ids)
+from stable_baselines3.common.vec_env import VecEnv
+
+from envs.errors import bad_value
+from envs.ids import env_kind, is_atari
+from envs.minigrid import DEFAULT_ENV_ID, make_minigrid_vec_env
+from envs.shifts import ShiftInfo, list_shifts, parse_shifts, shift_table_markdown
+from envs.shifts import minigrid_layout
+from envs.shifts.minigrid_floor import FLOOR_FRACTION
+
+gym.register_envs(ale_py)
+if DEFAULT_ENV_ID not in gym.registry:
+    gym.register(id=DEFAULT_ENV_ID, entry_point="envs.minigrid:RedBallDistractorsEnv")
+
+__all__ = ["DEFAULT_ENV_ID", "ShiftInfo", "is_atari", "list_shifts", "make_vec_env", "parse_shifts",
+           "shift_table_markdown"]
+
+RENDER_MODES = (None, "rgb_array")
+OBSERVATIONS = ("symbolic", "rgb")
+
+
+def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0, shifts: str | Mapping[str, int] | None = None,
+                 training: bool = True, render_mode: str | None = None, **env_kwargs: Any) -> VecEnv:
+    """SB3 VecEnv of `n_envs` copies of `env_id`, every sub-env shifted by `shifts`.
+
+    Atari (`ALE/<Game>-v5`, `<Game>NoFrameskip-v4`): obs uint8 [n, 4, 84, 84]; training=True adds
+    episodic life and reward clipping. env_kwargs: backend ("auto"|"native"|"python"), mode,
+    difficulty, noop_max, num_threads.
+    MiniGrid/BabyAI ids and DEFAULT_ENV_ID: obs uint8 [n, 7, 7, 3] (symbolic egocentric view), or
+    [n, 56, 56, 3] with observation="rgb"; other env_kwargs go to the env constructor.
+    At each real episode end info["episode"] = {"r": unclipped return, "l": length, "t": seconds}.
+    The same seed gives the same observations; level 0 of any shift is the unshifted env.
+    """
+    kind = env_kind(env_id)
+    if not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"bad n_envs {n_envs!r}; valid: an int >= 1")
+    if render_mode not in RENDER_MODES:
+        raise bad_value("render_mode", render_mode, RENDER_MODES)
+    levels = parse_shifts(shifts, env_id)
+    if kind == "atari":
+        from envs.atari import make_atari_vec_env
+
+        return make_atari_vec_env(env_id, n_envs, seed, levels, training, render_mode, **env_kwargs)
+    observation = env_kwargs.pop("observation", "symbolic")
+    if observation not in OBSERVATIONS:
+        raise bad_value("observation", observation, OBSERVATIONS)
+    kwargs = {**env_kwargs, **minigrid_layout.env_kwargs(env_id, levels)}
+    return make_minigrid_vec_env(env_id, n_envs, seed, kwargs, FLOOR_FRACTION[levels.get("floor_noise", 0)],
+                                 observation, render_mode)

@@ -1,0 +1,53 @@
+"""MiniGrid shift `floor_noise`: coloured floor tiles that change what the agent sees, not what it can do."""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+from minigrid.core.constants import COLOR_NAMES
+from minigrid.core.world_object import Floor
+
+from envs.shifts.base import ShiftInfo, shift_rng
+
+FLOOR_FRACTION = {0: 0.0, 1: 0.1, 2: 0.25, 3: 0.5}
+INFO = ShiftInfo(
+    "floor_noise",
+    "a fraction of the empty floor cells gets a coloured floor tile (random colour of 6), new each "
+    "episode; tiles show in the observation as object 'floor' and do not change the dynamics",
+    {lv: (f"{int(f * 100)}% of empty cells tiled" if f else "none") for lv, f in FLOOR_FRACTION.items()},
+)
+
+
+class FloorTile(Floor):
+    """A coloured floor tile that behaves exactly like an empty cell (the agent can also drop
+    objects onto it: it is falsy, as MiniGrid tests `not fwd_cell` before dropping)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class FloorNoise(gym.Wrapper):
+    """Covers a fraction of the empty floor cells with coloured `FloorTile`s at each reset.
+
+    Tiles are visible in the observation (object 'floor', one of 6 colours) and change no dynamics.
+    Their positions and colours come from the wrapper's own random stream (seed, env_index).
+    """
+
+    def __init__(self, env: gym.Env, fraction: float, seed: int, env_index: int):
+        super().__init__(env)
+        self.fraction = fraction
+        self.rng = shift_rng(seed, env_index, "floor_noise")
+
+    def reset(self, **kwargs: Any):
+        _, info = self.env.reset(**kwargs)
+        base = self.env.unwrapped
+        agent = tuple(int(v) for v in base.agent_pos)
+        empty = [(x, y) for x in range(base.grid.width) for y in range(base.grid.height)
+                 if base.grid.get(x, y) is None and (x, y) != agent]
+        count = int(round(self.fraction * len(empty)))
+        for k in self.rng.choice(len(empty), size=count, replace=False):
+            base.grid.set(*empty[k], FloorTile(COLOR_NAMES[self.rng.integers(len(COLOR_NAMES))]))
+        return base.gen_obs(), info
+
+    def __repr__(self) -> str:
+        return f"<FloorNoise fraction={self.fraction}{self.env}>"

@@ -1,0 +1,98 @@
+"""MiniGrid shifts made through the env constructor: `distractors`, `novel_distractors`, `size`.
+
+Which of them apply is read from the env class's constructor arguments: `num_dists`/`numObjs`
+(distractor count), `size`/`room_size` (grid or room side), `novel_fraction` (the built-in
+red-ball task's distractor colours).
+"""
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
+
+from envs.shifts.base import ShiftInfo
+
+COUNT_KWARGS = ("num_dists", "numObjs")
+SIZE_KWARGS = ("size", "room_size")
+TRAIN_COLOURS = ("green", "blue", "purple")  # distractor colours of the built-in task in training
+NOVEL_COLOURS = ("yellow", "grey")  # on no object in training
+NOVEL = {  # level -> (share of distractors with a never-seen colour, those colours)
+    0: (0.0, NOVEL_COLOURS),
+    1: (0.5, NOVEL_COLOURS),
+    2: (1.0, NOVEL_COLOURS),
+    3: (1.0, ("red",)),  # red keys/boxes: the target's colour, never on a distractor in training
+}
+
+
+COUNT_LADDERS = {"RedBallDistractors-v0": (3, 5, 7, 10)}  # per-env tables win over the rule
+
+
+def count_ladder(env_id: str, n: int) -> dict[int, int]:
+    """Distractor count per level: COUNT_LADDERS[env_id], else n, 4n/3, 5n/3, 2n (rounded).
+
+    BabyAI rejects layouts with unreachable objects, so a room cannot take many more objects:
+    GoToRedBall (8x8) resets in 2 ms with 7 distractors, 70 ms with 14 and hangs with 18.
+    """
+    ladder = COUNT_LADDERS.get(env_id) or (n, round(4 * n / 3), round(5 * n / 3), 2 * n)
+    return dict(enumerate(ladder))
+
+
+def size_ladder(s: int) -> dict[int, int]:
+    """Grid/room side per level: s, s+1, s+3, max(16, 2s) (DoorKey: 5 -> 6 -> 8 -> 16)."""
+    return {0: s, 1: s + 1, 2: s + 3, 3: max(16, 2 * s)}
+
+
+@lru_cache(maxsize=None)
+def constructor_defaults(env_id: str) -> dict[str, Any]:
+    """Constructor arguments of the env's class with the values `env_id` registers."""
+    spec = gym.spec(env_id)
+    creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+    params = inspect.signature(creator.__init__ if inspect.isclass(creator) else creator).parameters
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    defaults.update(spec.kwargs)
+    return defaults
+
+
+def _first(names: tuple[str, ...], defaults: dict[str, Any]) -> str | None:
+    return next((n for n in names if isinstance(defaults.get(n), int)), None)
+
+
+def infos(env_id: str) -> dict[str, ShiftInfo]:
+    """The constructor shifts that apply to `env_id`, with its numbers per level."""
+    defaults = constructor_defaults(env_id)
+    out = {}
+    count = _first(COUNT_KWARGS, defaults)
+    if count:
+        out["distractors"] = ShiftInfo(
+            "distractors", f"number of distractor objects ({count})",
+            {lv: f"{count}={n}" for lv, n in count_ladder(env_id, defaults[count]).items()})
+    if "novel_fraction" in defaults:
+        out["novel_distractors"] = ShiftInfo(
+            "novel_distractors", f"distractors take colours never seen on them in training (training: {', '.join(TRAIN_COLOURS)})",
+            {lv: ("none" if not f else f"{int(f * 100)}% of distractors {'/'.join(c)}"
+                  + (" (keys/boxes in the target's colour)" if c == ("red",) else ""))
+             for lv, (f, c) in NOVEL.items()})
+    size = _first(SIZE_KWARGS, defaults)
+    if size:
+        out["size"] = ShiftInfo(
+            "size", f"side of the grid or room ({size}, walls included)",
+            {lv: f"{size}={s}" for lv, s in size_ladder(defaults[size]).items()})
+    return out
+
+
+def env_kwargs(env_id: str, levels: dict[str, int]) -> dict[str, Any]:
+    """Constructor overrides for the given shift levels (only shifts of this module, levels >= 1)."""
+    defaults = constructor_defaults(env_id)
+    kwargs: dict[str, Any] = {}
+    if levels.get("distractors", 0):
+        count = _first(COUNT_KWARGS, defaults)
+        kwargs[count] = count_ladder(env_id, defaults[count])[levels["distractors"]]
+    if levels.get("size", 0):
+        size = _first(SIZE_KWARGS, defaults)
+        kwargs[size] = size_ladder(defaults[size])[levels["size"]]
+    if levels.get("novel_distractors", 0):
+        kwargs["novel_fraction"], kwargs["novel_colours"] = NOVEL[levels["novel_distractors"]]
+    return kwargs

@@ -103,16 +103,16 @@ class Communication(nn.Module):
         return self.query_key_value.weight * self._column_scale
 
     def forward(self, h: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """h [K, B, H] -> (h + gated read [K, B, H], attention [B, heads, K(query), K(key)]).
+        """h [K, B, H] -> (h + gated read [K, B, H], attention [K(query), K(key), B, heads]).
 
         weight: ``scaled_weight()``, computed once per sequence by the caller (None: compute it here).
+        With K of a few units, scores and reads are broadcast products (no transposed copies).
         """
         K, B, _ = h.shape
         weight = self.scaled_weight() if weight is None else weight
-        qkv = torch.bmm(h, weight).view(K, B, self.num_heads, -1).permute(1, 2, 0, 3)
+        qkv = torch.bmm(h, weight).view(K, B, self.num_heads, -1)
         q, k, v = qkv.split([self.key_size, self.key_size, self.value_size], dim=-1)
-        attention = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1)
-        read = torch.matmul(self.dropout(attention), v)  # [B, heads, K, value]
-        read = read.permute(2, 0, 1, 3).reshape(K, B, self.num_heads * self.value_size)
-        gate, update = self.output_gate(read).split(self.unit_size, dim=-1)
+        attention = torch.softmax((q.unsqueeze(1) * k).sum(-1), dim=1)  # [Kq, Kk, B, heads]
+        read = (self.dropout(attention).unsqueeze(-1) * v).sum(1)  # [Kq, B, heads, value]
+        gate, update = self.output_gate(read.view(K, B, -1)).split(self.unit_size, dim=-1)
         return h + torch.sigmoid(gate) * torch.tanh(update), attention

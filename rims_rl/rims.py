@@ -197,7 +197,7 @@ class RIMs(nn.Module):
         """One RIMs step on unit-major states [K, B, H].
 
         Returns (new state, mask [K, B] or None (all active), attention on the rows [K, B, heads, R]
-        or None, communication attention [B, heads, K, K] or None).
+        or None, communication attention [K(query), K(key), B, heads] or None).
         """
         cfg, cell, attn, comm = self.config, self.cell, self.input_attention, self.communication
         K, B, _ = state[0].shape
@@ -257,7 +257,8 @@ class RIMs(nn.Module):
                 input_attention[..., 0] = 0.0
             comm_attention = None
             if comm:
-                comm_attention = torch.stack(comm) * mask[:, :, None, :, None]
+                # [T, Kq, Kk, B, heads] -> [T, B, heads, Kq, Kk], inactive query rows zeroed
+                comm_attention = torch.stack(comm).permute(0, 3, 4, 1, 2) * mask[:, :, None, :, None]
         return RIMsInfo(mask, input_attention.detach(), None if comm_attention is None else comm_attention.detach())
 
     def _check_input(self, x: Tensor) -> Tensor:

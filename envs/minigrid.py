@@ -32,7 +32,7 @@ OBJECT_CLASSES = {"key": Key, "ball": Ball, "box": Box}
 class RedBallDistractorsEnv(MiniGridEnv):
     """Go to the red ball in one small room with `num_dists` distractor objects.
 
-    Like BabyAI GoToRedBall, but small (size 7: a 5x5 floor), three actions (left, right, forward),
+    Like BabyAI GoToRedBall, but small (size 6: a 4x4 floor), three actions (left, right, forward),
     short episodes and controllable distractor colours, so an image-only agent can learn it in
     minutes. Success: the agent faces the red ball (reward 1 - 0.9 * steps / max_steps).
 
@@ -41,7 +41,7 @@ class RedBallDistractorsEnv(MiniGridEnv):
     novel_colours=("red",): red keys/boxes (a red ball distractor becomes a red key).
     """
 
-    def __init__(self, size: int = 7, num_dists: int = 3, novel_fraction: float = 0.0,
+    def __init__(self, size: int = 6, num_dists: int = 2, novel_fraction: float = 0.0,
                  novel_colours: tuple[str, ...] = NOVEL_COLOURS, max_steps: int | None = None,
                  agent_view_size: int = 7, **kwargs: Any):
         self.size, self.num_dists = size, num_dists

@@ -56,7 +56,7 @@ def test_list_shifts_describes_levels_0_to_3():
     assert list_shifts("BreakoutNoFrameskip-v4")["sticky"].levels[0] == "p=0.0"
     grid = list_shifts(DEFAULT_ENV_ID)
     assert set(grid) == {"distractors", "novel_distractors", "size", "floor_noise"}
-    assert grid["distractors"].levels == {0: "num_dists=3", 1: "num_dists=5", 2: "num_dists=7", 3: "num_dists=10"}
+    assert grid["distractors"].levels == {0: "num_dists=2", 1: "num_dists=4", 2: "num_dists=6", 3: "num_dists=8"}
     assert list_shifts("MiniGrid-DoorKey-5x5-v0")["size"].levels == {0: "size=5", 1: "size=6", 2: "size=8", 3: "size=16"}
     assert "numObjs" in list_shifts("MiniGrid-Fetch-8x8-N3-v0")["distractors"].description
     for info in [*atari.values(), *grid.values()]:

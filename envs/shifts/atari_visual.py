@@ -37,7 +37,7 @@ INFOS: dict[str, ShiftInfo] = {
         "background",
         "pixels of the game's background colour (most common colour of the episode's first frame) "
         "replaced by a random smooth colour texture, new per episode",
-        {lv: ("none" if b is None else f"texture contrast {b[0]}, " + ("static" if not b[1] else f"scrolling {b[1]} px/step"))
+        {lv: ("none" if b is None else f"texture contrast {b[0]}, " + ("static" if not b[1] else f"scrolling down {b[1]} px/step"))
          for lv, b in BACKGROUND.items()},
     ),
     "sprites": ShiftInfo(
@@ -94,33 +94,29 @@ class ColourShift(FrameShift):
 
 
 class NoiseShift(FrameShift):
-    """Adds zero-mean Gaussian noise (saturating); noise frames come from a per-env bank."""
+    """Adds zero-mean Gaussian noise (saturating). Noise comes from a per-env bank of frames of
+    double height: each step takes a random frame and a random row offset (a copy-free view)."""
 
     def __init__(self, level: int, rng: np.random.Generator):
         super().__init__(level, rng)
         self.bank_pos: np.ndarray | None = None
 
-    def _fill_bank(self, shape: tuple[int, ...]) -> None:
-        noise = self.rng.normal(0.0, NOISE_SIGMA[self.level], (NOISE_BANK, *shape)).round()
-        noise = np.clip(noise, -255, 255)
-        self.bank_pos = np.clip(noise, 0, 255).astype(np.uint8)
-        self.bank_neg = np.clip(-noise, 0, 255).astype(np.uint8)
-
     def new_episode(self, frame: np.ndarray) -> None:
-        if self.bank_pos is None or self.bank_pos.shape[1:] != frame.shape:
-            self._fill_bank(frame.shape)
+        h = frame.shape[0]
+        if self.bank_pos is None or self.bank_pos.shape[1:] != (2 * h, *frame.shape[1:]):
+            noise = self.rng.normal(0.0, NOISE_SIGMA[self.level], (NOISE_BANK, 2 * h, *frame.shape[1:])).round()
+            self.bank_pos = np.clip(noise, 0, 255).astype(np.uint8)
+            self.bank_neg = np.clip(-noise, 0, 255).astype(np.uint8)
 
     def apply(self, frame: np.ndarray) -> None:
-        k, shift = self.rng.integers(NOISE_BANK), self.rng.integers(frame.shape[0])
-        pos, neg = self.bank_pos[k], self.bank_neg[k]
-        if shift:  # roll rows so 8 bank frames give many different noise patterns
-            pos, neg = np.roll(pos, shift, axis=0), np.roll(neg, shift, axis=0)
-        cv2.add(frame, pos, dst=frame)
-        cv2.subtract(frame, neg, dst=frame)
+        k, row = self.rng.integers(NOISE_BANK), self.rng.integers(frame.shape[0])
+        rows = slice(row, row + frame.shape[0])
+        cv2.add(frame, self.bank_pos[k, rows], dst=frame)
+        cv2.subtract(frame, self.bank_neg[k, rows], dst=frame)
 
 
 class BackgroundShift(FrameShift):
-    """Replaces the background colour by a smooth random texture (static or scrolling)."""
+    """Replaces the background colour by a smooth random texture (static or scrolling down)."""
 
     def new_episode(self, frame: np.ndarray) -> None:
         contrast, self.speed = BACKGROUND[self.level]
@@ -129,18 +125,18 @@ class BackgroundShift(FrameShift):
         bg = int(values[counts.argmax()])
         self.colour = np.array([(bg >> 16) & 255, (bg >> 8) & 255, bg & 255], dtype=np.uint8)
         h, w = frame.shape[:2]
-        coarse = self.rng.uniform(-1.0, 1.0, (h // 15 + 1, 2 * w // 15 + 1, 3)).astype(np.float32)
-        smooth = cv2.resize(coarse, (2 * w, h), interpolation=cv2.INTER_CUBIC)
+        coarse = self.rng.uniform(-1.0, 1.0, (h // 15 + 1, w // 15 + 1, 3)).astype(np.float32)
+        smooth = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
         centre = self.rng.uniform(contrast / 2, 255 - contrast / 2, 3)
-        self.texture = np.clip(centre + smooth * contrast / 2, 0, 255).astype(np.uint8)
-        self.offset = int(self.rng.integers(w))
+        texture = np.clip(centre + smooth * contrast / 2, 0, 255).astype(np.uint8)
+        self.texture = np.concatenate([texture, texture])  # [2H, W, 3]: any H consecutive rows tile
+        self.offset = int(self.rng.integers(h))
 
     def apply(self, frame: np.ndarray) -> None:
-        w = frame.shape[1]
+        h = frame.shape[0]
         mask = cv2.inRange(frame, self.colour, self.colour)
-        tex = np.ascontiguousarray(self.texture[:, self.offset:self.offset + w])
-        cv2.copyTo(tex, mask, frame)
-        self.offset = (self.offset + self.speed) % w
+        cv2.copyTo(self.texture[self.offset:self.offset + h], mask, frame)
+        self.offset = (self.offset + self.speed) % h
 
 
 class SpritesShift(FrameShift):

@@ -1,0 +1,159 @@
+"""Env throughput (steps/s of all sub-envs) of envs.make_vec_env, against SB3 and against no shift.
+
+    python benchmarks/bench_envs.py            # Atari 8 envs (ours vs SB3) + every shift, MiniGrid 8 envs + every shift
+    python benchmarks/bench_envs.py --quick    # fewer steps (a smoke run)
+    python benchmarks/bench_envs.py --learn 100000   # PPO learnability check of DEFAULT_ENV_ID
+
+Baselines: SB3 `make_atari_env` + SubprocVecEnv + VecFrameStack(4) on the same game with the same
+preprocessing (frame skip 4 + max-pool, 84x84 gray, 30 no-ops, sticky 0.25, fire reset, episodic
+life, reward clipping); and our own env without the shift. Each figure is the best of `--repeats`
+timed runs of random actions; ratios compare figures measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import envs  # noqa: F401  (registers ALE ids in SubprocVecEnv workers as well)
+from envs import DEFAULT_ENV_ID, list_shifts, make_vec_env
+
+ATARI_ID = "ALE/Breakout-v5"
+SHIFT_LEVEL = 2
+
+
+def steps_per_second(venv, vec_steps: int, repeats: int) -> float:
+    """Best-of-`repeats` env steps/s over `vec_steps` steps with random actions."""
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, venv.action_space.n, (vec_steps, venv.num_envs))
+    venv.reset()
+    for a in actions[:20]:  # warm up
+        venv.step(a)
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for a in actions:
+            venv.step(a)
+        best = max(best, vec_steps * venv.num_envs / (time.perf_counter() - start))
+    venv.close()
+    return best
+
+
+def sb3_atari(n_envs: int):
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
+
+    venv = make_atari_env(ATARI_ID, n_envs=n_envs, seed=0, vec_env_cls=SubprocVecEnv,
+                          env_kwargs={"frameskip": 1, "repeat_action_probability": 0.25})
+    return VecFrameStack(venv, 4)
+
+
+def bench_atari(n_envs: int, vec_steps: int, repeats: int) -> None:
+    print(f"Atari {ATARI_ID}, {n_envs} envs, {vec_steps} steps x best of {repeats}")
+    sb3 = steps_per_second(sb3_atari(n_envs), vec_steps, repeats)
+    ours = steps_per_second(make_vec_env(ATARI_ID, n_envs, seed=0), vec_steps, repeats)
+    print(f"  SB3 make_atari_env+SubprocVecEnv+VecFrameStack: {sb3:8.0f} steps/s")
+    print(f"  ours (native C++ ALE, no shift):               {ours:8.0f} steps/s   {ours / sb3:.2f}x SB3")
+    rgb = steps_per_second(make_vec_env(ATARI_ID, n_envs, seed=0, render_mode="rgb_array"), vec_steps, repeats)
+    print(f"  ours RGB path, no shift (what visual shifts use): {rgb:6.0f} steps/s   {rgb / ours:.2f}x unshifted")
+    for name in list_shifts(ATARI_ID):
+        fps = steps_per_second(make_vec_env(ATARI_ID, n_envs, seed=0, shifts={name: SHIFT_LEVEL}), vec_steps, repeats)
+        print(f"  shift {name}={SHIFT_LEVEL:<2}{'':28s}{fps:8.0f} steps/s   {fps / ours:.2f}x unshifted"
+              f"   {fps / rgb:.2f}x RGB path   {fps / sb3:.2f}x SB3")
+
+
+def bench_minigrid(n_envs: int, vec_steps: int, repeats: int) -> None:
+    print(f"MiniGrid {DEFAULT_ENV_ID}, {n_envs} envs (DummyVecEnv), {vec_steps} steps x best of {repeats}")
+    base = steps_per_second(make_vec_env(DEFAULT_ENV_ID, n_envs, seed=0), vec_steps, repeats)
+    print(f"  no shift:              {base:8.0f} steps/s")
+    for name in list_shifts(DEFAULT_ENV_ID):
+        fps = steps_per_second(make_vec_env(DEFAULT_ENV_ID, n_envs, seed=0, shifts={name: SHIFT_LEVEL}), vec_steps, repeats)
+        print(f"  shift {name}={SHIFT_LEVEL:<18}{fps:8.0f} steps/s   {fps / base:.2f}x unshifted")
+
+
+def grid_cnn_class():
+    """A small CNN over the symbolic [3, 7, 7] view (2x2 kernels, as common for MiniGrid)."""
+    import torch
+    from torch import nn
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    class GridCNN(BaseFeaturesExtractor):
+        def __init__(self, observation_space, features_dim: int = 64):
+            super().__init__(observation_space, features_dim)
+            channels = observation_space.shape[0]
+            self.net = nn.Sequential(
+                nn.Conv2d(channels, 16, 2), nn.ReLU(), nn.Conv2d(16, 32, 2), nn.ReLU(),
+                nn.Conv2d(32, 64, 2), nn.ReLU(), nn.Flatten())
+            with torch.no_grad():
+                size = self.net(torch.zeros(1, *observation_space.shape)).shape[1]
+            self.head = nn.Sequential(nn.Linear(size, features_dim), nn.ReLU())
+
+        def forward(self, obs):
+            return self.head(self.net(obs.float()))
+
+    return GridCNN
+
+
+def episodes_of(venv, policy, count: int) -> list[dict]:
+    """info["episode"] of the first `count` finished episodes under policy(obs) -> actions."""
+    obs, episodes = venv.reset(), []
+    while len(episodes) < count:
+        obs, _, _, infos = venv.step(policy(obs))
+        episodes += [info["episode"] for info in infos if "episode" in info]
+    return episodes[:count]
+
+
+def summary(episodes: list[dict]) -> str:
+    return (f"success {np.mean([e['r'] > 0 for e in episodes]):.2f}, return {np.mean([e['r'] for e in episodes]):.3f}, "
+            f"length {np.mean([e['l'] for e in episodes]):.1f}")
+
+
+def learnability(total_steps: int) -> None:
+    """SB3 PPO with a small CNN (8 envs) on DEFAULT_ENV_ID; success rate unshifted and per shift."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    torch.set_num_threads(2)
+    venv = make_vec_env(DEFAULT_ENV_ID, 8, seed=0)
+    model = PPO("CnnPolicy", venv, n_steps=128, batch_size=256, n_epochs=4, learning_rate=5e-4, ent_coef=0.01,
+                policy_kwargs=dict(normalize_images=False, features_extractor_class=grid_cnn_class(),
+                                   net_arch=[64]), seed=0, device="cpu")
+    start = time.perf_counter()
+    model.learn(total_steps)
+    seconds = time.perf_counter() - start
+    print(f"SB3 PPO (small CNN, 8 envs) on {DEFAULT_ENV_ID}: {total_steps} steps in {seconds:.0f} s "
+          f"({total_steps / seconds:.0f} steps/s); 200 evaluation episodes each (seed 1000)")
+    rng = np.random.default_rng(0)
+    random_env = make_vec_env(DEFAULT_ENV_ID, 8, seed=1000, training=False)
+    print(f"  random policy                 : {summary(episodes_of(random_env, lambda o: rng.integers(0, 3, 8), 200))}")
+    for shifts in [None, *[{name: level} for name in list_shifts(DEFAULT_ENV_ID) for level in (1, 3)]]:
+        for deterministic in (True, False):
+            env = VecTransposeImage(make_vec_env(DEFAULT_ENV_ID, 8, seed=1000, shifts=shifts, training=False))
+            policy = lambda o: model.predict(o, deterministic=deterministic)[0]  # noqa: E731
+            label = f"{str(shifts or 'no shift'):22s} {'greedy ' if deterministic else 'sampled'}"
+            print(f"  {label}: {summary(episodes_of(env, policy, 200))}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few steps, one repeat (smoke run)")
+    parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", choices=("atari", "minigrid"), default=None)
+    parser.add_argument("--learn", type=int, default=0, metavar="STEPS", help="run the PPO learnability check instead")
+    args = parser.parse_args()
+    if args.learn:
+        learnability(args.learn)
+        return
+    repeats = 1 if args.quick else args.repeats
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; shifts at level {SHIFT_LEVEL}; 2 shared CPU cores")
+    if args.only in (None, "atari"):
+        bench_atari(args.n_envs, 100 if args.quick else 600, repeats)
+    if args.only in (None, "minigrid"):
+        bench_minigrid(args.n_envs, 100 if args.quick else 1000, repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,8 @@ Same env, hyperparameters and feature CNN for everyone: 8 envs x 128 steps, 4 ep
 units (its default: separate actor and critic LSTMs; also shown with shared_lstm=True); our lstm/gru
 have 256 units, rims uses RIMsConfig defaults (K=6, k=4, H=64). MiniGrid uses the small grid CNN
 (agents.extractors.GridCNNExtractor, no /255), Breakout the NatureCNN. fps = env steps / wall
-seconds of ``learn`` after one warm-up iteration (rollouts + updates).
+seconds of ``learn`` after one warm-up iteration (rollouts + updates); cpu_fps = env steps / CPU seconds
+of this process (less sensitive to other jobs on a shared machine; threads add up).
 
     python benchmarks/bench_ppo.py            # DoorKey-8x8 (4 iterations) + Breakout (1 iteration)
     python benchmarks/bench_ppo.py --quick    # DoorKey-8x8 only, 2 iterations
@@ -49,8 +50,8 @@ def our_model(env, core: str, features_dim: int):
                         policy_kwargs={"features_dim": features_dim}, **COMMON)
 
 
-def measure(model, iterations: int) -> tuple[float, float]:
-    """(fps, share of time in the update) over `iterations` rollouts after a warm-up one."""
+def measure(model, iterations: int) -> tuple[float, float, float]:
+    """(fps, cpu_fps, share of wall time in the update) over `iterations` rollouts after a warm-up one."""
     update_seconds = [0.0]
     train = model.train
 
@@ -62,10 +63,11 @@ def measure(model, iterations: int) -> tuple[float, float]:
     model.learn(N_ENVS * N_STEPS)
     model.train = timed_train
     update_seconds[0] = 0.0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(iterations * N_ENVS * N_STEPS, reset_num_timesteps=False)
-    seconds = time.perf_counter() - start
-    return iterations * N_ENVS * N_STEPS / seconds, update_seconds[0] / seconds
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    steps = iterations * N_ENVS * N_STEPS
+    return steps / seconds, steps / cpu_seconds, update_seconds[0] / seconds
 
 
 def run(name: str, iterations: int, cores: list[str], with_shared: bool) -> None:
@@ -77,14 +79,14 @@ def run(name: str, iterations: int, cores: list[str], with_shared: bool) -> None
     if with_shared:
         runs.append(("sb3-contrib CnnLstm shared_lstm", lambda: contrib_model(env, extractor, features_dim, normalize, True)))
     runs += [(f"ours core={core}", (lambda c=core: our_model(env, c, features_dim))) for core in cores]
-    baseline = None
+    baseline = cpu_baseline = None
     print(f"{env_id}: {N_ENVS} envs x {N_STEPS} steps, {N_EPOCHS} epochs, {N_MINIBATCHES} minibatches, "
           f"{iterations} timed iterations, {torch.get_num_threads()} threads", flush=True)
     for label, build in runs:
-        fps, update_share = measure(build(), iterations)
-        baseline = baseline or fps
-        print(f"  {label:42s} fps={fps:7.1f}  update {update_share:4.0%} of time  "
-              f"ratio vs sb3-contrib={fps / baseline:5.2f}x", flush=True)
+        fps, cpu_fps, update_share = measure(build(), iterations)
+        baseline, cpu_baseline = baseline or fps, cpu_baseline or cpu_fps
+        print(f"  {label:40s} fps={fps:6.1f} ({fps / baseline:4.2f}x)  cpu_fps={cpu_fps:6.1f} "
+              f"({cpu_fps / cpu_baseline:4.2f}x)  update {update_share:3.0%} of time", flush=True)
     env.close()
 
 

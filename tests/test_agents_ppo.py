@@ -94,6 +94,7 @@ def test_minibatch_options_are_validated():
     model.learn(64)
 
 
+@pytest.mark.filterwarnings("ignore::tqdm.TqdmExperimentalWarning")
 def test_learning_rate_schedule_and_callbacks():
     calls = {"steps": 0, "rollouts": 0}
 

@@ -162,10 +162,11 @@ class PeriodicEvalCallback(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self.freq <= 0 or self.model.num_timesteps - self._last < self.freq:
             return
-        from agents.evaluation import run_episodes
+        from agents.evaluation import EVAL_THREADS, run_episodes, torch_threads
 
         self._last = self.model.num_timesteps
-        returns = run_episodes(self.model, self.env_id, self.shifts, self.episodes, seed=self.seed + 10_000)
+        with torch_threads(EVAL_THREADS):
+            returns = run_episodes(self.model, self.env_id, self.shifts, self.episodes, seed=self.seed + 10_000)
         mean = float(returns.mean())
         self.logger.record("eval/mean_return", mean)
         self.logger.record("eval/std_return", float(returns.std()))

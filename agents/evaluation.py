@@ -14,9 +14,10 @@ import csv
 import json
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,6 +27,21 @@ RESULT_COLUMNS = (
     "env", "shift", "level", "episodes", "mean_return", "std_return", "ci95_low", "ci95_high", "retention",
 )
 UNSHIFTED = "none"
+EVAL_THREADS = 1  # one-step inference on a few envs: more threads only add synchronisation
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``n`` torch CPU threads (None = unchanged), then restore the previous count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents.config import CORES, UserError, apply_overrides, dump_config, load_config, set_value
-from agents.evaluation import (Result, UNSHIFTED, evaluate_model, log_results_to_tensorboard, print_results_table,
+from agents.evaluation import (EVAL_THREADS, Result, UNSHIFTED, evaluate_model, torch_threads, log_results_to_tensorboard, print_results_table,
                                sweep_settings, write_results)
 from agents.runs import (CHECKPOINT, CONFIG_FILE, EVAL_DIR, FINAL_MODEL, TB_DIR, TRAIN_TB_NAME, atomic_save,
                          find_run_dirs, is_run_dir, load_model, read_num_timesteps, read_run_config,
                          refuse_existing, resolve_model_path, run_dir_for)
 
 EVAL_SEED = 1000  # evaluation env seeds differ from the training seeds (0, 1, ...)
-
-
 class Interrupted(Exception):
     """Training stopped by SIGINT/SIGTERM after saving a checkpoint (exit code 130)."""
 
@@ -65,6 +63,8 @@ def validate_config(cfg: dict) -> None:
     for key in ("checkpoint_freq",):
         if cfg[key] < 0:
             raise UserError(f"{key} must be >= 0, got {cfg[key]}")
+    if cfg["threads"] is not None and (not isinstance(cfg["threads"], int) or cfg["threads"] < 1):
+        raise UserError(f"threads must be null or an integer >= 1, got {cfg['threads']!r}")
     if cfg["ppo"]["lr_schedule"] not in ("linear", "constant"):
         raise UserError(f"ppo.lr_schedule must be linear or constant, got {cfg['ppo']['lr_schedule']!r}")
     if cfg["policy"] not in ("CnnPolicy", "MlpPolicy"):
@@ -148,7 +148,7 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
     if progress:
         callbacks.append(ProgressCallback(label=f"{cfg['core']} seed {cfg['seed']}"))
     try:
-        with GracefulStop() as stop:
+        with GracefulStop() as stop, torch_threads(cfg["threads"]):
             callbacks.append(StopOnSignalCallback(stop))
             if remaining > 0:
                 try:
@@ -262,7 +262,8 @@ def evaluate(
     if not quiet:
         print(f"evaluating {model_file} on {env}: {len(settings)} settings x {episodes} episodes")
     set_random_seed(seed)
-    results = evaluate_model(agent, env, settings, episodes, seed, deterministic, n_envs, on_result=report)
+    with torch_threads(EVAL_THREADS):
+        results = evaluate_model(agent, env, settings, episodes, seed, deterministic, n_envs, on_result=report)
     meta = {"env": env, "model": str(model_file), "num_timesteps": int(agent.num_timesteps), "seed": seed,
             "deterministic": deterministic, "episodes": episodes}
     csv_path, json_path = write_results(results, out_dir, meta)
@@ -408,8 +409,9 @@ def record(
     if max_steps < 1 or fps < 1:
         raise UserError(f"--max-steps and --fps must be >= 1, got {max_steps} and {fps}")
     agent = load_model(model_file)
-    info = record_episode(agent, env, shift_map, out_path, seed=seed, deterministic=deterministic,
-                          max_steps=max_steps, fps=fps)
+    with torch_threads(EVAL_THREADS):
+        info = record_episode(agent, env, shift_map, out_path, seed=seed, deterministic=deterministic,
+                              max_steps=max_steps, fps=fps)
     strip = "with the RIMs activation strip" if info["has_strip"] else "(no activation strip: the core is not rims)"
     print(f"recorded {info['steps']} steps, return {info['return']:.3g}, {strip}: {out_path}")
     return out_path

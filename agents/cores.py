@@ -5,6 +5,8 @@ input rows) to ``out`` of shape ``[T, B, core.output_size]``. ``state`` is a tup
 first dimension is the batch ``B`` (``()`` for the feed-forward core); ``episode_starts [T, B]`` is
 1 where a new episode begins, and the state is reset to ``core.initial_state`` before that step.
 ``info`` is the RIMs info (``mask [T, B, K]`` ...) for ``rims`` and ``None`` for the other cores.
+``need_state=False`` tells a core that the caller drops the final state (PPO updates), which lets the
+LSTM core pick a faster layout.
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from rims_rl import RIMs, RIMsConfig
 
 CORES = ("rims", "lstm", "gru", "none")
 CoreState = tuple[torch.Tensor, ...]
+# The padded layout computes max_length * num_segments steps; use it (LSTM, final state not needed)
+# while that is at most this many times the B * T real steps (measured break-even: 3.5-4x).
+PADDED_WORK_LIMIT = 3.5
 
 
 def check_core_name(core: str) -> str:
@@ -49,7 +54,7 @@ class FeedForwardCore(Core):
     def initial_state(self, batch_size: int) -> CoreState:
         return ()
 
-    def forward(self, x: torch.Tensor, state: CoreState, episode_starts: torch.Tensor):
+    def forward(self, x: torch.Tensor, state: CoreState, episode_starts: torch.Tensor, need_state: bool = True):
         return x, (), None
 
 
@@ -57,8 +62,10 @@ class TorchRNNCore(Core):
     """The ``lstm`` / ``gru`` cores: one ``torch.nn.LSTM`` / ``nn.GRU`` layer of ``hidden_size`` units.
 
     State: ``(h, c)`` each ``[B, H]`` (LSTM) or ``(h,)`` (GRU); zeros at episode starts.
-    A sequence with episode starts inside it is split at those points into segments that run in one
-    packed call of the torch RNN (no Python loop over time, no wasted padding compute).
+    A sequence with episode starts inside it is split at those points into segments that all run in
+    one call of the torch RNN (no Python loop over time): a packed call (exact final state), or, for
+    the LSTM when the final state is not needed and padding wastes little, one unpacked call over the
+    zero-padded segments, which uses torch's faster CPU LSTM kernel.
     """
 
     def __init__(self, input_size: int, cell: str = "lstm", hidden_size: int = 256) -> None:
@@ -90,7 +97,10 @@ class TorchRNNCore(Core):
         new_state = tuple(h.squeeze(0) for h in (hx if self.cell == "lstm" else (hx,)))
         return out, new_state
 
-    def forward(self, x: torch.Tensor, state: CoreState, episode_starts: torch.Tensor):
+    def forward(
+        self, x: torch.Tensor, state: CoreState, episode_starts: torch.Tensor, need_state: bool = True
+    ):
+        """``need_state=False`` allows a faster layout whose final state is not returned (``()``)."""
         T, B = x.shape[:2]
         keep = (1.0 - episode_starts[0].float()).unsqueeze(-1)
         state = tuple(s * keep for s in state)
@@ -98,34 +108,65 @@ class TorchRNNCore(Core):
         if T == 1 or not bool(starts_inside.any()):
             out, state = self._run(x, state)
             return out, state, None
-        return self._forward_segments(x, state, starts_inside)
+        layout = SegmentLayout(starts_inside.cpu(), x.device)
+        padded_work = layout.max_length * layout.num_segments
+        if not need_state and self.cell == "lstm" and padded_work <= PADDED_WORK_LIMIT * B * T:
+            return self._forward_padded(x, state, layout), (), None
+        return self._forward_packed(x, state, layout)
 
-    def _forward_segments(self, x: torch.Tensor, state: CoreState, starts_inside: torch.Tensor):
-        """Split the B sequences at episode starts and run all segments in one packed call."""
+    def _segment_inputs(self, x: torch.Tensor, state: CoreState, layout: "SegmentLayout"):
+        """Inputs [L_max, S, D] (zero padded after each segment) and initial states [S, H]."""
         T, B, D = x.shape
-        seg_begin = torch.ones(B, T, dtype=torch.bool)
-        seg_begin[:, 1:] = starts_inside.t().cpu()
-        flat_begin = seg_begin.reshape(-1).numpy()  # env-major [B*T]
-        seg_id = np.cumsum(flat_begin) - 1
-        begin_pos = np.flatnonzero(flat_begin)
-        offset = np.arange(B * T) - begin_pos[seg_id]
-        lengths = np.diff(np.append(begin_pos, B * T))
-        n_seg = len(begin_pos)
-        first_seg = torch.as_tensor(seg_id[0::T], device=x.device)  # segment of t=0 per env
-        last_seg = torch.as_tensor(seg_id[T - 1 :: T], device=x.device)  # segment of t=T-1 per env
-        seg_idx = torch.as_tensor(seg_id, device=x.device)
-        off_idx = torch.as_tensor(offset, device=x.device)
-
-        padded = x.new_zeros(int(lengths.max()), n_seg, D)
-        padded[off_idx, seg_idx] = x.transpose(0, 1).reshape(B * T, D)
-        packed = pack_padded_sequence(padded, torch.as_tensor(lengths), enforce_sorted=False)
+        padded = x.new_zeros(layout.max_length, layout.num_segments, D)
+        padded[layout.offset, layout.segment] = x.transpose(0, 1).reshape(B * T, D)
         seg_state = tuple(
-            s.new_zeros(n_seg, self.hidden_size).index_copy(0, first_seg, s) for s in state
+            s.new_zeros(layout.num_segments, self.hidden_size).index_copy(0, layout.first_segment, s)
+            for s in state
         )
+        return padded, seg_state
+
+    def _forward_packed(self, x: torch.Tensor, state: CoreState, layout: "SegmentLayout"):
+        """All segments in one packed call: exact final states, no wasted compute."""
+        T, B, _ = x.shape
+        padded, seg_state = self._segment_inputs(x, state, layout)
+        packed = pack_padded_sequence(padded, layout.lengths, enforce_sorted=False)
         packed_out, seg_state = self._run(packed, seg_state)
         padded_out, _ = pad_packed_sequence(packed_out)
-        out = padded_out[off_idx, seg_idx].view(B, T, -1).transpose(0, 1)
-        return out, tuple(s[last_seg] for s in seg_state), None
+        out = padded_out[layout.offset, layout.segment].view(B, T, -1).transpose(0, 1)
+        return out, tuple(s[layout.last_segment] for s in seg_state), None
+
+    def _forward_padded(self, x: torch.Tensor, state: CoreState, layout: "SegmentLayout") -> torch.Tensor:
+        """All segments in one unpacked call over the zero-padded layout (torch's fast CPU LSTM
+        kernel); outputs after a segment's end are computed and dropped, so final states are not exact."""
+        T, B, _ = x.shape
+        padded, seg_state = self._segment_inputs(x, state, layout)
+        padded_out, _ = self._run(padded, seg_state)
+        return padded_out[layout.offset, layout.segment].view(B, T, -1).transpose(0, 1)
+
+
+class SegmentLayout:
+    """Where the B sequences of length T split into segments at episode starts (env-major order).
+
+    ``segment[i]`` / ``offset[i]``: segment and position in it of sample ``i = b * T + t``;
+    ``lengths [S]``; ``first_segment [B]`` / ``last_segment [B]``: segment of t=0 / t=T-1 per env.
+    """
+
+    def __init__(self, starts_inside: torch.Tensor, device: torch.device) -> None:
+        T1, B = starts_inside.shape
+        T = T1 + 1
+        begins = torch.ones(B, T, dtype=torch.bool)
+        begins[:, 1:] = starts_inside.t()
+        flat = begins.reshape(-1).numpy()
+        segment = np.cumsum(flat) - 1
+        begin_pos = np.flatnonzero(flat)
+        lengths = np.diff(np.append(begin_pos, B * T))
+        self.num_segments = len(begin_pos)
+        self.max_length = int(lengths.max())
+        self.lengths = torch.as_tensor(lengths)
+        self.segment = torch.as_tensor(segment, device=device)
+        self.offset = torch.as_tensor(np.arange(B * T) - begin_pos[segment], device=device)
+        self.first_segment = torch.as_tensor(segment[0::T], device=device)
+        self.last_segment = torch.as_tensor(segment[T - 1 :: T], device=device)
 
 
 class RIMsCore(Core):
@@ -146,7 +187,7 @@ class RIMsCore(Core):
     def initial_state(self, batch_size: int) -> CoreState:
         return tuple(self.rims.initial_state(batch_size=batch_size))
 
-    def forward(self, x: torch.Tensor, state: CoreState, episode_starts: torch.Tensor):
+    def forward(self, x: torch.Tensor, state: CoreState, episode_starts: torch.Tensor, need_state: bool = True):
         out, state, info = self.rims(x, state, episode_starts)
         return out, tuple(state), info
 

@@ -71,12 +71,13 @@ class RecurrentFeaturesExtractor(BaseFeaturesExtractor):
         return self.core.initial_state(batch_size)
 
     def forward(
-        self, observations: torch.Tensor, state: CoreState, episode_starts: torch.Tensor
+        self, observations: torch.Tensor, state: CoreState, episode_starts: torch.Tensor, need_state: bool = True
     ) -> tuple[torch.Tensor, CoreState]:
+        """``need_state=False``: the final state may be omitted (``()``), which is faster for LSTMs."""
         T, B = episode_starts.shape
         x = self.base(observations)
         x = x.view(T, B, *x.shape[1:])
-        out, state, info = self.core(x, state, episode_starts)
+        out, state, info = self.core(x, state, episode_starts, need_state=need_state)
         self.last_core_info = info
         return out.reshape(T * B, -1), state
 
@@ -195,10 +196,10 @@ class RecurrentActorCriticPolicy(BasePolicy):
         """Core state of fresh episodes, a tuple of ``[batch_size, ...]`` tensors."""
         return self.features_extractor.initial_state(batch_size)
 
-    def _latent(self, obs: torch.Tensor, state: CoreState, episode_starts: torch.Tensor):
+    def _latent(self, obs: torch.Tensor, state: CoreState, episode_starts: torch.Tensor, need_state: bool = True):
         """obs [T*B, ...], episode_starts [T, B] -> (latent [T*B, O], state)."""
         obs = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
-        return self.features_extractor(obs, state, episode_starts.float())
+        return self.features_extractor(obs, state, episode_starts.float(), need_state=need_state)
 
     def _distribution(self, latent: torch.Tensor) -> Distribution:
         logits = self.action_net(latent)
@@ -237,7 +238,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Re-run whole sequences: obs [T*B, ...], actions [T*B, ...], episode_starts [T, B]
         -> values [T*B, 1], log_prob [T*B], entropy [T*B]."""
-        latent, _ = self._latent(obs, state, episode_starts)
+        latent, _ = self._latent(obs, state, episode_starts, need_state=False)
         distribution = self._distribution(latent)
         return self.value_net(latent), distribution.log_prob(actions), distribution.entropy()
 

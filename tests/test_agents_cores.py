@@ -38,6 +38,24 @@ def test_sequence_call_equals_step_by_step_with_resets(name):
     grad = torch.autograd.grad(out.square().sum(), x)[0]
     ref_grad = torch.autograd.grad(ref_out.square().sum(), x)[0]
     torch.testing.assert_close(grad, ref_grad, atol=1e-4, rtol=1e-4)
+    # need_state=False (PPO updates) may take the zero-padded layout: same outputs and gradients
+    fast_out, _, _ = core(x, state, starts, need_state=False)
+    torch.testing.assert_close(fast_out, ref_out, atol=1e-5, rtol=1e-5)
+    fast_grad = torch.autograd.grad(fast_out.square().sum(), x)[0]
+    torch.testing.assert_close(fast_grad, ref_grad, atol=1e-4, rtol=1e-4)
+
+
+def test_padded_layout_is_used_when_cheap():
+    torch.manual_seed(0)
+    core = make_core("lstm", 3, {"hidden_size": 4})
+    x = torch.randn(8, 2, 3)
+    starts = torch.zeros(8, 2)
+    starts[5, 0] = 1.0  # segments of 5, 3 and 8 steps: padded work 3 * 8 <= 3.5 * 16
+    state = core.initial_state(2)
+    out_packed, final, _ = core(x, state, starts)
+    out_padded, no_state, _ = core(x, state, starts, need_state=False)
+    assert no_state == () and len(final) == 2
+    torch.testing.assert_close(out_padded, out_packed)
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])

@@ -156,6 +156,7 @@ class AtariVecEnv(VecEnv):
         obs_space = spaces.Box(0, 255, (STACK, OBS_SIZE, OBS_SIZE), dtype=np.uint8)
         super().__init__(n, obs_space, source.action_space)
         self.seed(seed)
+        self._reset_rng = np.random.default_rng(seed)
         self._stack = np.zeros((n, STACK, OBS_SIZE, OBS_SIZE), dtype=np.uint8)
         self._frames: np.ndarray | None = None
         self._returns = np.zeros(n)
@@ -195,7 +196,10 @@ class AtariVecEnv(VecEnv):
 
     # ---- VecEnv API ---------------------------------------------------------------------------
     def reset(self) -> np.ndarray:
-        frames, lives = self.source.reset(self._seeds)
+        seeds = self._seeds
+        if seeds[0] is None:  # later resets: fresh but reproducible seeds drawn from the first seed
+            seeds = [int(v) for v in self._reset_rng.integers(0, 2**31 - 1, self.num_envs)]
+        frames, lives = self.source.reset(seeds)
         self._reset_seeds()
         self._lives = lives.astype(np.int64)
         self._returns[:] = 0

@@ -30,6 +30,9 @@ def test_obs_format_and_determinism():
     assert a.observation_space.shape == (4, 84, 84) and oa.shape == (41, 2, 4, 84, 84) and oa.dtype == np.uint8
     np.testing.assert_array_equal(oa, ob)
     np.testing.assert_array_equal(ra, rb)
+    again_a, *_ = rollout(a, 10)  # a second reset (as SB3's learn() does) stays reproducible
+    again_b, *_ = rollout(b, 10)
+    np.testing.assert_array_equal(again_a, again_b)
 
 
 def test_rgb_path_is_bit_identical_to_cpp_preprocessing():

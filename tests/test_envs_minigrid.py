@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 
 from envs import DEFAULT_ENV_ID, make_vec_env
-from envs.shifts.minigrid_floor import FloorTile
 from envs.shifts.minigrid_layout import NOVEL_COLOURS, TRAIN_COLOURS
-from minigrid.core.world_object import Ball
+from minigrid.core.world_object import Ball, Floor
 
 FLOOR, EMPTY = 3, 1
 
@@ -105,14 +104,19 @@ def test_floor_noise_changes_only_floor_cells_not_dynamics():
 
 
 def test_floor_tiles_let_objects_be_dropped_on_them():
-    venv = make_vec_env(DEFAULT_ENV_ID, 1, seed=0)
+    venv = make_vec_env("BabyAI-PickupLoc-v0", 1, seed=0, shifts="floor_noise=1")
     venv.reset()
-    env = venv.envs[0].unwrapped
-    front = tuple(int(v) for v in env.front_pos)
-    env.grid.set(*front, FloorTile("yellow"))
-    env.carrying = Ball("green")
-    env.step(env.actions.drop)
-    assert env.carrying is None and env.grid.get(*front).type == "ball"
+    env = venv.envs[0]
+    base = env.unwrapped
+    base.agent_pos, base.agent_dir = (2, 2), 0
+    front = tuple(int(v) for v in base.front_pos)
+    base.grid.set(*front, Floor("yellow"))
+    base.carrying = Ball("green")
+    env.step(base.actions.drop)
+    assert base.carrying is None and base.grid.get(*front).type == "ball"
+    base.grid.set(*front, Floor("yellow"))
+    env.step(base.actions.drop)  # nothing carried: the tile stays
+    assert base.grid.get(*front).type == "floor"
 
 
 def test_babyai_levels_reset_quietly(capsys):
@@ -121,6 +125,13 @@ def test_babyai_levels_reset_quietly(capsys):
     assert "Sampling rejected" not in capsys.readouterr().out
 
 
-def test_rgb_observation_option():
+def test_rgb_observation_option_and_rendered_frames_show_floor_noise():
     obs = make_vec_env(DEFAULT_ENV_ID, 2, seed=0, observation="rgb").reset()
     assert obs.shape == (2, 56, 56, 3) and obs.dtype == np.uint8
+    frames = []
+    for level in (0, 3):
+        venv = make_vec_env(DEFAULT_ENV_ID, 2, seed=0, shifts={"floor_noise": level}, render_mode="rgb_array")
+        venv.reset()
+        frames.append(np.stack(venv.get_images()))
+    assert frames[0].shape[0] == 2 and frames[0].shape[-1] == 3
+    assert all((frames[0][i] != frames[1][i]).any() for i in range(2))

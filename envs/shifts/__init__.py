@@ -80,14 +80,25 @@ def parse_shifts(spec: str | Mapping[str, int] | None, env_id: str | None = None
 
 
 DOC_ENVS = ("ALE/Breakout-v5", "RedBallDistractors-v0")
+DOC_EXAMPLES = (  # extra rows: the same shift on other envs, where its numbers differ
+    ("ALE/Freeway-v5", "flavour"), ("ALE/SpaceInvaders-v5", "flavour"), ("ALE/Pong-v5", "flavour"),
+    ("ALE/MsPacman-v5", "flavour"), ("BreakoutNoFrameskip-v4", "sticky"),
+    ("BabyAI-GoToRedBall-v0", "distractors"), ("MiniGrid-Fetch-8x8-N3-v0", "distractors"),
+    ("BabyAI-GoToRedBall-v0", "size"), ("MiniGrid-DoorKey-5x5-v0", "size"),
+)
 
 
-def shift_table_markdown(env_ids: tuple[str, ...] = DOC_ENVS) -> str:
-    """Markdown table of every shift of `env_ids` and its levels (the README/docs table)."""
-    lines = ["| shift | env (example) | what changes | level 0 | level 1 | level 2 | level 3 |",
+def shift_table_markdown(env_ids: tuple[str, ...] = DOC_ENVS,
+                         examples: tuple[tuple[str, str], ...] = DOC_EXAMPLES) -> str:
+    """Markdown table of every shift of `env_ids` and its levels, plus `examples` rows (env, shift)
+    for the same shift on other envs (the README/docs table)."""
+    lines = ["| shift | env | what changes | level 0 | level 1 | level 2 | level 3 |",
              "|---|---|---|---|---|---|---|"]
-    for env_id in env_ids:
-        for info in list_shifts(env_id).values():
-            levels = [info.levels.get(lv, "-") for lv in LEVELS]
-            lines.append(f"| `{info.name}` | `{env_id}` | {info.description} | " + " | ".join(levels) + " |")
+    rows = [(env_id, info) for env_id in env_ids for info in list_shifts(env_id).values()]
+    rows += [(env_id, list_shifts(env_id)[name]) for env_id, name in examples]
+    for env_id, info in sorted(rows, key=lambda row: ALL_SHIFTS.index(row[1].name)):
+        first = env_id in env_ids
+        levels = [info.levels.get(lv, "-") for lv in LEVELS]
+        lines.append(f"| {'`' + info.name + '`' if first else ''} | `{env_id}` | {info.description if first else '〃'} | "
+                     + " | ".join(levels) + " |")
     return "\n".join(lines)

@@ -18,19 +18,13 @@ INFO = ShiftInfo(
 )
 
 
-class FloorTile(Floor):
-    """A coloured floor tile that behaves exactly like an empty cell (the agent can also drop
-    objects onto it: it is falsy, as MiniGrid tests `not fwd_cell` before dropping)."""
-
-    def __bool__(self) -> bool:
-        return False
-
-
 class FloorNoise(gym.Wrapper):
-    """Covers a fraction of the empty floor cells with coloured `FloorTile`s at each reset.
+    """Covers a fraction of the empty floor cells with coloured `Floor` tiles at each reset.
 
-    Tiles are visible in the observation (object 'floor', one of 6 colours) and change no dynamics.
-    Their positions and colours come from the wrapper's own random stream (seed, env_index).
+    Tiles are visible in the observation (object 'floor', one of 6 colours) and change no dynamics:
+    MiniGrid lets the agent walk over floors and ignores them for pickup/toggle; the one rule that
+    differs, `drop` (only onto an empty cell), is handled in `step` by lifting the tile first.
+    Positions and colours come from the wrapper's own random stream (seed, env_index).
     """
 
     def __init__(self, env: gym.Env, fraction: float, seed: int, env_index: int):
@@ -46,8 +40,21 @@ class FloorNoise(gym.Wrapper):
                  if base.grid.get(x, y) is None and (x, y) != agent]
         count = int(round(self.fraction * len(empty)))
         for k in self.rng.choice(len(empty), size=count, replace=False):
-            base.grid.set(*empty[k], FloorTile(COLOR_NAMES[self.rng.integers(len(COLOR_NAMES))]))
+            base.grid.set(*empty[k], Floor(COLOR_NAMES[self.rng.integers(len(COLOR_NAMES))]))
         return base.gen_obs(), info
+
+    def step(self, action: int):
+        base = self.env.unwrapped
+        front = tuple(int(v) for v in base.front_pos)
+        tile = None
+        if action == base.actions.drop and base.carrying is not None and 0 <= front[0] < base.width \
+                and 0 <= front[1] < base.height and isinstance(base.grid.get(*front), Floor):
+            tile = base.grid.get(*front)
+            base.grid.set(*front, None)
+        result = self.env.step(action)
+        if tile is not None and base.grid.get(*front) is None:  # nothing was dropped: put the tile back
+            base.grid.set(*front, tile)
+        return result
 
     def __repr__(self) -> str:
         return f"<FloorNoise fraction={self.fraction}{self.env}>"

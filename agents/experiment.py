@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents.config import CORES, UserError, apply_overrides, dump_config, load_config, set_value
-from agents.evaluation import (EVAL_THREADS, Result, UNSHIFTED, evaluate_model, torch_threads, log_results_to_tensorboard, print_results_table,
-                               sweep_settings, write_results)
+from agents.evaluation import (EVAL_THREADS, Result, evaluate_model, log_results_to_tensorboard,
+                               print_results_table, sweep_settings, torch_threads, write_results)
 from agents.runs import (CHECKPOINT, CONFIG_FILE, EVAL_DIR, FINAL_MODEL, TB_DIR, TRAIN_TB_NAME, atomic_save,
                          find_run_dirs, is_run_dir, load_model, read_num_timesteps, read_run_config,
                          refuse_existing, resolve_model_path, run_dir_for)
 
 EVAL_SEED = 1000  # evaluation env seeds differ from the training seeds (0, 1, ...)
+
+
 class Interrupted(Exception):
     """Training stopped by SIGINT/SIGTERM after saving a checkpoint (exit code 130)."""
 
@@ -63,8 +65,8 @@ def validate_config(cfg: dict) -> None:
     for key in ("checkpoint_freq",):
         if cfg[key] < 0:
             raise UserError(f"{key} must be >= 0, got {cfg[key]}")
-    if cfg["threads"] is not None and (not isinstance(cfg["threads"], int) or cfg["threads"] < 1):
-        raise UserError(f"threads must be null or an integer >= 1, got {cfg['threads']!r}")
+    if cfg["threads"] < 0:
+        raise UserError(f"threads must be >= 0 (0 = torch's default), got {cfg['threads']}")
     if cfg["ppo"]["lr_schedule"] not in ("linear", "constant"):
         raise UserError(f"ppo.lr_schedule must be linear or constant, got {cfg['ppo']['lr_schedule']!r}")
     if cfg["policy"] not in ("CnnPolicy", "MlpPolicy"):
@@ -148,7 +150,7 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
     if progress:
         callbacks.append(ProgressCallback(label=f"{cfg['core']} seed {cfg['seed']}"))
     try:
-        with GracefulStop() as stop, torch_threads(cfg["threads"]):
+        with GracefulStop() as stop, torch_threads(cfg["threads"] or None):
             callbacks.append(StopOnSignalCallback(stop))
             if remaining > 0:
                 try:

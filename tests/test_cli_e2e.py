@@ -139,3 +139,16 @@ def test_no_arguments_runs_the_demo_with_its_defaults(monkeypatch):
     assert run_main([]) == 0
     assert calls and calls[0]["config"] == "demo" and list(calls[0]["cores"]) == ["rims", "lstm"]
     assert str(calls[0]["logdir"]) == "runs/demo"
+
+
+def test_train_with_periodic_evaluation_keeps_the_best_model(tmp_path):
+    cfg = tiny_config(tmp_path)
+    code = run_main(["train", "--config", cfg, "--core", "gru", "--logdir", tmp_path / "runs", "--eval-freq", 32,
+                     "--eval-episodes", 1, "--eval-shifts", "distractors=1", "--no-progress"])
+    assert code == 0
+    (run,) = (tmp_path / "runs").glob("*/gru/seed0")
+    assert (run / "best_model.zip").is_file()
+    assert 32 <= read_num_timesteps(run / "best_model.zip") <= 64
+    acc = EventAccumulator(str(run / "tb" / "train_1"))
+    acc.Reload()
+    assert "eval/mean_return" in acc.Tags()["scalars"]

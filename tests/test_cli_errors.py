@@ -68,6 +68,12 @@ def test_existing_run_dir_is_never_overwritten(trained_run, capsys):
     assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*") if p.is_file()} == before
 
 
+def test_demo_refuses_a_logdir_with_a_different_config(trained_run, capsys):
+    root = trained_run.parents[2]  # the logdir; its lstm run was trained for 32 steps, the tiny config says 64
+    code = run_main(["demo", "--config", root.parent / "tiny.yaml", "--logdir", root, "--cores", "lstm"])
+    _check_one_line_error(code, capsys, [str(trained_run), "different config", "timesteps"])
+
+
 def test_corrupt_checkpoint_on_resume(trained_run, tmp_path, capsys):
     run = tmp_path / "copy"
     shutil.copytree(trained_run, run)

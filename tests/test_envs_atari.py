@@ -43,18 +43,18 @@ def test_rgb_path_is_bit_identical_to_cpp_preprocessing():
     assert frames.shape == (250, 2, 210, 160, 3)
 
 
-@pytest.mark.parametrize("shift", ["colour", "noise", "background", "sprites", "occlusion", "sticky"])
-def test_level_zero_is_bit_identical(shift):
+def test_level_zero_is_bit_identical():
     base, *_ = rollout(make_vec_env(GAME, 2, seed=1), 30)
-    zero, *_ = rollout(make_vec_env(GAME, 2, seed=1, shifts={shift: 0}), 30)
-    np.testing.assert_array_equal(base, zero)
+    for shift in (*VISUAL, "sticky", "flavour"):
+        zero, *_ = rollout(make_vec_env(GAME, 2, seed=1, shifts={shift: 0}), 30)
+        np.testing.assert_array_equal(base, zero, err_msg=shift)
 
 
 def test_visual_shifts_keep_rewards_lives_and_dones_and_shift_every_sub_env():
     kw = dict(n_envs=2, seed=2, training=False, render_mode="rgb_array")
-    base, rb, db, lb, eb, fb = rollout(make_vec_env(GAME, **kw), 150)
+    base, rb, db, lb, eb, fb = rollout(make_vec_env(GAME, **kw), 100)
     for shift in VISUAL:
-        shifted, rs, ds, ls, es, fs = rollout(make_vec_env(GAME, shifts={shift: 2}, **kw), 150)
+        shifted, rs, ds, ls, es, fs = rollout(make_vec_env(GAME, shifts={shift: 2}, **kw), 100)
         np.testing.assert_array_equal(rb, rs)
         np.testing.assert_array_equal(db, ds)
         np.testing.assert_array_equal(lb, ls)
@@ -143,3 +143,13 @@ def test_sticky_and_flavour_reach_the_emulator():
         assert (ale._game_mode, ale._game_difficulty) == (12, 1)
     obs, *_ = rollout(venv, 5)
     assert obs.shape == (6, 2, 4, 84, 84)
+
+
+def test_sb3_algorithms_and_wrappers_accept_the_vec_env():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(make_vec_env(GAME, 2, seed=0, shifts="sprites=1"), norm_obs=False)
+    model = PPO("CnnPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(16)
+    assert model.num_timesteps == 16

@@ -7,7 +7,7 @@ tested on a longer one. Prints, per model, the cross-entropy over the 10 recall 
 symbol, the hard part; the loss over the whole sequence divides this by (gap+20)/10) and the
 recall accuracy, on the training gap and on the test gap.
 
-    python benchmarks/copying.py [--quick] [--train-gap 30] [--test-gap 150] [--steps 1500]
+    python benchmarks/copying.py [--quick] [--train-gap 20] [--test-gap 100] [--steps 1500]
 """
 from __future__ import annotations
 
@@ -97,8 +97,8 @@ def train(model: nn.Module, gap: int, steps: int, batch_size: int, lr: float, se
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (not converged)")
-    parser.add_argument("--train-gap", type=int, default=30)
-    parser.add_argument("--test-gap", type=int, default=150)
+    parser.add_argument("--train-gap", type=int, default=20)
+    parser.add_argument("--test-gap", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--unit-size", type=int, default=32, help="H of each of the 6 RIMs")

@@ -178,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # outside training (setup, evaluation): nothing to save
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     except TrainingDiverged as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -126,8 +127,9 @@ class GracefulStop:
         self.signal_name = signal.Signals(signum).name
 
     def __enter__(self) -> "GracefulStop":
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:

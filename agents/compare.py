@@ -8,8 +8,9 @@ resamples runs with replacement independently within each task (Agarwal et al. 2
 is aggregated the same way from per-run retention (setting mean / the run's unshifted mean).
 With one run per core the CI has zero width: it measures seed variation and there is none.
 
-Output columns (compare.csv): env, core, runs, level, tasks, iqm_return, ci95_low, ci95_high,
-iqm_retention, retention_ci95_low, retention_ci95_high.
+Output columns (compare.csv): env, core, shift, runs, level, tasks, iqm_return, ci95_low,
+ci95_high, iqm_retention, retention_ci95_low, retention_ci95_high. Rows with ``shift == "all"``
+aggregate every shift at a level; the others follow one shift up its ladder.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from agents.evaluation import format_number, read_results, table_console
 from agents.runs import EVAL_DIR, read_run_config
 
 COMPARE_COLUMNS = (
-    "env", "core", "runs", "level", "tasks", "iqm_return", "ci95_low", "ci95_high",
+    "env", "core", "shift", "runs", "level", "tasks", "iqm_return", "ci95_low", "ci95_high",
     "iqm_retention", "retention_ci95_low", "retention_ci95_high",
 )
 
@@ -69,10 +70,26 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
     return runs
 
 
-def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """Summary rows (COMPARE_COLUMNS) for every env, core and shift level of ``run_dirs``.
+def _aggregate(scores: np.ndarray, base: np.ndarray, reps: int, seed: int) -> dict[str, Any]:
+    """IQM and CIs of ``scores [runs, tasks]`` and of the retention ``scores / base`` (``base [runs, 1]``)."""
+    low, high = stratified_bootstrap_ci(scores, reps=reps, seed=seed)
+    row: dict[str, Any] = {"iqm_return": float(aggregate_iqm(scores)), "ci95_low": low, "ci95_high": high}
+    if (base == 0).any():
+        row.update(iqm_retention=None, retention_ci95_low=None, retention_ci95_high=None)
+    else:
+        retention = scores / base
+        r_low, r_high = stratified_bootstrap_ci(retention, reps=reps, seed=seed)
+        row.update(iqm_retention=float(aggregate_iqm(retention)), retention_ci95_low=r_low,
+                   retention_ci95_high=r_high)
+    return row
 
-    Only settings evaluated in every run of an env are used, so all cores face the same tasks.
+
+def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """Summary rows (COMPARE_COLUMNS) for every env, core, shift and level of ``run_dirs``.
+
+    ``shift == "all"`` rows aggregate every shift at a level (the tasks); the other rows follow one
+    shift up its ladder (level 0 = the unshifted setting). Only settings evaluated in every run of
+    an env are used, so all cores face the same tasks.
     """
     runs = _load_runs(run_dirs)
     summary = []
@@ -80,24 +97,20 @@ def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> list[
         env_runs = [r for r in runs if r["env"] == env]
         common = set.intersection(*(set(r["scores"]) for r in env_runs))
         levels = sorted({level for _, level in common})
+        # shifts in the order of the first run's results (the env's order), not hash order
+        shifts = list(dict.fromkeys(name for name, level in env_runs[0]["scores"]
+                                    if (name, level) in common and name != "none"))
+        groups = [("all", level, sorted(s for s in common if s[1] == level)) for level in levels]
+        for name in shifts:
+            groups.append((name, 0, [("none", 0)]))
+            groups += [(name, level, [(name, level)]) for level in levels if (name, level) in common]
         for core in sorted({r["core"] for r in env_runs}):
             core_runs = [r for r in env_runs if r["core"] == core]
-            for level in levels:
-                tasks = sorted(s for s in common if s[1] == level)
+            base = np.array([[r["scores"][("none", 0)]] for r in core_runs])
+            for shift, level, tasks in groups:
                 scores = np.array([[r["scores"][t] for t in tasks] for r in core_runs])
-                base = np.array([[r["scores"][("none", 0)]] for r in core_runs])
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    retention = np.where(base != 0, scores / np.where(base != 0, base, 1), np.nan)
-                low, high = stratified_bootstrap_ci(scores, reps=reps, seed=seed)
-                row = {"env": env, "core": core, "runs": len(core_runs), "level": level, "tasks": len(tasks),
-                       "iqm_return": float(aggregate_iqm(scores)), "ci95_low": low, "ci95_high": high}
-                if np.isnan(retention).any():
-                    row.update(iqm_retention=None, retention_ci95_low=None, retention_ci95_high=None)
-                else:
-                    r_low, r_high = stratified_bootstrap_ci(retention, reps=reps, seed=seed)
-                    row.update(iqm_retention=float(aggregate_iqm(retention)),
-                               retention_ci95_low=r_low, retention_ci95_high=r_high)
-                summary.append(row)
+                summary.append({"env": env, "core": core, "shift": shift, "runs": len(core_runs), "level": level,
+                                "tasks": len(tasks), **_aggregate(scores, base, reps, seed)})
     return summary
 
 
@@ -116,8 +129,18 @@ def write_compare(summary: list[dict[str, Any]], out_dir: str | os.PathLike, run
     return csv_path, json_path
 
 
+def _cell(row: dict[str, Any]) -> str:
+    text = format_number(row["iqm_return"])
+    if row["runs"] > 1:
+        text += f" [{format_number(row['ci95_low'])}, {format_number(row['ci95_high'])}]"
+    return text
+
+
 def print_compare_table(summary: list[dict[str, Any]]) -> None:
-    """One rich table per env: a row per core, a column per shift level ("IQM [low, high]")."""
+    """Per env: a table of every shift pooled per level, then one of each shift's ladder.
+
+    Cells are ``IQM [95% CI]`` (the CI only with more than one run per core).
+    """
     from rich.table import Table
 
     console = table_console()
@@ -125,7 +148,13 @@ def print_compare_table(summary: list[dict[str, Any]]) -> None:
         rows = [s for s in summary if s["env"] == env]
         levels = sorted({s["level"] for s in rows})
         top = max(levels)
-        table = Table(title=f"{env}: IQM return [95% stratified bootstrap CI] by shift level")
+        single = all(s["runs"] == 1 for s in rows)
+        what = "IQM return" if single else "IQM return [95% stratified bootstrap CI]"
+        note = ("one run per core, so no CI across seeds (per-episode CIs are in each run's eval/results.csv); "
+                "train several seeds for CIs" if single else "")
+        table = Table(title=f"{env}: {what} by shift level",
+                      caption="level L pools every shift at level L (IQM over runs x shifts); "
+                              "unshifted = training conditions" + (f"; {note}" if note else ""))
         table.add_column("core")
         table.add_column("runs", justify="right")
         for level in levels:
@@ -133,14 +162,22 @@ def print_compare_table(summary: list[dict[str, Any]]) -> None:
         if top > 0:
             table.add_column(f"retention @ level {top}", justify="right")
         for core in sorted({s["core"] for s in rows}):
-            cells = {s["level"]: s for s in rows if s["core"] == core}
-            line = [core, str(cells[levels[0]]["runs"])]
-            for level in levels:
-                c = cells[level]
-                line.append(f"{format_number(c['iqm_return'])} [{format_number(c['ci95_low'])}, "
-                            f"{format_number(c['ci95_high'])}]")
+            cells = {s["level"]: s for s in rows if s["core"] == core and s["shift"] == "all"}
+            line = [core, str(cells[levels[0]]["runs"]), *(_cell(cells[level]) for level in levels)]
             if top > 0:
-                c = cells[top]
-                line.append(format_number(c["iqm_retention"]))
+                line.append(format_number(cells[top]["iqm_retention"]))
             table.add_row(*line)
+        console.print(table)
+        shifts = list(dict.fromkeys(s["shift"] for s in rows if s["shift"] != "all"))
+        if not shifts:
+            continue
+        table = Table(title=f"{env}: {what} along each shift")
+        table.add_column("shift")
+        table.add_column("core")
+        for level in levels:
+            table.add_column(f"level {level}", justify="right")
+        for shift in shifts:
+            for core in sorted({s["core"] for s in rows}):
+                cells = {s["level"]: s for s in rows if s["core"] == core and s["shift"] == shift}
+                table.add_row(shift, core, *(_cell(cells[level]) if level in cells else "" for level in levels))
         console.print(table)

@@ -49,26 +49,32 @@ def plot_returns_vs_level(rows: Sequence[Any], path: str | os.PathLike, title: s
 
 
 def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """IQM return with its 95% bootstrap CI band against shift level, one line per core, one panel per env.
+    """IQM return with its 95% bootstrap CI band against shift level, one line per core.
 
-    ``summary``: rows with ``env, core, runs, level, iqm_return, ci95_low, ci95_high`` (compare.py).
+    One panel per env and shift: first every shift pooled ("all"), then each shift's own ladder.
+    ``summary``: rows with ``env, core, shift, runs, level, iqm_return, ci95_low, ci95_high`` (compare.py).
     """
-    envs = sorted({s["env"] for s in summary})
-    fig, axes = plt.subplots(1, len(envs), figsize=(6.4 * len(envs), 4.2), squeeze=False)
-    for ax, env in zip(axes[0], envs):
-        rows = [s for s in summary if s["env"] == env]
+    panels = list(dict.fromkeys((s["env"], s["shift"]) for s in
+                                sorted(summary, key=lambda s: (s["env"], s["shift"] != "all"))))
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
+    for ax, (env, shift) in zip(axes.flat, panels):
+        rows = [s for s in summary if s["env"] == env and s["shift"] == shift]
         for core in sorted({s["core"] for s in rows}):
             pts = sorted((s for s in rows if s["core"] == core), key=lambda s: s["level"])
             x = [p["level"] for p in pts]
             line, = ax.plot(x, [p["iqm_return"] for p in pts], marker="o", label=f"{core} ({pts[0]['runs']} runs)")
             ax.fill_between(x, [p["ci95_low"] for p in pts], [p["ci95_high"] for p in pts],
                             color=line.get_color(), alpha=0.2)
-        ax.set_title(env, fontsize=10)
+        ax.set_title(f"{env}: {'all shifts pooled' if shift == 'all' else shift}", fontsize=9)
         ax.set_xlabel("shift level (0 = training conditions)")
-        ax.set_ylabel("IQM return (95% stratified bootstrap CI)")
+        ax.set_ylabel("IQM return (95% CI)")
         ax.set_xticks(sorted({s["level"] for s in rows}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

@@ -44,15 +44,15 @@ def test_demo_writes_runs_results_comparison(demo_dir, capsys):
     with open(demo_dir / "compare" / "compare.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["core"] for r in rows} == {"rims", "lstm"}
-    assert {r["level"] for r in rows} == {"0", "1"}
+    assert {r["level"] for r in rows} == {"0", "1"} and {r["shift"] for r in rows} == {"all", "distractors"}
     assert (demo_dir / "compare" / "compare.png").stat().st_size > 1000
 
 
 def test_demo_rerun_reuses_finished_runs(demo_dir, capsys):
     before = (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns
     cfg = demo_dir.parent / "tiny.yaml"
-    code = run_main(["demo", "--config", cfg, "--logdir", demo_dir, "--episodes", 1, "--shifts", "none",
-                     "--no-progress"])
+    code = run_main(["demo", "--config", cfg, "--logdir", demo_dir, "--episodes", 2, "--shifts", "distractors=1",
+                     "--no-progress"])  # the fixture's settings: other tests read these results
     out = capsys.readouterr().out
     assert code == 0
     assert "already trained" in out and f"tensorboard --logdir {demo_dir}" in out
@@ -100,8 +100,11 @@ def test_compare_table_and_files(demo_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "IQM" in out and "rims" in out and "lstm" in out
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert data["columns"] == ["env", "core", "runs", "level", "tasks", "iqm_return", "ci95_low", "ci95_high",
-                               "iqm_retention", "retention_ci95_low", "retention_ci95_high"]
+    assert data["columns"] == ["env", "core", "shift", "runs", "level", "tasks", "iqm_return", "ci95_low",
+                               "ci95_high", "iqm_retention", "retention_ci95_low", "retention_ci95_high"]
+    # the demo evaluated unshifted + distractors=1: pooled rows and the distractors ladder, per core
+    keys = {(s["core"], s["shift"], s["level"]) for s in data["summary"]}
+    assert keys == {(c, sh, lv) for c in ("rims", "lstm") for sh in ("all", "distractors") for lv in (0, 1)}
     level0 = [s for s in data["summary"] if s["level"] == 0]
     for s in level0:  # one run per core: retention is 1 unless the unshifted return is 0 (then undefined)
         assert s["iqm_retention"] == (None if s["iqm_return"] == 0 else 1.0)

@@ -119,8 +119,8 @@ def test_plots_write_pngs(tmp_path):
             Result("E", "distractors", 2, 4, 0.5, 0.1, 0.4, 0.6)]
     png = plot_returns_vs_level(rows, tmp_path / "r.png", "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = [{"env": "E", "core": c, "runs": 1, "level": lv, "iqm_return": 1.0 - lv / 4, "ci95_low": 0.5,
-                "ci95_high": 1.0} for c in ("rims", "lstm") for lv in (0, 1, 2)]
+    summary = [{"env": "E", "core": c, "shift": sh, "runs": 1, "level": lv, "iqm_return": 1.0 - lv / 4, "ci95_low": 0.5,
+                "ci95_high": 1.0} for c in ("rims", "lstm") for sh in ("all", "size") for lv in (0, 1, 2)]
     png = plot_compare(summary, tmp_path / "c.png")
     assert png.stat().st_size > 1000
 

@@ -6,8 +6,9 @@
 
 Baselines: SB3 `make_atari_env` + SubprocVecEnv + VecFrameStack(4) on the same game with the same
 preprocessing (frame skip 4 + max-pool, 84x84 gray, 30 no-ops, sticky 0.25, fire reset, episodic
-life, reward clipping); and our own env without the shift. Each figure is the best of `--repeats`
-timed runs of random actions; ratios compare figures measured in the same run.
+life, reward clipping); and our own env without the shift. Each figure is the best of `--rounds`
+timings of random actions; each round times every config in turn (interleaved), so load from other
+processes on a shared CPU affects all alike; ratios compare figures measured in the same run.
 """
 from __future__ import annotations
 
@@ -23,20 +24,28 @@ ATARI_ID = "ALE/Breakout-v5"
 SHIFT_LEVEL = 2
 
 
-def steps_per_second(venv, vec_steps: int, repeats: int) -> float:
-    """Best-of-`repeats` env steps/s over `vec_steps` steps with random actions."""
-    rng = np.random.default_rng(0)
-    actions = rng.integers(0, venv.action_space.n, (vec_steps, venv.num_envs))
-    venv.reset()
-    for a in actions[:20]:  # warm up
+def steps_per_second(venv, actions: np.ndarray) -> float:
+    """Env steps/s of one pass over `actions` [steps, n_envs]."""
+    start = time.perf_counter()
+    for a in actions:
         venv.step(a)
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for a in actions:
-            venv.step(a)
-        best = max(best, vec_steps * venv.num_envs / (time.perf_counter() - start))
-    venv.close()
+    return actions.size / (time.perf_counter() - start)
+
+
+def interleaved(factories: dict, vec_steps: int, rounds: int) -> dict[str, float]:
+    """Best-of-`rounds` steps/s per config; every round times each config once, in turn, so that
+    load from other processes on the shared CPU hits all configs alike."""
+    venvs = {label: make() for label, make in factories.items()}
+    rng = np.random.default_rng(0)
+    best = dict.fromkeys(venvs, 0.0)
+    for venv in venvs.values():
+        venv.reset()
+    for _ in range(rounds):
+        for label, venv in venvs.items():
+            actions = rng.integers(0, venv.action_space.n, (vec_steps, venv.num_envs))
+            best[label] = max(best[label], steps_per_second(venv, actions))
+    for venv in venvs.values():
+        venv.close()
     return best
 
 
@@ -49,27 +58,38 @@ def sb3_atari(n_envs: int):
     return VecFrameStack(venv, 4)
 
 
-def bench_atari(n_envs: int, vec_steps: int, repeats: int) -> None:
-    print(f"Atari {ATARI_ID}, {n_envs} envs, {vec_steps} steps x best of {repeats}")
-    sb3 = steps_per_second(sb3_atari(n_envs), vec_steps, repeats)
-    ours = steps_per_second(make_vec_env(ATARI_ID, n_envs, seed=0), vec_steps, repeats)
-    print(f"  SB3 make_atari_env+SubprocVecEnv+VecFrameStack: {sb3:8.0f} steps/s")
-    print(f"  ours (native C++ ALE, no shift):               {ours:8.0f} steps/s   {ours / sb3:.2f}x SB3")
-    rgb = steps_per_second(make_vec_env(ATARI_ID, n_envs, seed=0, render_mode="rgb_array"), vec_steps, repeats)
-    print(f"  ours RGB path, no shift (what visual shifts use): {rgb:6.0f} steps/s   {rgb / ours:.2f}x unshifted")
+def bench_atari(n_envs: int, vec_steps: int, rounds: int) -> None:
+    print(f"Atari {ATARI_ID}, {n_envs} envs, {vec_steps} steps per timing, best of {rounds} interleaved rounds")
+    factories = {
+        "sb3": lambda: sb3_atari(n_envs),
+        "ours": lambda: make_vec_env(ATARI_ID, n_envs, seed=0),
+        "rgb": lambda: make_vec_env(ATARI_ID, n_envs, seed=0, render_mode="rgb_array"),
+        "python": lambda: make_vec_env(ATARI_ID, n_envs, seed=0, backend="python"),
+    }
     for name in list_shifts(ATARI_ID):
-        fps = steps_per_second(make_vec_env(ATARI_ID, n_envs, seed=0, shifts={name: SHIFT_LEVEL}), vec_steps, repeats)
-        print(f"  shift {name}={SHIFT_LEVEL:<2}{'':28s}{fps:8.0f} steps/s   {fps / ours:.2f}x unshifted"
-              f"   {fps / rgb:.2f}x RGB path   {fps / sb3:.2f}x SB3")
+        factories[name] = lambda name=name: make_vec_env(ATARI_ID, n_envs, seed=0, shifts={name: SHIFT_LEVEL})
+    fps = interleaved(factories, vec_steps, rounds)
+    sb3, ours, rgb, python = fps["sb3"], fps["ours"], fps["rgb"], fps["python"]
+    print(f"  SB3 make_atari_env + SubprocVecEnv + VecFrameStack: {sb3:6.0f} steps/s")
+    print(f"  ours, native C++ ALE, no shift:   {ours:6.0f} steps/s  {ours / sb3:.2f}x SB3")
+    print(f"  ours, RGB path, no shift:         {rgb:6.0f} steps/s  {rgb / ours:.2f}x native  (path of visual shifts)")
+    print(f"  ours, per-env Python, no shift:   {python:6.0f} steps/s  {python / ours:.2f}x native  (path of flavour)")
+    for name in list_shifts(ATARI_ID):
+        path, ref = ("Python", python) if name == "flavour" else ("native", ours) if name == "sticky" else ("RGB", rgb)
+        print(f"  shift {name + '=' + str(SHIFT_LEVEL):14s}            {fps[name]:6.0f} steps/s  "
+              f"{fps[name] / ours:.2f}x native  {fps[name] / ref:.2f}x its path ({path}) unshifted  {fps[name] / sb3:.2f}x SB3")
 
 
-def bench_minigrid(n_envs: int, vec_steps: int, repeats: int) -> None:
-    print(f"MiniGrid {DEFAULT_ENV_ID}, {n_envs} envs (DummyVecEnv), {vec_steps} steps x best of {repeats}")
-    base = steps_per_second(make_vec_env(DEFAULT_ENV_ID, n_envs, seed=0), vec_steps, repeats)
-    print(f"  no shift:              {base:8.0f} steps/s")
+def bench_minigrid(n_envs: int, vec_steps: int, rounds: int) -> None:
+    print(f"MiniGrid {DEFAULT_ENV_ID}, {n_envs} envs (DummyVecEnv), {vec_steps} steps per timing, "
+          f"best of {rounds} interleaved rounds")
+    factories = {"none": lambda: make_vec_env(DEFAULT_ENV_ID, n_envs, seed=0)}
     for name in list_shifts(DEFAULT_ENV_ID):
-        fps = steps_per_second(make_vec_env(DEFAULT_ENV_ID, n_envs, seed=0, shifts={name: SHIFT_LEVEL}), vec_steps, repeats)
-        print(f"  shift {name}={SHIFT_LEVEL:<18}{fps:8.0f} steps/s   {fps / base:.2f}x unshifted")
+        factories[name] = lambda name=name: make_vec_env(DEFAULT_ENV_ID, n_envs, seed=0, shifts={name: SHIFT_LEVEL})
+    fps = interleaved(factories, vec_steps, rounds)
+    print(f"  no shift:                  {fps['none']:6.0f} steps/s")
+    for name in list_shifts(DEFAULT_ENV_ID):
+        print(f"  shift {name + '=' + str(SHIFT_LEVEL):20s}{fps[name]:6.0f} steps/s  {fps[name] / fps['none']:.2f}x unshifted")
 
 
 def grid_cnn_class():
@@ -140,19 +160,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps, one repeat (smoke run)")
     parser.add_argument("--n-envs", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("atari", "minigrid"), default=None)
     parser.add_argument("--learn", type=int, default=0, metavar="STEPS", help="run the PPO learnability check instead")
     args = parser.parse_args()
     if args.learn:
         learnability(args.learn)
         return
-    repeats = 1 if args.quick else args.repeats
+    rounds = 1 if args.quick else args.rounds
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; shifts at level {SHIFT_LEVEL}; 2 shared CPU cores")
     if args.only in (None, "atari"):
-        bench_atari(args.n_envs, 100 if args.quick else 600, repeats)
+        bench_atari(args.n_envs, 50 if args.quick else 300, rounds)
     if args.only in (None, "minigrid"):
-        bench_minigrid(args.n_envs, 100 if args.quick else 1000, repeats)
+        bench_minigrid(args.n_envs, 100 if args.quick else 500, rounds)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from envs.shifts import minigrid_layout
 from envs.shifts.minigrid_floor import FLOOR_FRACTION
 
 gym.register_envs(ale_py)
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per emulator
 if DEFAULT_ENV_ID not in gym.registry:
     gym.register(id=DEFAULT_ENV_ID, entry_point="envs.minigrid:RedBallDistractorsEnv")
 

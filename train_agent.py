@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rims-rl`` / ``python train_agent.py``; returns the exit code.
 
     0 done; 1 training diverged (non-finite loss); 2 user error (one line on stderr);
-    130 interrupted by SIGINT/SIGTERM after saving a checkpoint.
+    130 (SIGINT) or 143 (SIGTERM): training interrupted after saving a checkpoint.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv or ["demo"])
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Interrupted as e:
         print(f"{PROG}: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
     except KeyboardInterrupt:  # outside training (setup, evaluation): nothing to save
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

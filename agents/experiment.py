@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +23,11 @@ EVAL_SEED = 1000  # evaluation env seeds differ from the training seeds (0, 1, .
 
 
 class Interrupted(Exception):
-    """Training stopped by SIGINT/SIGTERM after saving a checkpoint (exit code 130)."""
+    """Training stopped by a signal; ``exit_code`` is 128 + the signal number (130 SIGINT, 143 SIGTERM)."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(getattr(signal, signal_name))
 
 
 class TrainingDiverged(Exception):
@@ -168,7 +173,7 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
             atomic_save(model, checkpoint)
             if stop.signal_name is not None:
                 raise Interrupted(f"{stop.signal_name}: stopped at step {model.num_timesteps}, checkpoint saved to "
-                                  f"{checkpoint}; continue with: rims-rl train --resume {run_dir}")
+                                  f"{checkpoint}; continue with: rims-rl train --resume {run_dir}", stop.signal_name)
             atomic_save(model, run_dir / FINAL_MODEL)
     finally:
         env.close()
@@ -363,6 +368,9 @@ def demo(
     print(f"\nresults: per run {out}/<env>/<core>/seed<N>/eval/results.csv (+ returns.png); "
           f"comparison {out / 'compare' / 'compare.csv'}")
     print(f"plot: {out / 'compare' / 'compare.png'}")
+    rims_runs = [r for cfg, r in runs if cfg["core"] == "rims"]
+    if rims_runs:
+        print(f"an episode with the RIMs activation strip: rims-rl record --model {rims_runs[0]}")
     print(f"TensorBoard curves: tensorboard --logdir {out}")
     return summary
 

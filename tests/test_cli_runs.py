@@ -144,3 +144,19 @@ def test_write_gif(tmp_path):
     path = write_video(frames, tmp_path / "ep.gif", fps=5)
     import imageio.v3 as iio
     assert iio.imread(path, index=None).shape[0] == 5
+
+
+def test_sigterm_is_caught_once_then_interrupts():
+    import signal
+
+    from agents.callbacks import GracefulStop
+    from agents.experiment import Interrupted
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    with GracefulStop() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signal_name == "SIGTERM"  # first signal: only recorded, training stops at its next step
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # second signal: stop at once
+    assert signal.getsignal(signal.SIGTERM) == handler_before
+    assert Interrupted("x", "SIGTERM").exit_code == 143 and Interrupted("x", "SIGINT").exit_code == 130

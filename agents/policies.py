@@ -123,7 +123,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         if use_sde:
             raise ValueError("use_sde=True is not supported by the recurrent policies; valid: False")
         if optimizer_kwargs is None:
-            optimizer_kwargs = {"eps": 1e-5} if optimizer_class == torch.optim.Adam else {}
+            optimizer_kwargs = {"eps": 1e-5, "foreach": True} if optimizer_class == torch.optim.Adam else {}
         if normalize_images is None:
             normalize_images = default_normalize_images(observation_space)
         super().__init__(

@@ -82,6 +82,8 @@ class RecurrentPPO(OnPolicyAlgorithm):
         if isinstance(policy, str) and policy not in self.policy_aliases:
             raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(self.policy_aliases)}")
         check_core_name(core)
+        if raster_interval < 1:
+            raise ValueError(f"raster_interval={raster_interval} is invalid; valid: integers >= 1")
         super().__init__(
             policy,
             env,
@@ -227,7 +229,8 @@ class RecurrentPPO(OnPolicyAlgorithm):
             values = self.policy.predict_values(obs_as_tensor(new_obs, self.device), state, starts)  # type: ignore[arg-type]
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
         self._rollouts += 1
-        self._activation_recorder.record(self.logger, with_raster=self._rollouts % self.raster_interval == 1 % self.raster_interval)
+        first_of_interval = (self._rollouts - 1) % self.raster_interval == 0
+        self._activation_recorder.record(self.logger, with_raster=first_of_interval)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True

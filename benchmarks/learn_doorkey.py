@@ -22,9 +22,9 @@ from envs import make_vec_env
 
 ENV_ID = "MiniGrid-DoorKey-5x5-v0"
 THRESHOLD = 0.8
-DEFAULT_STEPS = 60_000
+DEFAULT_STEPS = 100_000
 HYPERPARAMETERS = dict(
-    learning_rate=1e-3, n_steps=128, n_minibatches=4, n_epochs=4, gamma=0.99, gae_lambda=0.95,
+    learning_rate=5e-4, n_steps=128, n_minibatches=4, n_epochs=4, gamma=0.99, gae_lambda=0.95,
     clip_range=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
 )
 CORE_KWARGS = {"rims": dict(num_units=6, k=4, unit_size=32), "lstm": dict(hidden_size=128),

@@ -211,8 +211,10 @@ def train(
         if flags.get("timesteps") is not None:
             set_value(cfg, "timesteps", flags["timesteps"], source="--timesteps")
         validate_config(cfg)
-        if (run_dir / CHECKPOINT).is_file():
-            read_num_timesteps(run_dir / CHECKPOINT)  # a corrupt checkpoint is reported before any work
+        if not (run_dir / CHECKPOINT).is_file():
+            raise UserError(f"--resume {run_dir}: no checkpoint to resume from ({CHECKPOINT} is missing); "
+                            f"the run stopped before its first checkpoint: remove the dir and train again")
+        read_num_timesteps(run_dir / CHECKPOINT)  # a corrupt checkpoint is reported before any work
         return [train_run(cfg, run_dir, resume=True, progress=progress)]
     base = resolve_config(config, overrides, **flags)
     plan = [(core, seed) for core in (cores or [base["core"]]) for seed in (seeds or [base["seed"]])]

@@ -99,3 +99,24 @@ def test_yaml_file_errors(tmp_path):
         load_config(str(broken))
     with pytest.raises(UserError, match="does not exist"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.parametrize("preset", ["atari", "minigrid", "demo"])
+def test_every_preset_builds_a_model(preset, tmp_path):
+    """Every key of every preset is accepted by the env factory, the core and RecurrentPPO."""
+    from envs import make_vec_env
+
+    from agents.experiment import build_model, resolve_config
+
+    cfg = resolve_config(preset, ["n_envs=4"])
+    env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=0)
+    try:
+        for core in ("rims", "lstm"):
+            cfg["core"] = core
+            model = build_model(cfg, env, tmp_path)
+            assert model.n_steps == cfg["ppo"]["n_steps"] and model.n_epochs == cfg["ppo"]["n_epochs"]
+            assert model.lr_schedule(1.0) == pytest.approx(cfg["ppo"]["learning_rate"])
+            if cfg["ppo"]["lr_schedule"] == "linear":
+                assert model.lr_schedule(0.5) == pytest.approx(cfg["ppo"]["learning_rate"] / 2)
+    finally:
+        env.close()

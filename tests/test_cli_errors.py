@@ -81,7 +81,9 @@ def test_corrupt_checkpoint_on_resume(trained_run, tmp_path, capsys):
     _check_one_line_error(run_main(["train", "--resume", run]), capsys, ["last.zip", "corrupt"])
     assert (run / "checkpoints" / "last.zip").read_bytes() == b"garbage"
     _check_one_line_error(run_main(["train", "--resume", tmp_path / "nothing"]), capsys, ["not a run dir"])
-    _check_one_line_error(run_main(["train", "--resume", run, "--set", "timesteps=5"]), capsys, ["--set"])
+    (run / "checkpoints" / "last.zip").unlink()
+    _check_one_line_error(run_main(["train", "--resume", run]), capsys, ["no checkpoint", "last.zip"])
+    _check_one_line_error(run_main(["train", "--resume", trained_run, "--set", "timesteps=5"]), capsys, ["--set"])
 
 
 def test_record_rejects_unknown_format(trained_run, tmp_path, capsys):

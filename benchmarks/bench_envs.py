@@ -9,10 +9,14 @@ preprocessing (frame skip 4 + max-pool, 84x84 gray, 30 no-ops, sticky 0.25, fire
 life, reward clipping); and our own env without the shift. Each figure is the best of `--rounds`
 timings of random actions; each round times every config in turn (interleaved), so load from other
 processes on a shared CPU affects all alike; ratios compare figures measured in the same run.
+Besides wall-clock steps/s it prints env steps per CPU-second (this process, all threads, plus SB3's
+worker processes): on a loaded machine, 9 SB3 processes get more CPU share than one process with two
+threads, so the CPU-time figure is the fairer efficiency comparison there.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -24,26 +28,40 @@ ATARI_ID = "ALE/Breakout-v5"
 SHIFT_LEVEL = 2
 
 
-def steps_per_second(venv, actions: np.ndarray) -> float:
-    """Env steps/s of one pass over `actions` [steps, n_envs]."""
-    start = time.perf_counter()
+def cpu_seconds(venv) -> float:
+    """CPU time used so far by this process (all threads) plus the venv's worker processes, if any."""
+    inner = venv
+    while hasattr(inner, "venv"):
+        inner = inner.venv
+    total = time.process_time()
+    for process in getattr(inner, "processes", []):
+        with open(f"/proc/{process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
+
+
+def timed(venv, actions: np.ndarray) -> tuple[float, float]:
+    """(env steps per wall second, env steps per CPU second) of one pass over `actions` [steps, n]."""
+    wall, cpu = time.perf_counter(), cpu_seconds(venv)
     for a in actions:
         venv.step(a)
-    return actions.size / (time.perf_counter() - start)
+    return actions.size / (time.perf_counter() - wall), actions.size / max(cpu_seconds(venv) - cpu, 1e-9)
 
 
-def interleaved(factories: dict, vec_steps: int, rounds: int) -> dict[str, float]:
-    """Best-of-`rounds` steps/s per config; every round times each config once, in turn, so that
-    load from other processes on the shared CPU hits all configs alike."""
+def interleaved(factories: dict, vec_steps: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """Best-of-`rounds` (steps/s, steps per CPU-s) per config; every round times each config once,
+    in turn, so that load from other processes on the shared CPU hits all configs alike."""
     venvs = {label: make() for label, make in factories.items()}
     rng = np.random.default_rng(0)
-    best = dict.fromkeys(venvs, 0.0)
+    best = {label: (0.0, 0.0) for label in venvs}
     for venv in venvs.values():
         venv.reset()
     for _ in range(rounds):
         for label, venv in venvs.items():
             actions = rng.integers(0, venv.action_space.n, (vec_steps, venv.num_envs))
-            best[label] = max(best[label], steps_per_second(venv, actions))
+            wall, cpu = timed(venv, actions)
+            best[label] = (max(best[label][0], wall), max(best[label][1], cpu))
     for venv in venvs.values():
         venv.close()
     return best
@@ -69,15 +87,15 @@ def bench_atari(n_envs: int, vec_steps: int, rounds: int) -> None:
     for name in list_shifts(ATARI_ID):
         factories[name] = lambda name=name: make_vec_env(ATARI_ID, n_envs, seed=0, shifts={name: SHIFT_LEVEL})
     fps = interleaved(factories, vec_steps, rounds)
-    sb3, ours, rgb, python = fps["sb3"], fps["ours"], fps["rgb"], fps["python"]
-    print(f"  SB3 make_atari_env + SubprocVecEnv + VecFrameStack: {sb3:6.0f} steps/s")
-    print(f"  ours, native C++ ALE, no shift:   {ours:6.0f} steps/s  {ours / sb3:.2f}x SB3")
-    print(f"  ours, RGB path, no shift:         {rgb:6.0f} steps/s  {rgb / ours:.2f}x native  (path of visual shifts)")
-    print(f"  ours, per-env Python, no shift:   {python:6.0f} steps/s  {python / ours:.2f}x native  (path of flavour)")
-    for name in list_shifts(ATARI_ID):
-        path, ref = ("Python", python) if name == "flavour" else ("native", ours) if name == "sticky" else ("RGB", rgb)
-        print(f"  shift {name + '=' + str(SHIFT_LEVEL):14s}            {fps[name]:6.0f} steps/s  "
-              f"{fps[name] / ours:.2f}x native  {fps[name] / ref:.2f}x its path ({path}) unshifted  {fps[name] / sb3:.2f}x SB3")
+    print("  config                                      steps/s   ratio (wall)    steps/CPU-s  ratio (CPU)     vs native (CPU)")
+    ref = {"sb3": "sb3", "ours": "sb3", "rgb": "ours", "python": "ours", "flavour": "python", "sticky": "ours"}
+    names = {"sb3": "SB3 make_atari_env+SubprocVecEnv+FrameStack", "ours": "ours: native C++ ALE, no shift",
+             "rgb": "ours: RGB path, no shift", "python": "ours: per-env Python path, no shift"}
+    for label, (wall, cpu) in fps.items():
+        base = ref.get(label, "rgb")
+        name = names.get(label, f"shift {label}={SHIFT_LEVEL}")
+        print(f"  {name:44s} {wall:6.0f}   {wall / fps[base][0]:.2f}x {base:8s} {cpu:8.0f}     {cpu / fps[base][1]:.2f}x {base:8s}"
+              f"  {cpu / fps['ours'][1]:.2f}x")
 
 
 def bench_minigrid(n_envs: int, vec_steps: int, rounds: int) -> None:
@@ -87,9 +105,10 @@ def bench_minigrid(n_envs: int, vec_steps: int, rounds: int) -> None:
     for name in list_shifts(DEFAULT_ENV_ID):
         factories[name] = lambda name=name: make_vec_env(DEFAULT_ENV_ID, n_envs, seed=0, shifts={name: SHIFT_LEVEL})
     fps = interleaved(factories, vec_steps, rounds)
-    print(f"  no shift:                  {fps['none']:6.0f} steps/s")
-    for name in list_shifts(DEFAULT_ENV_ID):
-        print(f"  shift {name + '=' + str(SHIFT_LEVEL):20s}{fps[name]:6.0f} steps/s  {fps[name] / fps['none']:.2f}x unshifted")
+    print("  config                     steps/s  ratio (wall)  steps/CPU-s  ratio (CPU)")
+    for label, (wall, cpu) in fps.items():
+        name = "no shift" if label == "none" else f"shift {label}={SHIFT_LEVEL}"
+        print(f"  {name:26s} {wall:6.0f}   {wall / fps['none'][0]:.2f}x none    {cpu:8.0f}     {cpu / fps['none'][1]:.2f}x none")
 
 
 def grid_cnn_class():

@@ -54,12 +54,18 @@ def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0, shifts: str | Mapp
         raise bad_value("render_mode", render_mode, RENDER_MODES)
     levels = parse_shifts(shifts, env_id)
     if kind == "atari":
-        from envs.atari import make_atari_vec_env
+        from envs.atari import OPTIONS, make_atari_vec_env
 
+        for key in env_kwargs:
+            if key not in OPTIONS:
+                raise bad_value("Atari option", key, OPTIONS)
         return make_atari_vec_env(env_id, n_envs, seed, levels, training, render_mode, **env_kwargs)
     observation = env_kwargs.pop("observation", "symbolic")
     if observation not in OBSERVATIONS:
         raise bad_value("observation", observation, OBSERVATIONS)
     kwargs = {**env_kwargs, **minigrid_layout.env_kwargs(env_id, levels)}
-    return make_minigrid_vec_env(env_id, n_envs, seed, kwargs, FLOOR_FRACTION[levels.get("floor_noise", 0)],
-                                 observation, render_mode)
+    try:
+        return make_minigrid_vec_env(env_id, n_envs, seed, kwargs, FLOOR_FRACTION[levels.get("floor_noise", 0)],
+                                     observation, render_mode)
+    except TypeError as err:  # an argument the env's constructor does not take
+        raise ValueError(f"bad env_kwargs {env_kwargs} for {env_id}: {err}") from None

@@ -12,12 +12,13 @@ import os
 
 from envs.errors import bad_value
 from envs.ids import atari_game
-from envs.shifts.atari_dynamics import flavour_table, sticky_table
+from envs.shifts.atari_dynamics import available_modes, flavour_table, sticky_table
 from envs.shifts.atari_visual import ORDER as VISUAL_SHIFTS
 from envs.shifts.atari_visual import FrameShifter
 from envs.vec import AtariVecEnv, NativeSource, PythonSource
 
 BACKENDS = ("auto", "native", "python")
+OPTIONS = ("backend", "mode", "difficulty", "noop_max", "num_threads")  # Atari env_kwargs
 
 
 def make_atari_vec_env(env_id: str, n_envs: int, seed: int, levels: dict[str, int], training: bool,
@@ -36,6 +37,11 @@ def make_atari_vec_env(env_id: str, n_envs: int, seed: int, levels: dict[str, in
     sticky = sticky_table(sticky)[active.get("sticky", 0)]
     if "flavour" in active:
         mode, difficulty = flavour_table(game)[active["flavour"]]
+    modes, difficulties = available_modes(game)
+    if mode is not None and mode not in modes:
+        raise bad_value(f"mode of {game}", mode, modes)
+    if difficulty is not None and difficulty not in difficulties:
+        raise bad_value(f"difficulty of {game}", difficulty, difficulties)
     visual = {name: level for name, level in active.items() if name in VISUAL_SHIFTS}
     python = backend == "python" or mode is not None or difficulty is not None
     if python and backend == "native":

@@ -42,6 +42,12 @@ def test_bad_factory_arguments():
         make_vec_env(DEFAULT_ENV_ID, observation="pixels")
     with pytest.raises(ValueError, match="backend 'gpu'; valid: auto, native, python"):
         make_vec_env("ALE/Pong-v5", backend="gpu")
+    with pytest.raises(ValueError, match="Atari option 'frame_skip'; valid: backend, mode, difficulty"):
+        make_vec_env("ALE/Pong-v5", frame_skip=2)
+    with pytest.raises(ValueError, match="mode of pong 5; valid: 0, 1"):
+        make_vec_env("ALE/Pong-v5", mode=5)
+    with pytest.raises(ValueError, match="bad env_kwargs {'wings': 2} for RedBallDistractors-v0"):
+        make_vec_env(DEFAULT_ENV_ID, wings=2)
 
 
 def test_is_atari():

@@ -30,7 +30,8 @@ INFOS: dict[str, ShiftInfo] = {
     ),
     "noise": ShiftInfo(
         "noise",
-        "i.i.d. Gaussian pixel noise on every RGB channel, fresh each step",
+        "Gaussian pixel noise on every RGB channel, new each step (a random one of 8 pre-drawn noise "
+        "frames at a random row offset)",
         {lv: (f"sigma={s} (of 255)" if s else "none") for lv, s in NOISE_SIGMA.items()},
     ),
     "background": ShiftInfo(

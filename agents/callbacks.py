@@ -79,6 +79,11 @@ class ProgressCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=self.model.num_timesteps)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (also after an exception inside ``learn``); safe to call twice."""
+        if self._progress is not None:
             self._progress.stop()
             self._progress = None
 

@@ -122,7 +122,8 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
 
     Fresh: ``run_dir`` must not exist; it is created with ``config.yaml``. Resume: the run's
     ``checkpoints/last.zip`` (weights, optimizer state, step count) is loaded and ``learn`` continues
-    with ``reset_num_timesteps=False``; without a checkpoint the run starts again from step 0.
+    with ``reset_num_timesteps=False``; without a checkpoint (``demo`` re-running a run that was
+    stopped before its first one) it starts again from step 0.
     A periodic checkpoint is written every ``checkpoint_freq`` steps, a final one and ``model.zip``
     at the end. SIGINT/SIGTERM: checkpoint, then :class:`Interrupted`. Non-finite loss:
     :class:`TrainingDiverged`, the last good checkpoint untouched.
@@ -152,8 +153,9 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
     if cfg["eval"]["freq"] > 0:
         callbacks.append(PeriodicEvalCallback(run_dir, cfg["env"], parse_shifts(cfg["eval"]["shifts"], cfg["env"]),
                                               cfg["eval"]["episodes"], cfg["eval"]["freq"], cfg["seed"]))
-    if progress:
-        callbacks.append(ProgressCallback(label=f"{cfg['core']} seed {cfg['seed']}"))
+    bar = ProgressCallback(label=f"{cfg['core']} seed {cfg['seed']}") if progress else None
+    if bar is not None:
+        callbacks.append(bar)
     try:
         with GracefulStop() as stop, torch_threads(cfg["threads"] or None):
             callbacks.append(StopOnSignalCallback(stop))
@@ -176,6 +178,8 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
                                   f"{checkpoint}; continue with: rims-rl train --resume {run_dir}", stop.signal_name)
             atomic_save(model, run_dir / FINAL_MODEL)
     finally:
+        if bar is not None:
+            bar.close()
         env.close()
     return TrainOutcome(run_dir, run_dir / FINAL_MODEL, model.num_timesteps)
 

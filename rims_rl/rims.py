@@ -220,7 +220,8 @@ class RIMs(nn.Module):
             probs = attn.dropout(probs)
             if not seq.folded:
                 gates_x = cell.input_to_gates(attn.read(probs, values))
-            else:
+            else:  # read = p * v, so the input gates are p * (v W_ih), precomputed for all steps
+                # LSTM (b_in None): add straight onto the hidden gates; GRU: keep the two parts apart.
                 if attn.num_heads == 1:
                     base = gates_h if seq.b_in is None else seq.b_in
                     gates_x = torch.addcmul(base, probs.view(K, B, 1), values.view(K, B, G))

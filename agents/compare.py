@@ -66,8 +66,27 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
         if ("none", 0) not in scores:
             raise UserError(f"{run_dir}: results.json has no unshifted row (shift none, level 0)")
         runs.append({"dir": str(run_dir), "env": cfg["env"], "core": cfg["core"], "seed": cfg["seed"],
-                     "scores": scores})
+                     "scores": scores, "config": cfg})
+    _check_same_experiment(runs)
     return runs
+
+
+def _check_same_experiment(runs: list[dict[str, Any]]) -> None:
+    """Runs of one env and core must differ in the seed only (else they are not seeds of one condition)."""
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    seen: dict[tuple[str, str, int], str] = {}
+    for run in runs:
+        key = (run["env"], run["core"], run["seed"])
+        if key in seen:
+            raise UserError(f"runs {seen[key]} and {run['dir']} have the same env, core and seed; "
+                            f"compare the runs of one experiment at a time")
+        seen[key] = run["dir"]
+        ref = first.setdefault((run["env"], run["core"]), run)
+        differ = sorted(k for k in set(ref["config"]) | set(run["config"])
+                        if k != "seed" and ref["config"].get(k) != run["config"].get(k))
+        if differ:
+            raise UserError(f"runs {ref['dir']} and {run['dir']} ({run['core']}) differ in {', '.join(differ)}, "
+                            f"not only in the seed; compare the runs of one experiment at a time")
 
 
 def _aggregate(scores: np.ndarray, base: np.ndarray, reps: int, seed: int) -> dict[str, Any]:

@@ -101,3 +101,18 @@ def test_errors_from_the_script_are_one_line(args, tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("rims-rl") and "Traceback" not in result.stderr
+
+
+def test_compare_refuses_runs_of_different_experiments(trained_run, tmp_path, capsys):
+    import yaml
+
+    base, other, same_seed = (tmp_path / name / "lstm" / "seed0" for name in ("a", "b", "c"))
+    for run in (base, other, same_seed):
+        shutil.copytree(trained_run, run)
+        (run / "eval").mkdir()  # fake evaluation results: only the configs matter here
+        (run / "eval" / "results.json").write_text('{"results": [{"shift": "none", "level": 0, "mean_return": 0.5}]}')
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    cfg["seed"], cfg["timesteps"] = 1, 999
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    _check_one_line_error(run_main(["compare", base, other]), capsys, ["differ in timesteps"])
+    _check_one_line_error(run_main(["compare", base, same_seed]), capsys, ["same env, core and seed"])

@@ -40,6 +40,7 @@ class NativeSource:
     """ale_py's C++ AtariVectorEnv (frame skip 4 + max-pool, no-op and fire reset, sticky actions).
 
     rgb=False: observations are already gray [N, 4, 84, 84]; rgb=True: max-pooled RGB [N, 210, 160, 3].
+    Each step returns fresh arrays (never reused by ALE), so callers may keep or modify them.
     """
 
     def __init__(self, game: str, n_envs: int, repeat_action_probability: float, rgb: bool,
@@ -207,8 +208,8 @@ class AtariVecEnv(VecEnv):
         self._starts[:] = time.time()
         self.reset_infos = [{"lives": int(v)} for v in lives]
         if not self.source.rgb:
-            return frames.copy()
-        return self._push(np.array(frames), np.ones(self.num_envs, dtype=bool))
+            return frames
+        return self._push(frames, np.ones(self.num_envs, dtype=bool))
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
@@ -227,9 +228,9 @@ class AtariVecEnv(VecEnv):
         if self.source.rgb:
             for i in np.flatnonzero(game_over):
                 terminal[int(i)] = self._terminal_stack(int(i), final[i])
-            obs = self._push(np.array(frames), game_over)
+            obs = self._push(frames, game_over)
         else:
-            obs = frames.copy()
+            obs = frames
             for i in np.flatnonzero(game_over):
                 terminal[int(i)] = final[i].copy()
         for i in np.flatnonzero(dones):

@@ -11,7 +11,6 @@ from collections import deque
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 from gymnasium import spaces
 from minigrid.core.grid import Grid
 from minigrid.core.mission import MissionSpace

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from typing import Sequence
 
-from agents.config import CORES, DEFAULT_PRESET, UserError, list_presets, load_preset
+from agents.config import CORES, DEFAULT_PRESET, UserError, get_value, list_presets, load_preset
 
 PROG = "rims-rl"
 
@@ -34,9 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _from_config(help_text: str, key: str) -> str:
     """Help for an option whose default comes from the config, quoting the default preset's value."""
-    value = load_preset(DEFAULT_PRESET)
-    for part in key.split("."):
-        value = value[part]
+    value = get_value(load_preset(DEFAULT_PRESET), key)
     shown = "the built-in distractor task" if key == "env" and value is None else ("none" if value is None else value)
     return f"{help_text} (default: the config's `{key}`; {DEFAULT_PRESET} preset: {shown})"
 

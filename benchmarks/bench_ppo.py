@@ -6,7 +6,9 @@ units (its default: separate actor and critic LSTMs; also shown with shared_lstm
 have 256 units, rims uses RIMsConfig defaults (K=6, k=4, H=64). MiniGrid uses the small grid CNN
 (agents.extractors.GridCNNExtractor, no /255), Breakout the NatureCNN. fps = env steps / wall
 seconds of ``learn`` after one warm-up iteration (rollouts + updates); cpu_fps = env steps / CPU seconds
-of this process (less sensitive to other jobs on a shared machine; threads add up).
+of this process (less sensitive to other jobs on a shared machine; threads add up); update = wall
+seconds of one PPO update (4 epochs), the part the recurrent implementation decides, with the speed-up
+over sb3-contrib in brackets.
 
     python benchmarks/bench_ppo.py            # DoorKey-8x8 (4 iterations) + Breakout (1 iteration)
     python benchmarks/bench_ppo.py --quick    # DoorKey-8x8 only, 2 iterations
@@ -51,7 +53,7 @@ def our_model(env, core: str, features_dim: int):
 
 
 def measure(model, iterations: int) -> tuple[float, float, float]:
-    """(fps, cpu_fps, share of wall time in the update) over `iterations` rollouts after a warm-up one."""
+    """(fps, cpu_fps, wall seconds of one update) over `iterations` rollouts after a warm-up one."""
     update_seconds = [0.0]
     train = model.train
 
@@ -67,7 +69,7 @@ def measure(model, iterations: int) -> tuple[float, float, float]:
     model.learn(iterations * N_ENVS * N_STEPS, reset_num_timesteps=False)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     steps = iterations * N_ENVS * N_STEPS
-    return steps / seconds, steps / cpu_seconds, update_seconds[0] / seconds
+    return steps / seconds, steps / cpu_seconds, update_seconds[0] / iterations
 
 
 def run(name: str, iterations: int, cores: list[str], with_shared: bool) -> None:
@@ -79,14 +81,16 @@ def run(name: str, iterations: int, cores: list[str], with_shared: bool) -> None
     if with_shared:
         runs.append(("sb3-contrib CnnLstm shared_lstm", lambda: contrib_model(env, extractor, features_dim, normalize, True)))
     runs += [(f"ours core={core}", (lambda c=core: our_model(env, c, features_dim))) for core in cores]
-    baseline = cpu_baseline = None
+    baseline = cpu_baseline = update_baseline = None
     print(f"{env_id}: {N_ENVS} envs x {N_STEPS} steps, {N_EPOCHS} epochs, {N_MINIBATCHES} minibatches, "
           f"{iterations} timed iterations, {torch.get_num_threads()} threads", flush=True)
     for label, build in runs:
-        fps, cpu_fps, update_share = measure(build(), iterations)
+        fps, cpu_fps, update = measure(build(), iterations)
         baseline, cpu_baseline = baseline or fps, cpu_baseline or cpu_fps
+        update_baseline = update_baseline or update
         print(f"  {label:40s} fps={fps:6.1f} ({fps / baseline:4.2f}x)  cpu_fps={cpu_fps:6.1f} "
-              f"({cpu_fps / cpu_baseline:4.2f}x)  update {update_share:3.0%} of time", flush=True)
+              f"({cpu_fps / cpu_baseline:4.2f}x)  update={update:5.2f} s ({update_baseline / update:4.2f}x)",
+              flush=True)
     env.close()
 
 

@@ -3,8 +3,9 @@
 Each extractor maps observations ``[N, ...]`` to either a flat feature vector ``[N, features_dim]``
 or, with ``rows=True`` (CNNs only), to input rows ``[N, R, row_dim]``: one row per position of the
 last feature map (``R = h * w``, ``row_dim`` = channels; the RIMs core adds a position embedding).
-Image observations arrive channel-first ``[C, H, W]`` (SB3 wraps channel-last envs in
-``VecTransposeImage``); ``choose_extractor`` picks NatureCNN for Atari-sized images, a small CNN for
+Image observations usually arrive channel-first ``[C, H, W]`` (SB3 wraps channel-last image envs in
+``VecTransposeImage``); channel-last spaces SB3 leaves alone (e.g. a grid with ``high=10``) are
+permuted inside the CNN. ``choose_extractor`` picks NatureCNN for Atari-sized images, a small CNN for
 MiniGrid-sized grids (7x7) and an MLP for vectors.
 """
 from __future__ import annotations

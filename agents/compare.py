@@ -14,8 +14,6 @@ aggregate every shift at a level; the others follow one shift up its ladder.
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +23,7 @@ from rliable.metrics import aggregate_iqm
 from scipy.stats import trim_mean
 
 from agents.config import UserError
-from agents.evaluation import format_number, read_results, table_console
+from agents.evaluation import format_number, read_results, table_console, write_csv_json
 from agents.runs import EVAL_DIR, read_run_config
 
 COMPARE_COLUMNS = (
@@ -135,17 +133,8 @@ def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> list[
 
 def write_compare(summary: list[dict[str, Any]], out_dir: str | os.PathLike, run_dirs: list[Path]) -> tuple[Path, Path]:
     """Write ``compare.csv`` and ``compare.json`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / "compare.csv", out / "compare.json"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COMPARE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(summary)
-    with open(json_path, "w") as f:
-        json.dump({"runs": [str(r) for r in run_dirs], "columns": list(COMPARE_COLUMNS), "summary": summary}, f,
-                  indent=2)
-    return csv_path, json_path
+    return write_csv_json(out_dir, "compare", COMPARE_COLUMNS, summary,
+                          {"runs": [str(r) for r in run_dirs], "summary": summary})
 
 
 def _cell(row: dict[str, Any]) -> str:

@@ -205,19 +205,26 @@ def evaluate_model(
     return results
 
 
-def write_results(results: list[Result], out_dir: str | os.PathLike, meta: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``results.csv`` and ``results.json`` into ``out_dir``; return their paths."""
+def write_csv_json(out_dir: str | os.PathLike, stem: str, columns: Sequence[str], rows: list[dict[str, Any]],
+                   document: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``<stem>.csv`` (``rows`` restricted to ``columns``) and ``<stem>.json`` (``document`` plus
+    the column list) into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / "results.csv", out / "results.json"
+    csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
     with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
-        for r in results:
-            writer.writerow(r.row())
+        writer.writerows(rows)
     with open(json_path, "w") as f:
-        json.dump({**meta, "columns": list(RESULT_COLUMNS), "results": [asdict(r) for r in results]}, f, indent=2)
+        json.dump({**document, "columns": list(columns)}, f, indent=2)
     return csv_path, json_path
+
+
+def write_results(results: list[Result], out_dir: str | os.PathLike, meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``results.csv`` and ``results.json`` into ``out_dir``; return their paths."""
+    return write_csv_json(out_dir, "results", RESULT_COLUMNS, [r.row() for r in results],
+                          {**meta, "results": [asdict(r) for r in results]})
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:

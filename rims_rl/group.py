@@ -33,7 +33,22 @@ class GroupLinear(nn.Module):
                 f"out_features={self.out_features}, bias={self.bias is not None}")
 
 
-class GroupLSTMCell(nn.Module):
+class _GroupCell(nn.Module):
+    """Per-RIM input-to-gate and hidden-to-gate weights of ``num_gates`` gates, initialised as torch's RNNs."""
+
+    num_states: int
+    num_gates: int
+
+    def __init__(self, num_units: int, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gate_size = self.num_gates * hidden_size
+        self.input_to_gates = GroupLinear(num_units, input_size, self.gate_size)
+        self.hidden_to_gates = GroupLinear(num_units, hidden_size, self.gate_size)
+        _uniform_like_torch_rnn(self, hidden_size)
+
+
+class GroupLSTMCell(_GroupCell):
     """K independent LSTM cells. Gate columns are ordered ``[input, forget, output, candidate]``.
 
     The cell only owns the weights and the nonlinearity; the caller computes the gate
@@ -41,14 +56,7 @@ class GroupLSTMCell(nn.Module):
     """
 
     num_states = 2
-
-    def __init__(self, num_units: int, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.gate_size = 4 * hidden_size
-        self.input_to_gates = GroupLinear(num_units, input_size, self.gate_size)
-        self.hidden_to_gates = GroupLinear(num_units, hidden_size, self.gate_size)
-        _uniform_like_torch_rnn(self, hidden_size)
+    num_gates = 4
 
     def forward(self, gates_x: Tensor, gates_h: Tensor | None, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """gates_x, gates_h: [K, B, 4H] pre-activations (biases included; gates_h=None: gates_x holds
@@ -61,18 +69,11 @@ class GroupLSTMCell(nn.Module):
         return o * torch.tanh(c), c
 
 
-class GroupGRUCell(nn.Module):
+class GroupGRUCell(_GroupCell):
     """K independent GRU cells (``torch.nn.GRUCell`` equations). Gate columns ``[reset, update, new]``."""
 
     num_states = 1
-
-    def __init__(self, num_units: int, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.gate_size = 3 * hidden_size
-        self.input_to_gates = GroupLinear(num_units, input_size, self.gate_size)
-        self.hidden_to_gates = GroupLinear(num_units, hidden_size, self.gate_size)
-        _uniform_like_torch_rnn(self, hidden_size)
+    num_gates = 3
 
     def forward(self, gates_x: Tensor, gates_h: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """gates_x, gates_h: [K, B, 3H] pre-activations (biases included); state (h,) [K, B, H]."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .group import GroupLinear
+from .group import GroupLinear, StepProduct
 
 
 class InputAttention(nn.Module):
@@ -102,17 +102,22 @@ class Communication(nn.Module):
         """The [K, H, heads*(2*key+value)] query/key/value weight with the 1/sqrt(key) score scale folded in."""
         return self.query_key_value.weight * self._column_scale
 
-    def forward(self, h: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def step_products(self) -> tuple[StepProduct, StepProduct]:
+        """The per-step (query/key/value, output gate) products of one sequence (see ``StepProduct``)."""
+        return (StepProduct(self.scaled_weight()),
+                StepProduct(self.output_gate.weight, self.output_gate.bias))
+
+    def forward(self, h: Tensor, products: tuple[StepProduct, StepProduct] | None = None) -> tuple[Tensor, Tensor]:
         """h [K, B, H] -> (h + gated read [K, B, H], attention [K(query), K(key), B, heads]).
 
-        weight: ``scaled_weight()``, computed once per sequence by the caller (None: compute it here).
+        products: ``step_products()``, made once per sequence by the caller (None: make them here).
         With K of a few units, scores and reads are broadcast products (no transposed copies).
         """
         K, B, _ = h.shape
-        weight = self.scaled_weight() if weight is None else weight
-        qkv = torch.bmm(h, weight).view(K, B, self.num_heads, -1)
+        qkv_product, gate_product = self.step_products() if products is None else products
+        qkv = qkv_product(h).view(K, B, self.num_heads, -1)
         q, k, v = qkv.split([self.key_size, self.key_size, self.value_size], dim=-1)
         attention = torch.softmax((q.unsqueeze(1) * k).sum(-1), dim=1)  # [Kq, Kk, B, heads]
         read = (self.dropout(attention).unsqueeze(-1) * v).sum(1)  # [Kq, B, heads, value]
-        gate, update = self.output_gate(read.view(K, B, -1)).split(self.unit_size, dim=-1)
+        gate, update = gate_product(read.view(K, B, -1)).split(self.unit_size, dim=-1)
         return h + torch.sigmoid(gate) * torch.tanh(update), attention

@@ -96,3 +96,84 @@ def _uniform_like_torch_rnn(cell: nn.Module, hidden_size: int) -> None:
 def make_cell(cell: str, num_units: int, input_size: int, hidden_size: int) -> GroupLSTMCell | GroupGRUCell:
     """The grouped cell named by ``RIMsConfig.cell`` (validated there)."""
     return {"lstm": GroupLSTMCell, "gru": GroupGRUCell}[cell](num_units, input_size, hidden_size)
+
+
+class _GradStore:
+    """Inputs and output gradients of the per-step products of one sequence, filled during backward."""
+
+    __slots__ = ("inputs", "grads")
+
+    def __init__(self) -> None:
+        self.inputs: list[Tensor] = []
+        self.grads: list[Tensor] = []
+
+
+class _DeferredParams(torch.autograd.Function):
+    """Hands the (weight, bias) of a per-step product to the loop; its backward runs after every step's
+    backward (autograd orders it after all its users) and computes the weight and bias gradients of all
+    steps at once: one ``[K, in, T*B] x [K, T*B, out]`` product instead of T small products + T adds."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, bias: Tensor | None, store: _GradStore):
+        ctx.store, ctx.has_bias = store, bias is not None
+        ctx.set_materialize_grads(False)
+        return weight.view_as(weight), (bias.view_as(bias) if bias is not None else None)
+
+    @staticmethod
+    def backward(ctx, d_weight: Tensor | None, d_bias: Tensor | None):
+        store = ctx.store
+        inputs, grads = store.inputs, store.grads
+        store.inputs, store.grads = [], []
+        if not grads:
+            return d_weight, d_bias, None
+        x = torch.cat(inputs, dim=1) if len(inputs) > 1 else inputs[0]  # [K, T*B, in]
+        g = torch.cat(grads, dim=1) if len(grads) > 1 else grads[0]  # [K, T*B, out]
+        dw = torch.bmm(x.transpose(1, 2), g)
+        if d_weight is not None:
+            dw = dw + d_weight
+        db = None
+        if ctx.has_bias:
+            db = g.sum(1, keepdim=True)
+            if d_bias is not None:
+                db = db + d_bias
+        return dw, db, None
+
+
+class _StepProduct(torch.autograd.Function):
+    """``baddbmm(bias, x, weight)`` (``bmm`` without bias) whose backward gives only the input gradient
+    and leaves the weight/bias gradients to ``_DeferredParams`` (it stores x and the output gradient)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, store: _GradStore) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.store = store
+        return torch.bmm(x, weight) if bias is None else torch.baddbmm(bias, x, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            ctx.store.inputs.append(x)
+            ctx.store.grads.append(grad)
+        dx = torch.bmm(grad, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        return dx, None, None, None
+
+
+class StepProduct:
+    """The per-RIM product ``x [K, B, in] -> baddbmm(bias, x, weight) [K, B, out]`` used at every step of
+    one sequence. With gradients enabled, the weight and bias gradients of all steps are computed in one
+    batched product at the end of the backward (``_DeferredParams``); the values are the same products,
+    summed in a different order. Build one per forward call (it holds that call's gradient store)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
+        self.deferred = torch.is_grad_enabled() and (
+            weight.requires_grad or (bias is not None and bias.requires_grad))
+        if self.deferred:
+            self.store = _GradStore()
+            weight, bias = _DeferredParams.apply(weight, bias, self.store)
+        self.weight, self.bias = weight, bias
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.deferred:
+            return _StepProduct.apply(x, self.weight, self.bias, self.store)
+        return torch.bmm(x, self.weight) if self.bias is None else torch.baddbmm(self.bias, x, self.weight)

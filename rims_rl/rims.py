@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from .attention import Communication, InputAttention
 from .config import RIMsConfig
-from .group import make_cell
+from .fused import FusedStep
+from .group import StepProduct, make_cell
 
 
 class RIMsInfo(NamedTuple):
@@ -33,14 +34,13 @@ State = tuple[Tensor, ...]
 class _Sequence(NamedTuple):
     """Per-sequence tensors precomputed by ``RIMs._prepare`` (lists hold one tensor per step)."""
 
-    w_state: Tensor  # [K, H, G (+ heads*key)]: hidden-to-gates (| queries)
-    b_state: Tensor  # [K, 1, G (+ heads*key)]
+    state_product: StepProduct  # h [K, B, H] -> [K, B, G (+ heads*key)]: hidden-to-gates (| queries)
     keys: tuple[Tensor, ...] | None  # T x [B, R, heads, key]
     values: tuple[Tensor, ...] | None  # T x [B, R, heads, value], or folded: T x [K, B, heads, G]
     folded: bool  # values hold input-to-gate pre-activations (one input row)
     input_gates: tuple[Tensor, ...] | None  # without input attention: T x [K, B, G]
     b_in: Tensor | None  # [K, 1, G] input bias, None when already inside b_state
-    comm_weight: Tensor | None  # Communication.scaled_weight()
+    comm_products: tuple[StepProduct, StepProduct] | None  # Communication.step_products()
 
     def step_inputs(self, t: int) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """(keys, values, input gates) of step t."""
@@ -107,6 +107,8 @@ class RIMs(nn.Module):
         # Internal switch (tests compare both paths): fold the value projection into the
         # input-to-gate weights for all T steps at once when there is one input row.
         self._fold_single_row = True
+        # Internal switch: run the common configuration's step as one autograd node (rims_rl.fused).
+        self._fused_step = True
 
     # ------------------------------------------------------------------ state
     def _initial(self) -> list[Tensor]:
@@ -165,12 +167,12 @@ class RIMs(nn.Module):
         T, B, R, _ = x.shape
         cell, attn, comm = self.cell, self.input_attention, self.communication
         K, G = self.config.num_units, cell.gate_size
-        comm_weight = comm.scaled_weight() if comm is not None else None
+        comm_products = comm.step_products() if comm is not None else None
         if attn is None:
             gates = torch.matmul(x.reshape(T * B, R * self.input_size), cell.input_to_gates.weight)
             gates = (gates + cell.input_to_gates.bias).view(K, T, B, G)
-            return _Sequence(cell.hidden_to_gates.weight, cell.hidden_to_gates.bias, None, None, False,
-                             gates.unbind(1), None, comm_weight)
+            return _Sequence(StepProduct(cell.hidden_to_gates.weight, cell.hidden_to_gates.bias), None, None, False,
+                             gates.unbind(1), None, comm_products)
         x = x + self.row_embedding
         keys, values = attn.project(x)  # [T, B, R, heads, *]
         # Fused per-RIM product of the state: [hidden-to-gates | queries].
@@ -190,7 +192,8 @@ class RIMs(nn.Module):
         else:
             step_inputs = values
         b_in = None if sum_gates else cell.input_to_gates.bias
-        return _Sequence(w_state, b_state, keys.unbind(0), step_inputs.unbind(0), folded, None, b_in, comm_weight)
+        return _Sequence(StepProduct(w_state, b_state), keys.unbind(0), step_inputs.unbind(0), folded, None, b_in,
+                         comm_products)
 
     def _step(self, state: State, inputs: tuple[Tensor | None, Tensor | None, Tensor | None], seq: "_Sequence",
               block: bool) -> tuple[State, Tensor | None, Tensor | None, Tensor | None]:
@@ -203,7 +206,15 @@ class RIMs(nn.Module):
         K, B, _ = state[0].shape
         G = cell.gate_size
         keys, values, input_gates = inputs
-        hq = torch.baddbmm(seq.b_state, state[0], seq.w_state)
+        if self._fused_ok(seq):
+            comm_qkv, comm_out = seq.comm_products
+            h, c, mask, probs, comm_attention = FusedStep.apply(
+                state[0], state[1] if len(state) > 1 else None, values, keys, seq.state_product.weight,
+                seq.state_product.bias, seq.b_in, comm_qkv.weight, comm_out.weight, comm_out.bias,
+                (seq.state_product.store, comm_qkv.store, comm_out.store), cfg.k, block, comm.num_heads,
+                comm.key_size, comm.value_size)
+            return ((h, c) if c is not None else (h,)), mask, probs, comm_attention
+        hq = seq.state_product(state[0])
         mask = mask3 = probs_info = None
         if attn is None:
             gates_x, gates_h = input_gates, hq
@@ -236,11 +247,22 @@ class RIMs(nn.Module):
             h_new = torch.where(mask3, h_new, h_new.detach())
         comm_attention = None
         if comm is not None:
-            h_new, comm_attention = comm(h_new, seq.comm_weight)
+            h_new, comm_attention = comm(h_new, seq.comm_products)
         new = (h_new,) + tuple(new[1:])
         if mask3 is not None:  # inactive RIMs keep their state bit-for-bit
             new = tuple(torch.where(mask3, n, s) for n, s in zip(new, state))
         return new, mask, probs_info, comm_attention
+
+    def _fused_ok(self, seq: "_Sequence") -> bool:
+        """Whether ``FusedStep`` covers this configuration (else the general, op-by-op step runs)."""
+        cfg = self.config
+        if not (self._fused_step and seq.folded and self.input_attention is not None
+                and self.communication is not None and cfg.selection == "null" and cfg.num_input_heads == 1
+                and cfg.k < cfg.num_units and torch.is_grad_enabled()):
+            return False
+        if self.training and (cfg.input_dropout > 0 or cfg.comm_dropout > 0):
+            return False
+        return seq.state_product.deferred and all(p.deferred for p in seq.comm_products)
 
     # ---------------------------------------------------------------- helpers
     def _info(self, masks: list[Tensor], probs: list[Tensor], comm: list[Tensor], T: int, B: int, R: int,

@@ -1,0 +1,135 @@
+"""One whole RIMs step as a single autograd node with a hand-written backward (the common case).
+
+Covers: input attention with one input row (folded values), one input head, ``selection="null"``,
+k < K, communication, no active dropout, LSTM or GRU cells. The forward runs exactly the ops of the
+unfused step (``RIMs._step``: identical results); the backward is the chain rule of those ops written
+out, so a step records one autograd node instead of about a hundred (at small batch the per-op
+overhead, not the arithmetic, dominated). Weight gradients of the per-step products are deferred
+to ``group._DeferredParams`` (one batched product per sequence).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class FusedStep(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, h, c, values, keys, w_state, b_state, b_in, w_comm, w_out, b_out, stores, k, block, heads,
+                comm_key, comm_value):
+        K, B, H = h.shape
+        G = values.shape[-1]
+        lstm = c is not None
+        hq = torch.baddbmm(b_state, h, w_state)
+        gates_h, query = hq.split([G, hq.shape[-1] - G], dim=-1)
+        dkey = query.shape[-1]
+        probs = torch.sigmoid((query.view(K, B, 1, dkey) * keys[:, 0]).sum(-1, keepdim=True))  # [K, B, 1, 1]
+        activity = probs.view(K, B)
+        mask = torch.zeros(K, B, dtype=torch.bool, device=h.device).scatter_(
+            0, activity.topk(k, dim=0).indices, True)
+        m3 = mask.unsqueeze(-1)
+        p = probs.view(K, B, 1)
+        v_in = values.view(K, B, G)
+        if lstm:
+            gates = torch.addcmul(gates_h, p, v_in)
+            sig, cand = gates.split([3 * H, H], dim=-1)
+            sig = torch.sigmoid(sig)
+            i, f, o = sig.chunk(3, dim=-1)
+            g = torch.tanh(cand)
+            c_new = torch.addcmul(f * c, i, g)
+            tc = torch.tanh(c_new)
+            h_new = o * tc
+            ctx.cell = (sig, g, tc)
+        else:
+            gates_x = torch.addcmul(b_in, p, v_in)
+            x_rz, x_n = gates_x.split([2 * H, H], dim=-1)
+            h_rz, h_n = gates_h.split([2 * H, H], dim=-1)
+            rz = torch.sigmoid(x_rz + h_rz)
+            r, z = rz.chunk(2, dim=-1)
+            n = torch.tanh(torch.addcmul(x_n, r, h_n))
+            diff = h - n
+            h_new = torch.addcmul(n, z, diff)
+            ctx.cell = (rz, n, diff, h_n)
+        qkv = torch.bmm(h_new, w_comm).view(K, B, heads, -1)
+        q, kk, v = qkv.split([comm_key, comm_key, comm_value], dim=-1)
+        attention = torch.softmax((q.unsqueeze(1) * kk).sum(-1), dim=1)  # [Kq, Kk, B, heads]
+        read = (attention.unsqueeze(-1) * v).sum(1)  # [Kq, B, heads, value]
+        read2 = read.view(K, B, -1)
+        gate, update = torch.baddbmm(b_out, read2, w_out).split(H, dim=-1)
+        sg, tu = torch.sigmoid(gate), torch.tanh(update)
+        h_c = h_new + sg * tu
+        h_out = torch.where(m3, h_c, h)
+        ctx.saved = (h, c, v_in, keys, w_state, w_comm, w_out, query, p, h_new, q, kk, v, attention, read2, sg, tu, m3)
+        ctx.stores, ctx.block, ctx.lstm = stores, block, lstm
+        ctx.mark_non_differentiable(mask, probs, attention)
+        if lstm:
+            c_out = torch.where(m3, c_new, c)
+            return h_out, c_out, mask, probs, attention
+        return h_out, None, mask, probs, attention
+
+    @staticmethod
+    def backward(ctx, dh_out, dc_out, _mask, _probs, _attention):
+        (h, c, v_in, keys, w_state, w_comm, w_out, query, p, h_new, q, kk, v, attention, read2, sg, tu,
+         m3) = ctx.saved
+        store_state, store_comm, store_out = ctx.stores
+        K, B, H = h.shape
+        if dh_out is None:
+            dh_out = torch.zeros_like(h)
+        mf = m3.to(dh_out.dtype)  # masked write: the active RIMs' gradient goes to the update, the rest to h
+        dh_c = dh_out * mf
+        dh_prev = dh_out - dh_c
+        # communication: h_c = h_new + sigmoid(gate) * tanh(update), gate|update = read W_out + b_out
+        d_go = torch.cat([dh_c * tu * (sg * (1.0 - sg)), dh_c * sg * (1.0 - tu * tu)], dim=-1)
+        store_out.inputs.append(read2)
+        store_out.grads.append(d_go)
+        d_read = torch.bmm(d_go, w_out.transpose(1, 2)).view(q.shape[:-1] + (v.shape[-1],))  # [Kq, B, heads, value]
+        d_att = (d_read.unsqueeze(1) * v).sum(-1)  # [Kq, Kk, B, heads]
+        d_v = (attention.unsqueeze(-1) * d_read.unsqueeze(1)).sum(0)  # [Kk, B, heads, value]
+        d_s = attention * (d_att - (attention * d_att).sum(1, keepdim=True))
+        d_q = (d_s.unsqueeze(-1) * kk).sum(1)  # [Kq, B, heads, key]
+        d_k = (d_s.unsqueeze(-1) * q.unsqueeze(1)).sum(0)  # [Kk, B, heads, key]
+        d_qkv = torch.cat([d_q, d_k, d_v], dim=-1).view(K, B, -1)
+        store_comm.inputs.append(h_new)
+        store_comm.grads.append(d_qkv)
+        dh_new = torch.baddbmm(dh_c, d_qkv, w_comm.transpose(1, 2))
+        if ctx.block:
+            dh_new = dh_new * mf
+        d_b_in = None
+        if ctx.lstm:
+            sig, g, tc = ctx.cell
+            i, f, o = sig.chunk(3, dim=-1)
+            dc_tot = dh_new * o * (1.0 - tc * tc)
+            dc_prev = None
+            if dc_out is not None:
+                dc_new = dc_out * mf
+                dc_tot = dc_tot + dc_new
+                dc_prev = dc_out - dc_new
+            d_sig = torch.cat([dc_tot * g, dc_tot * c, dh_new * tc], dim=-1) * (sig * (1.0 - sig))
+            d_gx = torch.cat([d_sig, dc_tot * i * (1.0 - g * g)], dim=-1)
+            d_gh = d_gx
+            dcf = dc_tot * f
+            dc_prev = dcf if dc_prev is None else dc_prev + dcf
+        else:
+            rz, n, diff, h_n = ctx.cell
+            r, z = rz.chunk(2, dim=-1)
+            d_pre_n = (dh_new - dh_new * z) * (1.0 - n * n)
+            d_rz = torch.cat([d_pre_n * h_n, dh_new * diff], dim=-1) * (rz * (1.0 - rz))
+            d_gx = torch.cat([d_rz, d_pre_n], dim=-1)
+            d_gh = torch.cat([d_rz, d_pre_n * r], dim=-1)
+            dh_prev = torch.addcmul(dh_prev, dh_new, z)
+            dc_prev = None
+            if ctx.needs_input_grad[6]:
+                d_b_in = d_gx.sum(1, keepdim=True)
+        # input: gates_x = p * v_in (+ b_in), p = sigmoid(query . key)
+        d_values = (d_gx * p).view(v_in.shape[0], v_in.shape[1], 1, -1)
+        d_score = (d_gx * v_in).sum(-1, keepdim=True) * (p * (1.0 - p))  # [K, B, 1]
+        key = keys.view(1, B, -1)
+        d_query = d_score * key
+        d_keys = (d_score * query).sum(0).view(keys.shape)
+        d_hq = torch.cat([d_gh, d_query], dim=-1)
+        store_state.inputs.append(h)
+        store_state.grads.append(d_hq)
+        dh_prev = torch.baddbmm(dh_prev, d_hq, w_state.transpose(1, 2))
+        return (dh_prev, dc_prev, d_values, d_keys, None, None, d_b_in, None, None, None, None, None, None, None,
+                None, None)

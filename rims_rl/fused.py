@@ -12,6 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+_sigmoid_backward = torch.ops.aten.sigmoid_backward  # (grad, sigmoid output) -> grad * y * (1 - y)
+_tanh_backward = torch.ops.aten.tanh_backward  # (grad, tanh output) -> grad * (1 - y^2)
+
 
 class FusedStep(torch.autograd.Function):
 
@@ -80,13 +83,13 @@ class FusedStep(torch.autograd.Function):
         dh_c = dh_out * mf
         dh_prev = dh_out - dh_c
         # communication: h_c = h_new + sigmoid(gate) * tanh(update), gate|update = read W_out + b_out
-        d_go = torch.cat([dh_c * tu * (sg * (1.0 - sg)), dh_c * sg * (1.0 - tu * tu)], dim=-1)
+        d_go = torch.cat([_sigmoid_backward(dh_c * tu, sg), _tanh_backward(dh_c * sg, tu)], dim=-1)
         store_out.inputs.append(read2)
         store_out.grads.append(d_go)
         d_read = torch.bmm(d_go, w_out.transpose(1, 2)).view(q.shape[:-1] + (v.shape[-1],))  # [Kq, B, heads, value]
         d_att = (d_read.unsqueeze(1) * v).sum(-1)  # [Kq, Kk, B, heads]
         d_v = (attention.unsqueeze(-1) * d_read.unsqueeze(1)).sum(0)  # [Kk, B, heads, value]
-        d_s = attention * (d_att - (attention * d_att).sum(1, keepdim=True))
+        d_s = torch.ops.aten._softmax_backward_data(d_att, attention, 1, attention.dtype)
         d_q = (d_s.unsqueeze(-1) * kk).sum(1)  # [Kq, B, heads, key]
         d_k = (d_s.unsqueeze(-1) * q.unsqueeze(1)).sum(0)  # [Kk, B, heads, key]
         d_qkv = torch.cat([d_q, d_k, d_v], dim=-1).view(K, B, -1)
@@ -99,22 +102,22 @@ class FusedStep(torch.autograd.Function):
         if ctx.lstm:
             sig, g, tc = ctx.cell
             i, f, o = sig.chunk(3, dim=-1)
-            dc_tot = dh_new * o * (1.0 - tc * tc)
+            dc_tot = _tanh_backward(dh_new * o, tc)
             dc_prev = None
             if dc_out is not None:
                 dc_new = dc_out * mf
                 dc_tot = dc_tot + dc_new
                 dc_prev = dc_out - dc_new
-            d_sig = torch.cat([dc_tot * g, dc_tot * c, dh_new * tc], dim=-1) * (sig * (1.0 - sig))
-            d_gx = torch.cat([d_sig, dc_tot * i * (1.0 - g * g)], dim=-1)
+            d_sig = _sigmoid_backward(torch.cat([dc_tot * g, dc_tot * c, dh_new * tc], dim=-1), sig)
+            d_gx = torch.cat([d_sig, _tanh_backward(dc_tot * i, g)], dim=-1)
             d_gh = d_gx
             dcf = dc_tot * f
             dc_prev = dcf if dc_prev is None else dc_prev + dcf
         else:
             rz, n, diff, h_n = ctx.cell
             r, z = rz.chunk(2, dim=-1)
-            d_pre_n = (dh_new - dh_new * z) * (1.0 - n * n)
-            d_rz = torch.cat([d_pre_n * h_n, dh_new * diff], dim=-1) * (rz * (1.0 - rz))
+            d_pre_n = _tanh_backward(dh_new - dh_new * z, n)
+            d_rz = _sigmoid_backward(torch.cat([d_pre_n * h_n, dh_new * diff], dim=-1), rz)
             d_gx = torch.cat([d_rz, d_pre_n], dim=-1)
             d_gh = torch.cat([d_rz, d_pre_n * r], dim=-1)
             dh_prev = torch.addcmul(dh_prev, dh_new, z)
@@ -123,7 +126,7 @@ class FusedStep(torch.autograd.Function):
                 d_b_in = d_gx.sum(1, keepdim=True)
         # input: gates_x = p * v_in (+ b_in), p = sigmoid(query . key)
         d_values = (d_gx * p).view(v_in.shape[0], v_in.shape[1], 1, -1)
-        d_score = (d_gx * v_in).sum(-1, keepdim=True) * (p * (1.0 - p))  # [K, B, 1]
+        d_score = _sigmoid_backward((d_gx * v_in).sum(-1, keepdim=True), p)  # [K, B, 1]
         key = keys.view(1, B, -1)
         d_query = d_score * key
         d_keys = (d_score * query).sum(0).view(keys.shape)

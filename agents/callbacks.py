@@ -113,6 +113,28 @@ class CheckpointCallback(BaseCallback):
         return True
 
 
+class PurgeStaleEventsCallback(BaseCallback):
+    """On a resume from a checkpoint at step N, hide the TensorBoard events with step > N.
+
+    A process killed after its last checkpoint (SIGKILL, power loss) has logged steps that the
+    resumed run logs again; TensorBoard's purge marker (``SummaryWriter(purge_step=N + 1)``) drops
+    the stale ones, so the curves run on without doubling back.
+    """
+
+    def _on_training_start(self) -> None:
+        from stable_baselines3.common.logger import TensorBoardOutputFormat
+        from torch.utils.tensorboard import SummaryWriter
+
+        for fmt in self.model.logger.output_formats:
+            if isinstance(fmt, TensorBoardOutputFormat):
+                log_dir = fmt.writer.log_dir
+                fmt.writer.close()
+                fmt.writer = SummaryWriter(log_dir=log_dir, purge_step=self.model.num_timesteps + 1)
+
+    def _on_step(self) -> bool:
+        return True
+
+
 class GracefulStop:
     """Context manager: the first SIGINT/SIGTERM only sets ``signal_name``; a second one interrupts.
 

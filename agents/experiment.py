@@ -132,7 +132,7 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
     from stable_baselines3.common.callbacks import CallbackList
 
     from agents.callbacks import (CheckpointCallback, GracefulStop, PeriodicEvalCallback, ProgressCallback,
-                                  StopOnSignalCallback)
+                                  PurgeStaleEventsCallback, StopOnSignalCallback)
 
     checkpoint = run_dir / CHECKPOINT
     env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=cfg["seed"], shifts=cfg["shifts"], training=True)
@@ -150,6 +150,8 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
     dump_config(cfg, run_dir / CONFIG_FILE)
     remaining = cfg["timesteps"] - model.num_timesteps
     callbacks = [CheckpointCallback(run_dir, cfg["checkpoint_freq"])]
+    if model.num_timesteps > 0:
+        callbacks.append(PurgeStaleEventsCallback())
     if cfg["eval"]["freq"] > 0:
         callbacks.append(PeriodicEvalCallback(run_dir, cfg["env"], parse_shifts(cfg["eval"]["shifts"], cfg["env"]),
                                               cfg["eval"]["episodes"], cfg["eval"]["freq"], cfg["seed"]))

@@ -85,3 +85,25 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     # updates 1 and 2 succeeded (64 steps); the checkpoint at 64 steps is kept, no final model written
     assert read_num_timesteps(run / CHECKPOINT) == 64
     assert not (run / "model.zip").exists()
+
+
+def test_resume_from_an_older_checkpoint_hides_the_stale_tensorboard_steps(tmp_path):
+    """A process killed after its last checkpoint logged steps that the resumed run logs again."""
+    import shutil
+
+    cfg = tiny_config(tmp_path, timesteps=64)
+    assert run_main(["train", "--config", cfg, "--logdir", tmp_path / "runs", "--no-progress"]) == 0
+    (run,) = (tmp_path / "runs").glob("*/rims/seed0")
+    ckpt = run / CHECKPOINT
+    old = tmp_path / "old.zip"
+    shutil.copy(ckpt, old)
+    old_step = read_num_timesteps(old)
+    assert run_main(["train", "--resume", run, "--timesteps", 128, "--no-progress"]) == 0
+    shutil.copy(old, ckpt)  # as if the process had been killed right after writing the old checkpoint
+    assert run_main(["train", "--resume", run, "--timesteps", 160, "--no-progress"]) == 0
+
+    acc = EventAccumulator(str(run / "tb" / "train_1"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("time/fps")]
+    assert old_step in steps and steps[-1] == 160
+    assert steps == sorted(set(steps)), steps

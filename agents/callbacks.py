@@ -113,12 +113,28 @@ class CheckpointCallback(BaseCallback):
         return True
 
 
+def newest_event_timestamp(log_dir: str | Path, exclude: Path | None = None) -> int:
+    """The largest whole-second timestamp in the names of ``log_dir``'s TensorBoard event files."""
+    stamps = [int(p.name.split(".")[3]) for p in Path(log_dir).glob("events.out.tfevents.*")
+              if p != exclude and p.name.split(".")[3].isdigit()]
+    return max(stamps, default=0)
+
+
+def wait_until_later_second(timestamp: int) -> None:
+    """Sleep until ``int(time.time())`` exceeds ``timestamp`` (at most about one second here)."""
+    delay = timestamp + 1 - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
 class PurgeStaleEventsCallback(BaseCallback):
     """On a resume from a checkpoint at step N, hide the TensorBoard events with step > N.
 
     A process killed after its last checkpoint (SIGKILL, power loss) has logged steps that the
     resumed run logs again; TensorBoard's purge marker (``SummaryWriter(purge_step=N + 1)``) drops
-    the stale ones, so the curves run on without doubling back.
+    the stale ones, so the curves run on without doubling back. TensorBoard reads a dir's event
+    files in name order, and a name starts with a whole-second timestamp, so the new file is opened
+    only once its timestamp sorts after every older file of the dir.
     """
 
     def _on_training_start(self) -> None:
@@ -128,7 +144,9 @@ class PurgeStaleEventsCallback(BaseCallback):
         for fmt in self.model.logger.output_formats:
             if isinstance(fmt, TensorBoardOutputFormat):
                 log_dir = fmt.writer.log_dir
+                own_file = Path(fmt.writer.file_writer.event_writer._file_name)
                 fmt.writer.close()
+                wait_until_later_second(newest_event_timestamp(log_dir, exclude=own_file))
                 fmt.writer = SummaryWriter(log_dir=log_dir, purge_step=self.model.num_timesteps + 1)
 
     def _on_step(self) -> bool:

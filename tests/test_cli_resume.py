@@ -91,6 +91,12 @@ def test_resume_from_an_older_checkpoint_hides_the_stale_tensorboard_steps(tmp_p
     """A process killed after its last checkpoint logged steps that the resumed run logs again."""
     import shutil
 
+    import tensorboard.summary.writer.event_file_writer as event_file_writer
+
+    # Event file names end in a per-process counter: from 8 on, "10" sorts before "9", which put a
+    # same-second resume's file before the older ones (a CI failure); start there every time.
+    event_file_writer._global_uid._value = 8
+
     cfg = tiny_config(tmp_path, timesteps=64)
     assert run_main(["train", "--config", cfg, "--logdir", tmp_path / "runs", "--no-progress"]) == 0
     (run,) = (tmp_path / "runs").glob("*/rims/seed0")
@@ -107,3 +113,20 @@ def test_resume_from_an_older_checkpoint_hides_the_stale_tensorboard_steps(tmp_p
     steps = [e.step for e in acc.Scalars("time/fps")]
     assert old_step in steps and steps[-1] == 160
     assert steps == sorted(set(steps)), steps
+
+
+def test_a_resumed_event_file_sorts_after_a_same_second_older_one(tmp_path):
+    """TensorBoard reads event files in name order; a resume must not land before older files."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.callbacks import newest_event_timestamp, wait_until_later_second
+
+    now = int(time.time())
+    # a file from this very second whose host name sorts after any real one
+    (tmp_path / f"events.out.tfevents.{now}.zzzz.1.0").write_bytes(b"")
+    assert newest_event_timestamp(tmp_path) == now
+    wait_until_later_second(newest_event_timestamp(tmp_path))
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    writer.close()
+    names = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert names[-1].split(".")[3] > str(now) and "zzzz" not in names[-1], names

@@ -5,7 +5,8 @@ k < K, communication, no active dropout, LSTM or GRU cells. The forward runs exa
 unfused step (``RIMs._step``: identical results); the backward is the chain rule of those ops written
 out, so a step records one autograd node instead of about a hundred (at small batch the per-op
 overhead, not the arithmetic, dominated). Weight gradients of the per-step products are deferred
-to ``group._DeferredParams`` (one batched product per sequence).
+to ``group._DeferredParams`` (one batched product per sequence). With gradients off (rollouts),
+``fused_step`` runs the same forward ops without an autograd node.
 """
 from __future__ import annotations
 
@@ -16,60 +17,68 @@ _sigmoid_backward = torch.ops.aten.sigmoid_backward  # (grad, sigmoid output) ->
 _tanh_backward = torch.ops.aten.tanh_backward  # (grad, tanh output) -> grad * (1 - y^2)
 
 
+def fused_step(h: Tensor, c: Tensor | None, values: Tensor, keys: Tensor, w_state: Tensor, b_state: Tensor,
+               b_in: Tensor | None, w_comm: Tensor, w_out: Tensor, b_out: Tensor, k: int, heads: int,
+               comm_key: int, comm_value: int) -> tuple[tuple[Tensor, ...], tuple, tuple]:
+    """The forward ops of one step: ``(h_out, c_out | None, mask, probs, attention)``, and the tensors
+    the backward needs (saved, cell). Called directly (no autograd node) when gradients are off."""
+    K, B, H = h.shape
+    G = values.shape[-1]
+    lstm = c is not None
+    hq = torch.baddbmm(b_state, h, w_state)
+    gates_h, query = hq.split([G, hq.shape[-1] - G], dim=-1)
+    dkey = query.shape[-1]
+    probs = torch.sigmoid((query.view(K, B, 1, dkey) * keys[:, 0]).sum(-1, keepdim=True))  # [K, B, 1, 1]
+    activity = probs.view(K, B)
+    mask = torch.zeros(K, B, dtype=torch.bool, device=h.device).scatter_(
+        0, activity.topk(k, dim=0).indices, True)
+    m3 = mask.unsqueeze(-1)
+    p = probs.view(K, B, 1)
+    v_in = values.view(K, B, G)
+    if lstm:
+        gates = torch.addcmul(gates_h, p, v_in)
+        sig, cand = gates.split([3 * H, H], dim=-1)
+        sig = torch.sigmoid(sig)
+        i, f, o = sig.chunk(3, dim=-1)
+        g = torch.tanh(cand)
+        c_new = torch.addcmul(f * c, i, g)
+        tc = torch.tanh(c_new)
+        h_new = o * tc
+        cell: tuple = (sig, g, tc)
+    else:
+        gates_x = torch.addcmul(b_in, p, v_in)
+        x_rz, x_n = gates_x.split([2 * H, H], dim=-1)
+        h_rz, h_n = gates_h.split([2 * H, H], dim=-1)
+        rz = torch.sigmoid(x_rz + h_rz)
+        r, z = rz.chunk(2, dim=-1)
+        n = torch.tanh(torch.addcmul(x_n, r, h_n))
+        diff = h - n
+        h_new = torch.addcmul(n, z, diff)
+        cell = (rz, n, diff, h_n)
+    qkv = torch.bmm(h_new, w_comm).view(K, B, heads, -1)
+    q, kk, v = qkv.split([comm_key, comm_key, comm_value], dim=-1)
+    attention = torch.softmax((q.unsqueeze(1) * kk).sum(-1), dim=1)  # [Kq, Kk, B, heads]
+    read = (attention.unsqueeze(-1) * v).sum(1)  # [Kq, B, heads, value]
+    read2 = read.view(K, B, -1)
+    gate, update = torch.baddbmm(b_out, read2, w_out).split(H, dim=-1)
+    sg, tu = torch.sigmoid(gate), torch.tanh(update)
+    h_c = h_new + sg * tu
+    h_out = torch.where(m3, h_c, h)
+    c_out = torch.where(m3, c_new, c) if lstm else None
+    saved = (h, c, v_in, keys, w_state, w_comm, w_out, query, p, h_new, q, kk, v, attention, read2, sg, tu, m3)
+    return (h_out, c_out, mask, probs, attention), saved, cell
+
+
 class FusedStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, c, values, keys, w_state, b_state, b_in, w_comm, w_out, b_out, stores, k, block, heads,
                 comm_key, comm_value):
-        K, B, H = h.shape
-        G = values.shape[-1]
-        lstm = c is not None
-        hq = torch.baddbmm(b_state, h, w_state)
-        gates_h, query = hq.split([G, hq.shape[-1] - G], dim=-1)
-        dkey = query.shape[-1]
-        probs = torch.sigmoid((query.view(K, B, 1, dkey) * keys[:, 0]).sum(-1, keepdim=True))  # [K, B, 1, 1]
-        activity = probs.view(K, B)
-        mask = torch.zeros(K, B, dtype=torch.bool, device=h.device).scatter_(
-            0, activity.topk(k, dim=0).indices, True)
-        m3 = mask.unsqueeze(-1)
-        p = probs.view(K, B, 1)
-        v_in = values.view(K, B, G)
-        if lstm:
-            gates = torch.addcmul(gates_h, p, v_in)
-            sig, cand = gates.split([3 * H, H], dim=-1)
-            sig = torch.sigmoid(sig)
-            i, f, o = sig.chunk(3, dim=-1)
-            g = torch.tanh(cand)
-            c_new = torch.addcmul(f * c, i, g)
-            tc = torch.tanh(c_new)
-            h_new = o * tc
-            ctx.cell = (sig, g, tc)
-        else:
-            gates_x = torch.addcmul(b_in, p, v_in)
-            x_rz, x_n = gates_x.split([2 * H, H], dim=-1)
-            h_rz, h_n = gates_h.split([2 * H, H], dim=-1)
-            rz = torch.sigmoid(x_rz + h_rz)
-            r, z = rz.chunk(2, dim=-1)
-            n = torch.tanh(torch.addcmul(x_n, r, h_n))
-            diff = h - n
-            h_new = torch.addcmul(n, z, diff)
-            ctx.cell = (rz, n, diff, h_n)
-        qkv = torch.bmm(h_new, w_comm).view(K, B, heads, -1)
-        q, kk, v = qkv.split([comm_key, comm_key, comm_value], dim=-1)
-        attention = torch.softmax((q.unsqueeze(1) * kk).sum(-1), dim=1)  # [Kq, Kk, B, heads]
-        read = (attention.unsqueeze(-1) * v).sum(1)  # [Kq, B, heads, value]
-        read2 = read.view(K, B, -1)
-        gate, update = torch.baddbmm(b_out, read2, w_out).split(H, dim=-1)
-        sg, tu = torch.sigmoid(gate), torch.tanh(update)
-        h_c = h_new + sg * tu
-        h_out = torch.where(m3, h_c, h)
-        ctx.saved = (h, c, v_in, keys, w_state, w_comm, w_out, query, p, h_new, q, kk, v, attention, read2, sg, tu, m3)
-        ctx.stores, ctx.block, ctx.lstm = stores, block, lstm
-        ctx.mark_non_differentiable(mask, probs, attention)
-        if lstm:
-            c_out = torch.where(m3, c_new, c)
-            return h_out, c_out, mask, probs, attention
-        return h_out, None, mask, probs, attention
+        outputs, ctx.saved, ctx.cell = fused_step(h, c, values, keys, w_state, b_state, b_in, w_comm, w_out,
+                                                  b_out, k, heads, comm_key, comm_value)
+        ctx.stores, ctx.block, ctx.lstm = stores, block, c is not None
+        ctx.mark_non_differentiable(*outputs[2:])
+        return outputs
 
     @staticmethod
     def backward(ctx, dh_out, dc_out, _mask, _probs, _attention):

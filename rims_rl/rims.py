@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .attention import Communication, InputAttention
 from .config import RIMsConfig
-from .fused import FusedStep
+from .fused import FusedStep, fused_step
 from .group import StepProduct, make_cell
 
 
@@ -143,12 +143,13 @@ class RIMs(nn.Module):
 
         seq = self._prepare(x)
         block = self.config.block_inactive_grad and K > self.config.k and torch.is_grad_enabled()
+        fused = self._fused_ok(seq)
         outs, masks, probs_all, comm_all = [], [], [], []
         for t in range(T):
             if resets[t]:
                 keep, start = 1.0 - starts[t], starts[t]
                 h_state = tuple(torch.addcmul(s * keep, s0, start) for s, s0 in zip(h_state, initial))
-            h_state, mask, probs, comm_attention = self._step(h_state, seq.step_inputs(t), seq, block)
+            h_state, mask, probs, comm_attention = self._step(h_state, seq.step_inputs(t), seq, block, fused)
             outs.append(h_state[0])
             if mask is not None:
                 masks.append(mask)
@@ -187,8 +188,11 @@ class RIMs(nn.Module):
         # would make every step's backward allocate and fill a full [T, ...] gradient).
         if folded:
             # Input-to-gate pre-activations of every head's value for all steps: T x [K, B, heads, G].
-            w_in = cell.input_to_gates.weight.view(K, attn.num_heads, attn.value_size, G)
-            step_inputs = torch.einsum("tbhd,khdg->tkbhg", values.squeeze(2), w_in)
+            # One broadcast [T*B, heads*value] x [K, heads*value, G] product per head (faster than einsum).
+            heads, dv = attn.num_heads, attn.value_size
+            w_in = cell.input_to_gates.weight.view(K, heads, dv, G).transpose(0, 1)  # [heads, K, dv, G]
+            v = values.reshape(T * B, heads, dv).transpose(0, 1).unsqueeze(1)  # [heads, 1, T*B, dv]
+            step_inputs = torch.matmul(v, w_in).view(heads, K, T, B, G).permute(2, 1, 3, 0, 4)
         else:
             step_inputs = values
         b_in = None if sum_gates else cell.input_to_gates.bias
@@ -196,8 +200,8 @@ class RIMs(nn.Module):
                          comm_products)
 
     def _step(self, state: State, inputs: tuple[Tensor | None, Tensor | None, Tensor | None], seq: "_Sequence",
-              block: bool) -> tuple[State, Tensor | None, Tensor | None, Tensor | None]:
-        """One RIMs step on unit-major states [K, B, H].
+              block: bool, fused: bool = False) -> tuple[State, Tensor | None, Tensor | None, Tensor | None]:
+        """One RIMs step on unit-major states [K, B, H]; ``fused``: run it as ``rims_rl.fused`` (see _fused_ok).
 
         Returns (new state, mask [K, B] or None (all active), attention on the rows [K, B, heads, R]
         or None, communication attention [K(query), K(key), B, heads] or None).
@@ -206,8 +210,14 @@ class RIMs(nn.Module):
         K, B, _ = state[0].shape
         G = cell.gate_size
         keys, values, input_gates = inputs
-        if self._fused_ok(seq):
+        if fused:
             comm_qkv, comm_out = seq.comm_products
+            if not torch.is_grad_enabled():  # same forward ops, no autograd node
+                (h, c, mask, probs, comm_attention), _, _ = fused_step(
+                    state[0], state[1] if len(state) > 1 else None, values, keys, seq.state_product.weight,
+                    seq.state_product.bias, seq.b_in, comm_qkv.weight, comm_out.weight, comm_out.bias, cfg.k,
+                    comm.num_heads, comm.key_size, comm.value_size)
+                return ((h, c) if c is not None else (h,)), mask, probs, comm_attention
             h, c, mask, probs, comm_attention = FusedStep.apply(
                 state[0], state[1] if len(state) > 1 else None, values, keys, seq.state_product.weight,
                 seq.state_product.bias, seq.b_in, comm_qkv.weight, comm_out.weight, comm_out.bias,
@@ -254,14 +264,17 @@ class RIMs(nn.Module):
         return new, mask, probs_info, comm_attention
 
     def _fused_ok(self, seq: "_Sequence") -> bool:
-        """Whether ``FusedStep`` covers this configuration (else the general, op-by-op step runs)."""
+        """Whether the fused step (``rims_rl.fused``) covers this configuration (else the general,
+        op-by-op step runs); with gradients on, its per-step products must defer their weight grads."""
         cfg = self.config
         if not (self._fused_step and seq.folded and self.input_attention is not None
                 and self.communication is not None and cfg.selection == "null" and cfg.num_input_heads == 1
-                and cfg.k < cfg.num_units and torch.is_grad_enabled()):
+                and cfg.k < cfg.num_units):
             return False
         if self.training and (cfg.input_dropout > 0 or cfg.comm_dropout > 0):
             return False
+        if not torch.is_grad_enabled():
+            return True
         return seq.state_product.deferred and all(p.deferred for p in seq.comm_products)
 
     # ---------------------------------------------------------------- helpers

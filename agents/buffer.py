@@ -2,8 +2,8 @@
 
 The SB3 ``RolloutBuffer`` arrays are already time-major ``[n_steps, n_envs, ...]``; this subclass
 adds the core state before each step and serves minibatches made of whole sequences: each env's
-rollout, or (when more minibatches than envs are asked for) equal chunks of it that start from the
-stored state. Minibatch tensors stay time-major: ``observations [L*b, ...]`` flattened from
+rollout, or equal chunks of it that start from the stored state (when more minibatches than envs are
+asked for, or when the BPTT length is capped below ``n_steps``). Minibatch tensors stay time-major: ``observations [L*b, ...]`` flattened from
 ``[L, b, ...]``, ``episode_starts [L, b]``, ``initial_state`` a tuple of ``[b, ...]`` tensors.
 """
 from __future__ import annotations
@@ -30,15 +30,20 @@ class SequenceBatch(NamedTuple):
     initial_state: CoreState  # tuple of [b, ...]
 
 
-def chunks_per_env(n_steps: int, n_envs: int, n_minibatches: int) -> int:
-    """Smallest number of equal chunks per env rollout so that there are >= n_minibatches sequences.
+def chunks_per_env(n_steps: int, n_envs: int, n_minibatches: int, max_length: int | None = None) -> int:
+    """Smallest number of equal chunks per env rollout so that there are >= n_minibatches sequences
+    and no chunk is longer than ``max_length`` steps (None: no cap).
 
-    Raises ValueError (one line) if no divisor of n_steps gives enough sequences.
+    Raises ValueError (one line) if no divisor of n_steps gives enough sequences, or max_length < 1.
     """
     if n_minibatches < 1:
         raise ValueError(f"n_minibatches must be >= 1, got {n_minibatches}")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"bptt_length={max_length} is invalid; valid: None or an int >= 1")
     for chunks in range(1, n_steps + 1):
-        if n_steps % chunks == 0 and chunks * n_envs >= n_minibatches:
+        if n_steps % chunks == 0 and chunks * n_envs >= n_minibatches and (
+            max_length is None or n_steps // chunks <= max_length
+        ):
             return chunks
     raise ValueError(
         f"n_minibatches={n_minibatches} is more than n_steps*n_envs={n_steps * n_envs}; "
@@ -63,9 +68,10 @@ class SequenceRolloutBuffer(RolloutBuffer):
             store[self.pos] = s.detach()
         super().add(*args, **kwargs)
 
-    def sequence_minibatches(self, n_minibatches: int) -> Iterator[SequenceBatch]:
-        """Yield ``n_minibatches`` minibatches of whole sequences in random order (uses np.random)."""
-        chunks = chunks_per_env(self.buffer_size, self.n_envs, n_minibatches)
+    def sequence_minibatches(self, n_minibatches: int, max_length: int | None = None) -> Iterator[SequenceBatch]:
+        """Yield ``n_minibatches`` minibatches of whole sequences in random order (uses np.random);
+        sequences are at most ``max_length`` steps long (None: whole rollouts where possible)."""
+        chunks = chunks_per_env(self.buffer_size, self.n_envs, n_minibatches, max_length)
         length = self.buffer_size // chunks
         n_seq = chunks * self.n_envs
 

@@ -3,7 +3,8 @@
 An SB3 ``OnPolicyAlgorithm``: ``learn``, callbacks, progress bar, TensorBoard, ``save``/``load`` (zip
 incl. optimizer state) and ``predict(obs, state, episode_start)`` work as in SB3 / sb3-contrib.
 Rollouts carry the core state from step to step and store it; each update re-runs the core over
-whole sequences (BPTT over ``n_steps``), resetting at episode starts inside a sequence.
+whole sequences (BPTT over ``n_steps``, or over chunks of at most ``bptt_length`` steps that start
+from the stored rollout state), resetting at episode starts inside a sequence.
 """
 from __future__ import annotations
 
@@ -37,10 +38,15 @@ class RecurrentPPO(OnPolicyAlgorithm):
     :param core_kwargs: RIMsConfig fields (rims; dropouts default to 0) or ``{"hidden_size": H}``
         (lstm/gru, default 256); None for defaults
     :param learning_rate: float or schedule ``f(progress_remaining)``
-    :param n_steps: steps per env per rollout (the BPTT length)
+    :param n_steps: steps per env per rollout (the BPTT length unless ``bptt_length`` caps it)
     :param batch_size: samples per minibatch (overrides n_minibatches; must divide n_steps*n_envs)
     :param n_minibatches: minibatches per epoch; each holds ``n_envs / n_minibatches`` whole env
         sequences (more minibatches than envs split the sequences into equal chunks)
+    :param bptt_length: cap on the length of the update's sequences: each env rollout is split into
+        equal chunks of at most this many steps (a divisor of n_steps), each starting from the core
+        state stored during the rollout. Shorter chunks run more sequences side by side and fewer
+        sequential steps, which is faster for step-by-step cores (rims), but gradients do not cross
+        chunk boundaries. None (default): whole rollouts.
     :param n_epochs, gamma, gae_lambda, clip_range, clip_range_vf, normalize_advantage, ent_coef,
         vf_coef, max_grad_norm, target_kl: as in SB3 PPO
     :param raster_interval: log the RIMs activation raster image every this many rollouts
@@ -60,6 +66,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
         n_steps: int = 128,
         batch_size: int | None = None,
         n_minibatches: int = 4,
+        bptt_length: int | None = None,
         n_epochs: int = 4,
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
@@ -109,6 +116,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
         self.core_kwargs = dict(core_kwargs) if core_kwargs else None
         self.batch_size = batch_size
         self.n_minibatches = n_minibatches
+        self.bptt_length = bptt_length
         self.n_epochs = n_epochs
         self.clip_range = clip_range
         self.clip_range_vf = clip_range_vf
@@ -132,7 +140,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
                     f"valid: divisors of {total}"
                 )
             count = total // self.batch_size
-        chunks_per_env(self.n_steps, self.n_envs, count)  # raises ValueError if impossible
+        chunks_per_env(self.n_steps, self.n_envs, count, self.bptt_length)  # raises ValueError if impossible
         return count
 
     def _setup_model(self) -> None:
@@ -301,7 +309,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
         loss = torch.zeros(())
         continue_training = True
         for epoch in range(self.n_epochs):
-            for batch in self.rollout_buffer.sequence_minibatches(n_minibatches):
+            for batch in self.rollout_buffer.sequence_minibatches(n_minibatches, self.bptt_length):
                 loss, stats = self._minibatch_loss(batch, clip_range, clip_range_vf)
                 for key, value in stats.items():
                     history.setdefault(key, []).append(value)

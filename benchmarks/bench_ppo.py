@@ -46,10 +46,10 @@ def contrib_model(env, extractor, features_dim, normalize, shared: bool):
                                policy_kwargs=policy_kwargs, **COMMON)
 
 
-def our_model(env, core: str, features_dim: int):
+def our_model(env, core: str, features_dim: int, bptt_length: int | None = None):
     core_kwargs = {"hidden_size": 256} if core in ("lstm", "gru") else None
     return RecurrentPPO("CnnPolicy", env, core=core, core_kwargs=core_kwargs, n_minibatches=N_MINIBATCHES,
-                        policy_kwargs={"features_dim": features_dim}, **COMMON)
+                        bptt_length=bptt_length, policy_kwargs={"features_dim": features_dim}, **COMMON)
 
 
 def measure(model, iterations: int) -> tuple[float, float, float]:
@@ -72,7 +72,7 @@ def measure(model, iterations: int) -> tuple[float, float, float]:
     return steps / seconds, steps / cpu_seconds, update_seconds[0] / iterations
 
 
-def run(name: str, iterations: int, cores: list[str], with_shared: bool) -> None:
+def run(name: str, iterations: int, cores: list[str], with_shared: bool, bptt_lengths: list[int]) -> None:
     env_id, extractor, features_dim, normalize = ENVS[name]
     env = make_vec_env(env_id, n_envs=N_ENVS, seed=0)
     runs: list[tuple[str, Callable]] = [
@@ -80,7 +80,10 @@ def run(name: str, iterations: int, cores: list[str], with_shared: bool) -> None
     ]
     if with_shared:
         runs.append(("sb3-contrib CnnLstm shared_lstm", lambda: contrib_model(env, extractor, features_dim, normalize, True)))
-    runs += [(f"ours core={core}", (lambda c=core: our_model(env, c, features_dim))) for core in cores]
+    for core in cores:
+        for length in bptt_lengths if core != "none" else [N_STEPS]:
+            label = f"ours core={core}" + (f" bptt={length}" if length < N_STEPS else "")
+            runs.append((label, lambda c=core, n=length: our_model(env, c, features_dim, n)))
     baseline = cpu_baseline = update_baseline = None
     print(f"{env_id}: {N_ENVS} envs x {N_STEPS} steps, {N_EPOCHS} epochs, {N_MINIBATCHES} minibatches, "
           f"{iterations} timed iterations, {torch.get_num_threads()} threads", flush=True)
@@ -100,12 +103,14 @@ def main() -> None:
     parser.add_argument("--cores", nargs="+", default=["lstm", "gru", "rims", "none"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=None, help="timed iterations on DoorKey")
+    parser.add_argument("--bptt-lengths", type=int, nargs="+", default=[N_STEPS, 16],
+                        help=f"bptt_length values for our recurrent cores ({N_STEPS} = whole rollouts)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
-    run("doorkey", args.iterations or (2 if args.quick else 4), args.cores, with_shared=not args.quick)
+    run("doorkey", args.iterations or (2 if args.quick else 4), args.cores, not args.quick, args.bptt_lengths)
     if not args.quick:
-        run("breakout", 1, [c for c in args.cores if c != "gru"], with_shared=False)
+        run("breakout", 1, [c for c in args.cores if c != "gru"], False, args.bptt_lengths)
 
 
 if __name__ == "__main__":

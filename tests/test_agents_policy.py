@@ -111,13 +111,17 @@ def test_save_load_round_trip_gives_identical_predictions(core, tmp_path):
 
 
 @pytest.mark.parametrize("core", ["rims", "lstm", "gru", "none"])
-def test_update_reruns_the_rollout_exactly(core):
-    # 4 minibatches from 2 envs: sequences are split into chunks that start from stored states.
-    model = tiny_model(core, n_steps=32, n_minibatches=4)
+@pytest.mark.parametrize("bptt_length", [None, 8])
+def test_update_reruns_the_rollout_exactly(core, bptt_length):
+    # 4 minibatches from 2 envs: sequences are split into chunks that start from stored states;
+    # bptt_length=8 cuts them further into 8 chunks of 8 steps (2 per minibatch).
+    model = tiny_model(core, n_steps=32, n_minibatches=4, bptt_length=bptt_length)
     collect(model)
     collect(model)
     assert model.rollout_buffer.episode_starts[1:].sum() > 0  # resets inside the sequences
-    for batch in model.rollout_buffer.sequence_minibatches(4):
+    expected_length = 16 if bptt_length is None else bptt_length
+    for batch in model.rollout_buffer.sequence_minibatches(4, bptt_length):
+        assert batch.episode_starts.shape == (expected_length, 64 // expected_length // 4)
         with torch.no_grad():
             values, log_prob, _ = model.policy.evaluate_actions(
                 batch.observations, batch.actions.long().flatten(), batch.initial_state, batch.episode_starts

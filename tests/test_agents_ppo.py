@@ -92,6 +92,20 @@ def test_minibatch_options_are_validated():
     model = tiny_model("lstm", batch_size=8)  # 4 minibatches: chunks of 8 steps
     assert model._minibatch_count() == 4
     model.learn(64)
+    with pytest.raises(ValueError, match="bptt_length=0"):
+        tiny_model("none", bptt_length=0)
+
+
+def test_bptt_length_caps_the_update_sequences():
+    from agents.buffer import chunks_per_env
+
+    assert chunks_per_env(128, 8, 4) == 1  # whole rollouts
+    assert chunks_per_env(128, 8, 4, max_length=32) == 4
+    assert chunks_per_env(128, 8, 4, max_length=50) == 4  # the largest divisor of 128 not above 50
+    assert chunks_per_env(128, 2, 4, max_length=128) == 2  # more minibatches than envs still split
+    model = tiny_model("rims", n_steps=16, bptt_length=4)
+    model.learn(64)  # trains with 8 chunks of 4 steps per rollout
+    assert model.bptt_length == 4
 
 
 @pytest.mark.filterwarnings("ignore::tqdm.TqdmExperimentalWarning")

@@ -38,8 +38,8 @@ def chunks_per_env(n_steps: int, n_envs: int, n_minibatches: int, max_length: in
     """
     if n_minibatches < 1:
         raise ValueError(f"n_minibatches must be >= 1, got {n_minibatches}")
-    if max_length is not None and max_length < 1:
-        raise ValueError(f"bptt_length={max_length} is invalid; valid: None or an int >= 1")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"bptt_length={max_length!r} is invalid; valid: None or an int >= 1")
     for chunks in range(1, n_steps + 1):
         if n_steps % chunks == 0 and chunks * n_envs >= n_minibatches and (
             max_length is None or n_steps // chunks <= max_length

@@ -94,6 +94,8 @@ def test_minibatch_options_are_validated():
     model.learn(64)
     with pytest.raises(ValueError, match="bptt_length=0"):
         tiny_model("none", bptt_length=0)
+    with pytest.raises(ValueError, match="bptt_length='abc'"):
+        tiny_model("none", bptt_length="abc")
 
 
 def test_bptt_length_caps_the_update_sequences():

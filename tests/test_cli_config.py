@@ -27,7 +27,7 @@ def test_atari_preset_is_the_papers_setting():
     assert rims["input_dropout"] == rims["comm_dropout"] == 0.0
     ppo = cfg["ppo"]
     assert ppo == {"learning_rate": 2.5e-4, "lr_schedule": "linear", "n_steps": 128, "n_minibatches": 4,
-                   "n_epochs": 4, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.1, "ent_coef": 0.01,
+                   "bptt_length": None, "n_epochs": 4, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.1, "ent_coef": 0.01,
                    "vf_coef": 0.5, "max_grad_norm": 0.5}
     assert cfg["n_envs"] == 8
 

@@ -28,6 +28,7 @@ def _check_one_line_error(code, capsys, words):
     (["train", "--set", "ppo.lr=1"], ["ppo.lr", "learning_rate"]),
     (["train", "--set", "timesteps=many"], ["timesteps", "integer", "many"]),
     (["train", "--set", "cores.rims.k=9"], ["k=9"]),
+    (["train", "--set", "ppo.bptt_length=abc"], ["bptt_length", "abc"]),
     (["train", "--timesteps", "0"], ["timesteps", "0"]),
     (["demo", "--shifts", "sparkles"], ["sparkles", "distractors"]),
     (["presets", "nope"], ["nope"]),

@@ -1,6 +1,7 @@
 """Env throughput (steps/s of all sub-envs) of envs.make_vec_env, against SB3 and against no shift.
 
     python benchmarks/bench_envs.py            # Atari 8 envs (ours vs SB3) + every shift, MiniGrid 8 envs + every shift
+    python benchmarks/bench_envs.py --only minigrid   # MiniGrid part only, with MiniGrid's own obs path vs ours
     python benchmarks/bench_envs.py --quick    # fewer steps (a smoke run)
     python benchmarks/bench_envs.py --learn 100000   # PPO learnability check of DEFAULT_ENV_ID
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -49,22 +52,23 @@ def timed(venv, actions: np.ndarray) -> tuple[float, float]:
     return actions.size / (time.perf_counter() - wall), actions.size / max(cpu_seconds(venv) - cpu, 1e-9)
 
 
-def interleaved(factories: dict, vec_steps: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """Best-of-`rounds` (steps/s, steps per CPU-s) per config; every round times each config once,
-    in turn, so that load from other processes on the shared CPU hits all configs alike."""
+def interleaved(factories: dict, vec_steps: int, rounds: int,
+                reduce: Callable[[Iterable[float]], float] = max) -> dict[str, tuple[float, float]]:
+    """Best-of-`rounds` (or reduce-of-rounds, e.g. statistics.median) (steps/s, steps per CPU-s) per config;
+    every round times each config once, in turn, so that load from other processes on the shared CPU hits
+    all configs alike."""
     venvs = {label: make() for label, make in factories.items()}
     rng = np.random.default_rng(0)
-    best = {label: (0.0, 0.0) for label in venvs}
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in venvs}
     for venv in venvs.values():
         venv.reset()
     for _ in range(rounds):
         for label, venv in venvs.items():
             actions = rng.integers(0, venv.action_space.n, (vec_steps, venv.num_envs))
-            wall, cpu = timed(venv, actions)
-            best[label] = (max(best[label][0], wall), max(best[label][1], cpu))
+            runs[label].append(timed(venv, actions))
     for venv in venvs.values():
         venv.close()
-    return best
+    return {label: (reduce(w for w, _ in r), reduce(c for _, c in r)) for label, r in runs.items()}
 
 
 def sb3_atari(n_envs: int):
@@ -109,6 +113,48 @@ def bench_minigrid(n_envs: int, vec_steps: int, rounds: int) -> None:
     for label, (wall, cpu) in fps.items():
         name = "no shift" if label == "none" else f"shift {label}={SHIFT_LEVEL}"
         print(f"  {name:26s} {wall:6.0f}   {wall / fps['none'][0]:.2f}x none    {cpu:8.0f}     {cpu / fps['none'][1]:.2f}x none")
+
+
+def gen_obs_micros(venv, vec_steps: int) -> tuple[float, float]:
+    """(MiniGrid's gen_obs, ours) microseconds per call, both timed on the same states of a random rollout."""
+    from minigrid.minigrid_env import MiniGridEnv
+
+    rng, slow, fast = np.random.default_rng(1), 0.0, 0.0
+    venv.reset()
+    for _ in range(vec_steps):
+        venv.step(rng.integers(0, venv.action_space.n, venv.num_envs))
+        for env in venv.envs:
+            base = env.unwrapped
+            start = time.perf_counter()
+            MiniGridEnv.gen_obs(base)
+            middle = time.perf_counter()
+            base.gen_obs()
+            slow, fast = slow + middle - start, fast + time.perf_counter() - middle
+    calls = vec_steps * venv.num_envs
+    return slow / calls * 1e6, fast / calls * 1e6
+
+
+def bench_minigrid_obs(n_envs: int, vec_steps: int, rounds: int) -> None:
+    """MiniGrid's own observation path against ours (FastSymbolicObs, IntActions) on DoorKey-8x8."""
+    from envs.minigrid import make_minigrid_vec_env
+
+    env_id = "MiniGrid-DoorKey-8x8-v0"
+    print(f"MiniGrid {env_id}, {n_envs} envs (DummyVecEnv), {vec_steps} steps per timing, "
+          f"median of {rounds} interleaved rounds")
+    factories = {
+        "minigrid": lambda: make_minigrid_vec_env(env_id, n_envs, 0, {}, fast_obs=False, int_actions=False),
+        "fast_obs": lambda: make_minigrid_vec_env(env_id, n_envs, 0, {}, int_actions=False),
+        "ours": lambda: make_minigrid_vec_env(env_id, n_envs, 0, {}),
+    }
+    names = {"minigrid": "MiniGrid gen_obs, np.int64 actions", "fast_obs": "FastSymbolicObs only",
+             "ours": "ours: FastSymbolicObs + IntActions"}
+    fps = interleaved(factories, vec_steps, rounds, reduce=statistics.median)
+    print("  config                               steps/s  ratio (wall)      steps/CPU-s  ratio (CPU)")
+    for label, (wall, cpu) in fps.items():
+        print(f"  {names[label]:36s} {wall:6.0f}   {wall / fps['minigrid'][0]:.2f}x minigrid  {cpu:8.0f}     "
+              f"{cpu / fps['minigrid'][1]:.2f}x minigrid")
+    slow, fast = gen_obs_micros(factories["ours"](), vec_steps)
+    print(f"  gen_obs per call: MiniGrid {slow:.1f} us, ours {fast:.1f} us ({slow / fast:.1f}x)")
 
 
 def grid_cnn_class():
@@ -192,6 +238,7 @@ def main() -> None:
         bench_atari(args.n_envs, 50 if args.quick else 300, rounds)
     if args.only in (None, "minigrid"):
         bench_minigrid(args.n_envs, 100 if args.quick else 500, rounds)
+        bench_minigrid_obs(args.n_envs, 100 if args.quick else 500, rounds)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Prints the mean return every 10 rollouts and the first step at which the thresho
 
     python benchmarks/learn_doorkey.py                          # rims and lstm, full budget
     python benchmarks/learn_doorkey.py --cores lstm --steps 50000
+    python benchmarks/learn_doorkey.py --cores rims --bptt-length 16   # chunked BPTT (faster)
 """
 from __future__ import annotations
 
@@ -56,11 +57,11 @@ class Progress(BaseCallback):
             print(f"    steps={self.num_timesteps:7d} mean_return={value:.3f}", flush=True)
 
 
-def train(core: str, steps: int, seed: int) -> tuple[float, int | None, float]:
+def train(core: str, steps: int, seed: int, bptt_length: int | None = None) -> tuple[float, int | None, float]:
     """(final mean return of the last 100 episodes, first step at threshold or None, seconds)."""
     env = make_vec_env(ENV_ID, n_envs=8, seed=seed)
     model = RecurrentPPO("CnnPolicy", env, core=core, core_kwargs=CORE_KWARGS[core], seed=seed,
-                         policy_kwargs={"features_dim": 128}, **HYPERPARAMETERS)
+                         bptt_length=bptt_length, policy_kwargs={"features_dim": 128}, **HYPERPARAMETERS)
     progress = Progress()
     start = time.time()
     model.learn(steps, callback=progress)
@@ -73,14 +74,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bptt-length", type=int, default=None, help="cap on the update's sequence length")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     print(f"{ENV_ID}: threshold {THRESHOLD} mean return (last 100 episodes) within {args.steps} steps, "
-          f"8 envs x 128 steps, {args.threads} threads", flush=True)
+          f"8 envs x 128 steps, bptt_length={args.bptt_length}, {args.threads} threads", flush=True)
     for core in args.cores:
         for seed in args.seeds:
-            final, reached, seconds = train(core, args.steps, seed)
+            final, reached, seconds = train(core, args.steps, seed, args.bptt_length)
             verdict = f"PASS at {reached} steps" if reached is not None else "below"
             print(f"core={core:5s} seed={seed} final_mean_return={final:.3f} {verdict} ({seconds:.0f} s)", flush=True)
 

@@ -2,8 +2,9 @@
 
 Same env, hyperparameters and feature CNN for everyone: 8 envs x 128 steps, 4 epochs, 4 minibatches
 (sb3-contrib: batch_size 256), Adam 2.5e-4. sb3-contrib runs its CnnLstmPolicy with an LSTM of 256
-units (its default: separate actor and critic LSTMs; also shown with shared_lstm=True); our lstm/gru
-have 256 units, rims uses RIMsConfig defaults (K=6, k=4, H=64). MiniGrid uses the small grid CNN
+units (its default: separate actor and critic LSTMs; also shown with shared_lstm=True), and with an
+LSTM of K*H = 384 units as the same-width baseline of rims; our lstm/gru have 256 units, rims uses
+RIMsConfig defaults (K=6, k=4, H=64). MiniGrid uses the small grid CNN
 (agents.extractors.GridCNNExtractor, no /255), Breakout the NatureCNN. fps = env steps / wall
 seconds of ``learn`` after one warm-up iteration (rollouts + updates); cpu_fps = env steps / CPU seconds
 of this process (less sensitive to other jobs on a shared machine; threads add up); update = wall
@@ -25,6 +26,7 @@ from sb3_contrib import RecurrentPPO as ContribRecurrentPPO
 
 from agents import RecurrentPPO
 from agents.extractors import GridCNNExtractor, NatureCNNExtractor
+from rims_rl import RIMsConfig
 from envs import make_vec_env
 
 N_ENVS, N_STEPS, N_EPOCHS, N_MINIBATCHES = 8, 128, 4, 4
@@ -36,10 +38,10 @@ ENVS = {
 }
 
 
-def contrib_model(env, extractor, features_dim, normalize, shared: bool):
+def contrib_model(env, extractor, features_dim, normalize, shared: bool, width: int = 256):
     policy_kwargs = dict(
         features_extractor_class=extractor, features_extractor_kwargs={"features_dim": features_dim},
-        normalize_images=normalize, net_arch=[], lstm_hidden_size=256, shared_lstm=shared,
+        normalize_images=normalize, net_arch=[], lstm_hidden_size=width, shared_lstm=shared,
         enable_critic_lstm=not shared,
     )
     return ContribRecurrentPPO("CnnLstmPolicy", env, batch_size=N_ENVS * N_STEPS // N_MINIBATCHES,
@@ -73,26 +75,38 @@ def measure(model, iterations: int) -> tuple[float, float, float]:
 
 
 def run(name: str, iterations: int, cores: list[str], with_shared: bool, bptt_lengths: list[int]) -> None:
+    """One line per model: fps, cpu_fps and update time, each as a ratio to the sb3-contrib run with
+    an LSTM of the same width (256 for lstm/gru/none; K*H for rims, which also shows fps vs LSTM-256)."""
     env_id, extractor, features_dim, normalize = ENVS[name]
     env = make_vec_env(env_id, n_envs=N_ENVS, seed=0)
-    runs: list[tuple[str, Callable]] = [
-        ("sb3-contrib CnnLstm (actor+critic LSTMs)", lambda: contrib_model(env, extractor, features_dim, normalize, False))
-    ]
+    rims_width = RIMsConfig().num_units * RIMsConfig().unit_size
+
+    def contrib(width: int, shared: bool = False) -> Callable:
+        return lambda: contrib_model(env, extractor, features_dim, normalize, shared, width)
+
+    # (label, builder, width it is compared with, True if it is the baseline of that width)
+    runs: list[tuple[str, Callable, int, bool]] = [("sb3-contrib CnnLstm (actor+critic LSTMs)", contrib(256), 256, True)]
+    if "rims" in cores:
+        runs.append((f"sb3-contrib CnnLstm LSTM-{rims_width}", contrib(rims_width), rims_width, True))
     if with_shared:
-        runs.append(("sb3-contrib CnnLstm shared_lstm", lambda: contrib_model(env, extractor, features_dim, normalize, True)))
+        runs.append(("sb3-contrib CnnLstm shared_lstm", contrib(256, shared=True), 256, False))
     for core in cores:
         for length in bptt_lengths if core != "none" else [N_STEPS]:
             label = f"ours core={core}" + (f" bptt={length}" if length < N_STEPS else "")
-            runs.append((label, lambda c=core, n=length: our_model(env, c, features_dim, n)))
-    baseline = cpu_baseline = update_baseline = None
+            width = rims_width if core == "rims" else 256
+            runs.append((label, lambda c=core, n=length: our_model(env, c, features_dim, n), width, False))
     print(f"{env_id}: {N_ENVS} envs x {N_STEPS} steps, {N_EPOCHS} epochs, {N_MINIBATCHES} minibatches, "
-          f"{iterations} timed iterations, {torch.get_num_threads()} threads", flush=True)
-    for label, build in runs:
-        fps, cpu_fps, update = measure(build(), iterations)
-        baseline, cpu_baseline = baseline or fps, cpu_baseline or cpu_fps
-        update_baseline = update_baseline or update
-        print(f"  {label:40s} fps={fps:6.1f} ({fps / baseline:4.2f}x)  cpu_fps={cpu_fps:6.1f} "
-              f"({cpu_fps / cpu_baseline:4.2f}x)  update={update:5.2f} s ({update_baseline / update:4.2f}x)",
+          f"{iterations} timed iterations, {torch.get_num_threads()} threads; ratios against the "
+          f"sb3-contrib run of the same width", flush=True)
+    baselines: dict[int, tuple[float, float, float]] = {}
+    for label, build, width, is_baseline in runs:
+        result = measure(build(), iterations)
+        if is_baseline:
+            baselines[width] = result
+        (fps, cpu_fps, update), (base_fps, base_cpu, base_update) = result, baselines[width]
+        extra = f"  fps vs LSTM-256 {fps / baselines[256][0]:4.2f}x" if width != 256 else ""
+        print(f"  {label:40s} fps={fps:6.1f} ({fps / base_fps:4.2f}x)  cpu_fps={cpu_fps:6.1f} "
+              f"({cpu_fps / base_cpu:4.2f}x)  update={update:5.2f} s ({base_update / update:4.2f}x){extra}",
               flush=True)
     env.close()
 

@@ -3,8 +3,9 @@
 The SB3 ``RolloutBuffer`` arrays are already time-major ``[n_steps, n_envs, ...]``; this subclass
 adds the core state before each step and serves minibatches made of whole sequences: each env's
 rollout, or equal chunks of it that start from the stored state (when more minibatches than envs are
-asked for, or when the BPTT length is capped below ``n_steps``). Minibatch tensors stay time-major: ``observations [L*b, ...]`` flattened from
-``[L, b, ...]``, ``episode_starts [L, b]``, ``initial_state`` a tuple of ``[b, ...]`` tensors.
+asked for, or when the BPTT length is capped below ``n_steps``). Minibatch tensors stay time-major:
+``observations [L*b, ...]`` flattened from ``[L, b, ...]``, ``episode_starts [L, b]``,
+``initial_state`` a tuple of ``[b, ...]`` tensors.
 """
 from __future__ import annotations
 

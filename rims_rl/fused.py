@@ -70,6 +70,7 @@ def fused_step(h: Tensor, c: Tensor | None, values: Tensor, keys: Tensor, w_stat
 
 
 class FusedStep(torch.autograd.Function):
+    """``fused_step`` as one autograd node; ``backward`` is its chain rule written out by hand."""
 
     @staticmethod
     def forward(ctx, h, c, values, keys, w_state, b_state, b_in, w_comm, w_out, b_out, stores, k, block, heads,

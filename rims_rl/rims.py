@@ -212,17 +212,14 @@ class RIMs(nn.Module):
         keys, values, input_gates = inputs
         if fused:
             comm_qkv, comm_out = seq.comm_products
-            if not torch.is_grad_enabled():  # same forward ops, no autograd node
-                (h, c, mask, probs, comm_attention), _, _ = fused_step(
-                    state[0], state[1] if len(state) > 1 else None, values, keys, seq.state_product.weight,
-                    seq.state_product.bias, seq.b_in, comm_qkv.weight, comm_out.weight, comm_out.bias, cfg.k,
-                    comm.num_heads, comm.key_size, comm.value_size)
-                return ((h, c) if c is not None else (h,)), mask, probs, comm_attention
-            h, c, mask, probs, comm_attention = FusedStep.apply(
-                state[0], state[1] if len(state) > 1 else None, values, keys, seq.state_product.weight,
-                seq.state_product.bias, seq.b_in, comm_qkv.weight, comm_out.weight, comm_out.bias,
-                (seq.state_product.store, comm_qkv.store, comm_out.store), cfg.k, block, comm.num_heads,
-                comm.key_size, comm.value_size)
+            tensors = (state[0], state[1] if len(state) > 1 else None, values, keys, seq.state_product.weight,
+                       seq.state_product.bias, seq.b_in, comm_qkv.weight, comm_out.weight, comm_out.bias)
+            sizes = (comm.num_heads, comm.key_size, comm.value_size)
+            if torch.is_grad_enabled():
+                stores = (seq.state_product.store, comm_qkv.store, comm_out.store)
+                h, c, mask, probs, comm_attention = FusedStep.apply(*tensors, stores, cfg.k, block, *sizes)
+            else:  # the same forward ops, without an autograd node
+                (h, c, mask, probs, comm_attention), _, _ = fused_step(*tensors, cfg.k, *sizes)
             return ((h, c) if c is not None else (h,)), mask, probs, comm_attention
         hq = seq.state_product(state[0])
         mask = mask3 = probs_info = None

@@ -45,10 +45,11 @@ class FloorNoise(gym.Wrapper):
 
     def step(self, action: int):
         base = self.env.unwrapped
+        if action != base.actions.drop or base.carrying is None:  # only a drop treats floors differently
+            return self.env.step(action)
         front = tuple(int(v) for v in base.front_pos)
         tile = None
-        if action == base.actions.drop and base.carrying is not None and 0 <= front[0] < base.width \
-                and 0 <= front[1] < base.height and isinstance(base.grid.get(*front), Floor):
+        if 0 <= front[0] < base.width and 0 <= front[1] < base.height and isinstance(base.grid.get(*front), Floor):
             tile = base.grid.get(*front)
             base.grid.set(*front, None)
         result = self.env.step(action)

@@ -115,9 +115,8 @@ class CheckpointCallback(BaseCallback):
 
 def newest_event_timestamp(log_dir: str | Path, exclude: Path | None = None) -> int:
     """The largest whole-second timestamp in the names of ``log_dir``'s TensorBoard event files."""
-    stamps = [int(p.name.split(".")[3]) for p in Path(log_dir).glob("events.out.tfevents.*")
-              if p != exclude and p.name.split(".")[3].isdigit()]
-    return max(stamps, default=0)
+    fields = (p.name.split(".")[3] for p in Path(log_dir).glob("events.out.tfevents.*") if p != exclude)
+    return max((int(f) for f in fields if f.isdigit()), default=0)
 
 
 def wait_until_later_second(timestamp: int) -> None:

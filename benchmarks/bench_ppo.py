@@ -79,7 +79,8 @@ def run(name: str, iterations: int, cores: list[str], with_shared: bool, bptt_le
     an LSTM of the same width (256 for lstm/gru/none; K*H for rims, which also shows fps vs LSTM-256)."""
     env_id, extractor, features_dim, normalize = ENVS[name]
     env = make_vec_env(env_id, n_envs=N_ENVS, seed=0)
-    rims_width = RIMsConfig().num_units * RIMsConfig().unit_size
+    rims_config = RIMsConfig()
+    rims_width = rims_config.num_units * rims_config.unit_size
 
     def contrib(width: int, shared: bool = False) -> Callable:
         return lambda: contrib_model(env, extractor, features_dim, normalize, shared, width)

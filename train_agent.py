@@ -2,7 +2,7 @@
 
 With no arguments it runs the main job (``demo``): a small RIMs agent and an LSTM agent on the
 built-in MiniGrid/BabyAI distractor task, evaluated across the distractor ladder and compared.
-This file only parses arguments; the work is done in ``agents.experiment``.
+This file only parses arguments; the work is done in ``agents.experiments.commands``.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import textwrap
 from typing import Sequence
 
-from agents.config import CORES, DEFAULT_PRESET, UserError, get_value, list_presets, load_preset
+from agents.experiments.config import CORES, DEFAULT_PRESET, UserError, get_value, list_presets, load_preset
 
 PROG = "rims-rl"
 
@@ -130,10 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> None:
-    from agents import experiment
+    from agents.experiments import commands as experiment
+    from agents.experiments.train import train
 
     if args.command == "train":
-        experiment.train(
+        train(
             config=args.config, overrides=args.overrides, cores=args.core, seeds=args.seed, logdir=args.logdir,
             resume=args.resume, progress=not args.no_progress, env=args.env, timesteps=args.timesteps,
             n_envs=args.n_envs, shifts=args.shifts, checkpoint_freq=args.checkpoint_freq,
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help()
         return 2
-    from agents.experiment import Interrupted, TrainingDiverged
+    from agents.experiments.train import Interrupted, TrainingDiverged
 
     try:
         _dispatch(args)

@@ -1,6 +1,6 @@
 """Recurrent PPO on Stable-Baselines3 with a pluggable core: rims, lstm, gru or none (feed-forward).
 
-The public names are imported lazily (PEP 562), so that ``import agents.config`` (the command line's
+The public names are imported lazily (PEP 562), so that ``import agents.experiments.config`` (the command line's
 argument parsing and its one-line errors) does not pay for importing torch and SB3.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from agents.config import UserError, apply_overrides, list_presets, load_config, load_preset
+from agents.experiments.config import UserError, apply_overrides, list_presets, load_config, load_preset
 
 
 def test_presets_exist_and_share_one_schema():
@@ -106,7 +106,7 @@ def test_every_preset_builds_a_model(preset, tmp_path):
     """Every key of every preset is accepted by the env factory, the core and RecurrentPPO."""
     from envs import make_vec_env
 
-    from agents.experiment import build_model, resolve_config
+    from agents.experiments.train import build_model, resolve_config
 
     cfg = resolve_config(preset, ["n_envs=4"])
     env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=0)

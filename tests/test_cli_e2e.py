@@ -9,9 +9,9 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.config import load_preset
-from agents.record import ROW_HEIGHT
-from agents.runs import read_num_timesteps
+from agents.experiments.config import load_preset
+from agents.experiments.record import ROW_HEIGHT
+from agents.experiments.runs import read_num_timesteps
 from cli_tiny import run_main, tiny_config
 
 
@@ -135,7 +135,7 @@ def test_help_shows_defaults(command, capsys):
 
 
 def test_no_arguments_runs_the_demo_with_its_defaults(monkeypatch):
-    from agents import experiment
+    from agents.experiments import commands as experiment
 
     calls = []
     monkeypatch.setattr(experiment, "demo", lambda **kw: calls.append(kw))

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from agents.runs import atomic_save
+from agents.experiments.runs import atomic_save
 from cli_tiny import run_main, run_script, tiny_config
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.runs import CHECKPOINT, read_num_timesteps
+from agents.experiments.runs import CHECKPOINT, read_num_timesteps
 from cli_tiny import popen, run_main, tiny_config
 
 
@@ -119,7 +119,7 @@ def test_a_resumed_event_file_sorts_after_a_same_second_older_one(tmp_path):
     """TensorBoard reads event files in name order; a resume must not land before older files."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from agents.callbacks import newest_event_timestamp, wait_until_later_second
+    from agents.experiments.callbacks import newest_event_timestamp, wait_until_later_second
 
     now = int(time.time())
     # a file from this very second whose host name sorts after any real one

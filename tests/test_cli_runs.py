@@ -6,12 +6,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from agents.compare import stratified_bootstrap_ci
-from agents.config import UserError
-from agents.evaluation import Result, Setting, add_retention, summarize, write_results, RESULT_COLUMNS
-from agents.plots import plot_compare, plot_returns_vs_level
-from agents.record import ROW_HEIGHT, activation_strip, compose_frame, write_video
-from agents.runs import (atomic_save, find_run_dirs, read_num_timesteps, refuse_existing, resolve_model_path,
+from agents.experiments.compare import stratified_bootstrap_ci
+from agents.experiments.config import UserError
+from agents.experiments.evaluation import Result, Setting, add_retention, summarize, write_results, RESULT_COLUMNS
+from agents.experiments.plots import plot_compare, plot_returns_vs_level
+from agents.experiments.record import ROW_HEIGHT, activation_strip, compose_frame, write_video
+from agents.experiments.runs import (atomic_save, find_run_dirs, read_num_timesteps, refuse_existing, resolve_model_path,
                          run_dir_for)
 
 
@@ -149,8 +149,8 @@ def test_write_gif(tmp_path):
 def test_sigterm_is_caught_once_then_interrupts():
     import signal
 
-    from agents.callbacks import GracefulStop
-    from agents.experiment import Interrupted
+    from agents.experiments.callbacks import GracefulStop
+    from agents.experiments.train import Interrupted
 
     handler_before = signal.getsignal(signal.SIGTERM)
     with GracefulStop() as stop:

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from agents.config import UserError, read_config_file
+from agents.experiments.config import UserError, read_config_file
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT = Path("checkpoints") / "last.zip"

@@ -22,9 +22,9 @@ import numpy as np
 from rliable.metrics import aggregate_iqm
 from scipy.stats import trim_mean
 
-from agents.config import UserError
-from agents.evaluation import format_number, read_results, table_console, write_csv_json
-from agents.runs import EVAL_DIR, read_run_config
+from agents.experiments.config import UserError
+from agents.experiments.evaluation import format_number, read_results, table_console, write_csv_json
+from agents.experiments.runs import EVAL_DIR, read_run_config
 
 COMPARE_COLUMNS = (
     "env", "core", "shift", "runs", "level", "tasks", "iqm_return", "ci95_low", "ci95_high",

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from agents.config import UserError
+from agents.experiments.config import UserError
 
 RESULT_COLUMNS = (
     "env", "shift", "level", "episodes", "mean_return", "std_return", "ci95_low", "ci95_high", "retention",

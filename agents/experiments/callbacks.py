@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.runs import BEST_MODEL, CHECKPOINT, atomic_save
+from agents.experiments.runs import BEST_MODEL, CHECKPOINT, atomic_save
 
 
 def recent_mean_return(model) -> float | None:
@@ -208,7 +208,7 @@ class PeriodicEvalCallback(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self.freq <= 0 or self.model.num_timesteps - self._last < self.freq:
             return
-        from agents.evaluation import EVAL_THREADS, run_episodes, torch_threads
+        from agents.experiments.evaluation import EVAL_THREADS, run_episodes, torch_threads
 
         self._last = self.model.num_timesteps
         with torch_threads(EVAL_THREADS):

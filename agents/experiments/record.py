@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.config import UserError
+from agents.experiments.config import UserError
 
 STRIP_STEPS = 48
 ROW_HEIGHT = 12

@@ -1,6 +1,6 @@
 """Experiment configs: presets, YAML files and type-checked ``key=value`` overrides.
 
-A config is a nested dict with the schema of ``agents/presets/minigrid.yaml``. A preset is named
+A config is a nested dict with the schema of ``agents/experiments/presets/minigrid.yaml``. A preset is named
 by its file stem (``atari``, ``minigrid``, ``demo``); a user YAML file is read as overrides on top
 of the preset named by its ``base:`` key (default ``minigrid``), so it may hold only the keys it
 changes. Every override is checked against the preset: unknown keys and values of the wrong type
@@ -25,7 +25,7 @@ class UserError(ValueError):
 
 
 def list_presets() -> list[str]:
-    """Names of the built-in presets (file stems in ``agents/presets``), sorted."""
+    """Names of the built-in presets (file stems in ``agents/experiments/presets``), sorted."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 

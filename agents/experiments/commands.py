@@ -1,0 +1,215 @@
+"""The experiment commands behind ``train_agent.py`` besides ``train``: evaluate, compare, demo, presets, record.
+
+Each function validates its input first (UserError, one line) and only then creates files, so a
+bad flag never leaves a half-made run dir behind.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from agents.experiments.config import UserError
+from agents.experiments.evaluation import (EVAL_THREADS, Result, evaluate_model, log_results_to_tensorboard,
+                                           print_results_table, sweep_settings, torch_threads, write_results)
+from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, FINAL_MODEL, TB_DIR, find_run_dirs, is_run_dir,
+                                     load_model, read_run_config, resolve_model_path, run_dir_for)
+from agents.experiments.train import EVAL_SEED, _run_config, resolve_config, train_run
+
+# ---------------------------------------------------------------- evaluation
+
+def evaluate(
+    model: str | os.PathLike,
+    shifts: Sequence[str] | str | None = None,
+    episodes: int = 20,
+    seed: int = EVAL_SEED,
+    deterministic: bool = False,
+    out: str | os.PathLike | None = None,
+    env: str | None = None,
+    n_envs: int = 4,
+    quiet: bool = False,
+) -> list[Result]:
+    """The ``evaluate`` command: sweep shift settings, write results.csv/json, a plot and TB scalars.
+
+    ``model``: a model file or a run dir. Outputs go to ``out`` (default ``<run>/eval``); the TB
+    scalars to ``<run>/tb/eval`` (or ``<out>/tb``).
+    """
+    from stable_baselines3.common.utils import set_random_seed
+
+    from agents.experiments.plots import plot_returns_vs_level
+
+    model_file, run_dir = resolve_model_path(model)
+    if env is None:
+        if run_dir is None:
+            raise UserError(f"--env is required: {model_file} does not lie in a run dir with {CONFIG_FILE}")
+        env = read_run_config(run_dir)["env"]
+    if episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    settings = sweep_settings(env, shifts)
+    agent = load_model(model_file)
+    out_dir = Path(out) if out is not None else (run_dir / EVAL_DIR if run_dir else model_file.parent / EVAL_DIR)
+    tb_dir = run_dir / TB_DIR / "eval" if run_dir else out_dir / "tb"
+
+    def report(r: Result) -> None:
+        if not quiet:
+            print(f"  {r.shift} level {r.level}: mean return {r.mean_return:.3g} over {r.episodes} episodes")
+
+    if not quiet:
+        print(f"evaluating {model_file} on {env}: {len(settings)} settings x {episodes} episodes")
+    set_random_seed(seed)
+    with torch_threads(EVAL_THREADS):
+        results = evaluate_model(agent, env, settings, episodes, seed, deterministic, n_envs, on_result=report)
+    meta = {"env": env, "model": str(model_file), "num_timesteps": int(agent.num_timesteps), "seed": seed,
+            "deterministic": deterministic, "episodes": episodes}
+    csv_path, json_path = write_results(results, out_dir, meta)
+    label = f"{run_dir.parent.name} seed {read_run_config(run_dir)['seed']}" if run_dir else model_file.name
+    plot = plot_returns_vs_level(results, out_dir / "returns.png", f"{env} - {label}")
+    log_results_to_tensorboard(results, tb_dir)
+    if not quiet:
+        print_results_table(results, f"{env} - {label} ({agent.num_timesteps} steps)")
+        print(f"results: {csv_path}, {json_path}\nplot: {plot}\nTensorBoard: tensorboard --logdir {tb_dir}")
+    return results
+
+
+# ---------------------------------------------------------------- comparison
+
+def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, reps: int = 2000,
+            seed: int = 0, quiet: bool = False) -> list[dict[str, Any]]:
+    """The ``compare`` command: IQM + stratified-bootstrap CIs per core and shift level, table and plot.
+
+    ``runs``: run dirs or dirs holding run dirs (each evaluated before). Output dir default:
+    ``<common parent of the runs>/compare``.
+    """
+    from agents.experiments.compare import compare_runs, print_compare_table, write_compare
+    from agents.experiments.plots import plot_compare
+
+    if reps < 1:
+        raise UserError(f"--reps must be >= 1, got {reps}")
+    run_dirs = find_run_dirs(list(runs))
+    if out is None:
+        if len(runs) == 1 and not is_run_dir(runs[0]):
+            out = Path(runs[0]) / "compare"
+        else:
+            common = Path(os.path.commonpath([str(r.resolve()) for r in run_dirs]))
+            out = (common.parent if is_run_dir(common) else common) / "compare"
+    summary = compare_runs(run_dirs, reps=reps, seed=seed)
+    csv_path, json_path = write_compare(summary, out, run_dirs)
+    plot = plot_compare(summary, Path(out) / "compare.png")
+    print_compare_table(summary)
+    if not quiet:
+        print(f"compared {len(run_dirs)} runs: {csv_path}, {json_path}\nplot: {plot}")
+    return summary
+
+
+# ---------------------------------------------------------------- demo (the main job)
+
+def _matching_run(run_dir: Path, cfg: dict) -> str:
+    """``new``, ``done`` or ``resume`` for an existing demo run dir with the same config."""
+    if not run_dir.exists():
+        return "new"
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir} exists but is not a run dir; choose another --logdir")
+    old = read_run_config(run_dir)
+    if old != cfg:
+        keys = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
+        raise UserError(f"{run_dir} holds a run with a different config (differs in: {', '.join(keys)}); "
+                        f"choose another --logdir")
+    if (run_dir / FINAL_MODEL).is_file():
+        return "done"
+    return "resume"
+
+
+def demo(
+    config: str = "demo",
+    overrides: Sequence[str] = (),
+    cores: Sequence[str] = ("rims", "lstm"),
+    seeds: Sequence[int] = (0,),
+    logdir: str | os.PathLike = "runs/demo",
+    shifts: Sequence[str] | str | None = None,
+    episodes: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """The main job: train each core x seed, evaluate across the shift ladder, compare, print where.
+
+    Re-running it with the same config reuses finished runs and resumes interrupted ones.
+    """
+    base = resolve_config(config, overrides)
+    sweep = shifts if shifts is not None else base["eval"]["sweep"]
+    episodes = episodes if episodes is not None else base["eval"]["episodes"]
+    sweep_settings(base["env"], sweep)  # validate before training
+    runs = [(_run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed))
+            for core in cores for seed in seeds]
+    states = [_matching_run(run_dir, cfg) for cfg, run_dir in runs]
+    print(f"rims-rl demo: {', '.join(cores)} x seeds {', '.join(map(str, seeds))} on {base['env']}, "
+          f"{base['timesteps']} steps each, results under {logdir}")
+    for (cfg, run_dir), state in zip(runs, states):
+        if state == "done":
+            print(f"{run_dir}: already trained, reusing {run_dir / FINAL_MODEL}")
+            continue
+        print(f"training {cfg['core']} (seed {cfg['seed']}) -> {run_dir}")
+        train_run(cfg, run_dir, resume=state == "resume", progress=progress)
+    for _, run_dir in runs:
+        evaluate(run_dir, shifts=sweep, episodes=episodes, quiet=True)
+        print(f"evaluated {run_dir}: {run_dir / EVAL_DIR / 'results.csv'}")
+    summary = compare([r for _, r in runs], out=Path(logdir) / "compare", quiet=True)
+    out = Path(logdir)
+    print(f"\nresults: per run {out}/<env>/<core>/seed<N>/eval/results.csv (+ returns.png); "
+          f"comparison {out / 'compare' / 'compare.csv'}")
+    print(f"plot: {out / 'compare' / 'compare.png'}")
+    rims_runs = [r for cfg, r in runs if cfg["core"] == "rims"]
+    if rims_runs:
+        print(f"an episode with the RIMs activation strip: rims-rl record --model {rims_runs[0]}")
+    print(f"TensorBoard curves: tensorboard --logdir {out}")
+    return summary
+
+
+# ---------------------------------------------------------------- presets
+
+def show_presets(name: str | None = None) -> None:
+    """Print the preset names (with their first comment line), or the YAML text of one preset."""
+    from agents.experiments.config import PRESET_DIR, list_presets, load_preset
+
+    if name is not None:
+        load_preset(name)  # UserError for an unknown name
+        print((PRESET_DIR / f"{name}.yaml").read_text(), end="")
+        return
+    for preset in list_presets():
+        first = (PRESET_DIR / f"{preset}.yaml").read_text().splitlines()[0].lstrip("# ")
+        print(f"{preset:10s} {first}")
+
+
+# ---------------------------------------------------------------- record
+
+def record(
+    model: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    shifts: str | None = None,
+    seed: int = EVAL_SEED,
+    deterministic: bool = False,
+    max_steps: int = 500,
+    fps: int = 8,
+    env: str | None = None,
+) -> Path:
+    """The ``record`` command: one episode as GIF or MP4 with the RIMs activation strip under each frame."""
+    from envs import parse_shifts
+
+    from agents.experiments.record import record_episode
+
+    model_file, run_dir = resolve_model_path(model)
+    if env is None:
+        if run_dir is None:
+            raise UserError(f"--env is required: {model_file} does not lie in a run dir with {CONFIG_FILE}")
+        env = read_run_config(run_dir)["env"]
+    shift_map = parse_shifts(shifts, env)
+    out_path = Path(out) if out is not None else (run_dir or model_file.parent) / "episode.gif"
+    if out_path.suffix.lower() not in (".gif", ".mp4"):
+        raise UserError(f"--out must end in .gif or .mp4, got {out_path.name!r}")
+    if max_steps < 1 or fps < 1:
+        raise UserError(f"--max-steps and --fps must be >= 1, got {max_steps} and {fps}")
+    agent = load_model(model_file)
+    with torch_threads(EVAL_THREADS):
+        info = record_episode(agent, env, shift_map, out_path, seed=seed, deterministic=deterministic,
+                              max_steps=max_steps, fps=fps)
+    strip = "with the RIMs activation strip" if info["has_strip"] else "(no activation strip: the core is not rims)"
+    print(f"recorded {info['steps']} steps, return {info['return']:.3g}, {strip}: {out_path}")
+    return out_path

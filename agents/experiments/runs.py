@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from agents.experiments.config import UserError, read_config_file
+from agents.experiments.files import atomic_open
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT = Path("checkpoints") / "last.zip"
@@ -138,36 +138,7 @@ def load_model(model_file: str | os.PathLike, env=None):
 
 
 def atomic_save(model, path: str | os.PathLike) -> Path:
-    """Save ``model`` (SB3 ``save``) to ``path`` atomically: temp file, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions of a new file
-        with os.fdopen(fd, "wb") as f:
-            model.save(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename in ``directory`` (best effort: not every filesystem allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Save ``model`` (SB3 ``save``) to ``path`` atomically (:func:`agents.experiments.files.atomic_open`)."""
+    with atomic_open(path, "wb") as f:
+        model.save(f)
+    return Path(path)

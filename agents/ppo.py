@@ -29,6 +29,23 @@ from agents.rims_logging import ActivationRecorder
 SelfRecurrentPPO = TypeVar("SelfRecurrentPPO", bound="RecurrentPPO")
 
 
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_range_vf: float | None
+) -> torch.Tensor:
+    """Mean squared error of ``values`` against ``returns``; with ``clip_range_vf``, value clipping.
+
+    Value clipping as in Kostrikov's PPO (and OpenAI baselines' PPO2): per sample, the larger of the
+    squared errors of the new value and of the new value moved at most ``clip_range_vf`` away from
+    the rollout's ``old_values``. A value that moved further than the clip range, the wrong way,
+    gets no gradient. (SB3's PPO keeps only the clipped term.) ``None``: no clipping.
+    """
+    error = (returns - values) ** 2
+    if clip_range_vf is None:
+        return error.mean()
+    clipped = old_values + torch.clamp(values - old_values, -clip_range_vf, clip_range_vf)
+    return torch.max(error, (returns - clipped) ** 2).mean()
+
+
 class RecurrentPPO(OnPolicyAlgorithm):
     """Recurrent PPO with one core shared by actor and critic.
 
@@ -47,8 +64,11 @@ class RecurrentPPO(OnPolicyAlgorithm):
         state stored during the rollout. Shorter chunks run more sequences side by side and fewer
         sequential steps, which is faster for step-by-step cores (rims), but gradients do not cross
         chunk boundaries. None (default): whole rollouts.
-    :param n_epochs, gamma, gae_lambda, clip_range, clip_range_vf, normalize_advantage, ent_coef,
-        vf_coef, max_grad_norm, target_kl: as in SB3 PPO
+    :param clip_range_vf: value clipping (float or schedule; None = off): the pessimistic form of
+        Kostrikov's PPO and baselines' PPO2 (:func:`clipped_value_loss`), not SB3's clipped-only one
+    :param n_epochs, gamma, gae_lambda, clip_range, normalize_advantage, ent_coef, vf_coef,
+        max_grad_norm, target_kl: as in SB3 PPO (the value loss is ``vf_coef`` times the mean
+        squared error, with no factor 1/2)
     :param raster_interval: log the RIMs activation raster image every this many rollouts
     """
 
@@ -89,6 +109,10 @@ class RecurrentPPO(OnPolicyAlgorithm):
         if isinstance(policy, str) and policy not in self.policy_aliases:
             raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(self.policy_aliases)}")
         check_core_name(core)
+        for name, value in (("clip_range", clip_range), ("clip_range_vf", clip_range_vf)):
+            if isinstance(value, (int, float)) and not value > 0:
+                off = " or None (no value clipping)" if name == "clip_range_vf" else ""
+                raise ValueError(f"{name}={value} is invalid; valid: a number > 0, a schedule{off}")
         if raster_interval < 1:
             raise ValueError(f"raster_interval={raster_interval} is invalid; valid: integers >= 1")
         super().__init__(
@@ -271,9 +295,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
         log_ratio = log_prob - batch.old_log_prob
         ratio = torch.exp(log_ratio)
         policy_loss = -torch.min(advantages * ratio, advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
-        if clip_range_vf is not None:
-            values = batch.old_values + torch.clamp(values - batch.old_values, -clip_range_vf, clip_range_vf)
-        value_loss = ((batch.returns - values) ** 2).mean()
+        value_loss = clipped_value_loss(values, batch.old_values, batch.returns, clip_range_vf)
         entropy_loss = -entropy.mean() if entropy is not None else log_prob.mean()
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
         with torch.no_grad():

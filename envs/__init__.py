@@ -8,12 +8,13 @@ built-in task DEFAULT_ENV_ID.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ale_py
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers MiniGrid/BabyAI ids)
+import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
 from envs.errors import bad_value
@@ -22,13 +23,14 @@ from envs.minigrid import DEFAULT_ENV_ID, make_minigrid_vec_env
 from envs.shifts import ShiftInfo, list_shifts, parse_shifts, shift_table_markdown
 from envs.shifts import minigrid_layout
 from envs.shifts.minigrid_floor import FLOOR_FRACTION
+from envs.vec import LIFE_LOST
 
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per emulator
 if DEFAULT_ENV_ID not in gym.registry:
     gym.register(id=DEFAULT_ENV_ID, entry_point="envs.minigrid:RedBallDistractorsEnv")
 
-__all__ = ["DEFAULT_ENV_ID", "ShiftInfo", "is_atari", "list_shifts", "make_vec_env", "parse_shifts",
+__all__ = ["DEFAULT_ENV_ID", "ShiftInfo", "episode_starts", "is_atari", "list_shifts", "make_vec_env", "parse_shifts",
            "shift_table_markdown"]
 
 RENDER_MODES = (None, "rgb_array")
@@ -69,3 +71,14 @@ def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0, shifts: str | Mapp
                                      observation, render_mode)
     except TypeError as err:  # an argument the env's constructor does not take
         raise ValueError(f"bad env_kwargs {env_kwargs} for {env_id}: {err}") from None
+
+
+def episode_starts(dones: np.ndarray, infos: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Which sub-envs start a new agent episode after a step: `dones`, and every lost Atari life.
+
+    Training envs end the agent's episode at a lost life (a done); evaluation envs
+    (training=False) play whole games and mark a lost life with `info["life_lost"]`. Passing this
+    as `episode_start` to a recurrent policy resets its state where training reset it, as the
+    RIMs authors' evaluation (Kostrikov's, with episodic life) did.
+    """
+    return np.asarray(dones, dtype=bool) | np.array([bool(info.get(LIFE_LOST)) for info in infos], dtype=bool)

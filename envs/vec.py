@@ -22,6 +22,7 @@ from envs.shifts.atari_visual import FrameShifter
 
 OBS_SIZE = 84
 STACK = 4
+LIFE_LOST = "life_lost"  # info key: a life was lost at this step and the game goes on (see envs.episode_starts)
 
 
 def rgb_to_gray84(frames: np.ndarray) -> np.ndarray:
@@ -140,8 +141,9 @@ class AtariVecEnv(VecEnv):
     """SB3 VecEnv of `n` Atari games; observations uint8 [n, 4, 84, 84] (channel-first, 4 frames).
 
     training=True: a lost life ends the agent's episode (the game goes on) and rewards are clipped
-    to their sign; training=False: neither. `info["episode"]` always carries the true, unclipped
-    return and the length in agent steps of each finished game.
+    to their sign; training=False: neither. Either way `info["life_lost"] = True` marks a lost life,
+    and `info["episode"]` carries the true, unclipped return and the length in agent steps of each
+    finished game.
     shifters: one FrameShifter per sub-env (visual shifts), or None.
     """
 
@@ -217,12 +219,14 @@ class AtariVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         frames, reward, terminated, truncated, lives, final = self.source.step(self._actions)
         game_over = terminated | truncated
-        life_lost = (lives < self._lives) & ~game_over if self.training else np.zeros_like(game_over)
+        life_lost = (lives < self._lives) & ~game_over
         self._lives = lives.astype(np.int64)
-        dones = game_over | life_lost
+        dones = game_over | life_lost if self.training else game_over
         self._returns += reward
         self._lengths += 1
         infos: list[dict[str, Any]] = [{"lives": int(v)} for v in lives]
+        for i in np.flatnonzero(life_lost):
+            infos[int(i)][LIFE_LOST] = True
 
         terminal: dict[int, np.ndarray] = {}
         if self.source.rgb:

@@ -26,10 +26,12 @@ def test_atari_preset_is_the_papers_setting():
     assert (rims["num_units"], rims["k"], rims["unit_size"], rims["cell"]) == (6, 4, 85, "gru")
     assert rims["input_dropout"] == rims["comm_dropout"] == 0.0
     ppo = cfg["ppo"]
+    # the authors' command: Kostrikov's --value-loss-coef 0.5 x the 0.5 inside his value loss = vf_coef 0.25
     assert ppo == {"learning_rate": 2.5e-4, "lr_schedule": "linear", "n_steps": 128, "n_minibatches": 4,
-                   "bptt_length": None, "n_epochs": 4, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.1, "ent_coef": 0.01,
-                   "vf_coef": 0.5, "max_grad_norm": 0.5}
-    assert cfg["n_envs"] == 8
+                   "bptt_length": None, "n_epochs": 4, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.1,
+                   "clip_schedule": "constant", "clip_range_vf": 0.1, "ent_coef": 0.01, "vf_coef": 0.25,
+                   "max_grad_norm": 0.5}
+    assert cfg["n_envs"] == 8 and cfg["timesteps"] == 40_000_000 and cfg["env"] == "BreakoutNoFrameskip-v4"
 
 
 def test_demo_preset_inherits_minigrid_and_changes_the_budget():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -106,6 +107,14 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+@lru_cache(maxsize=1)
+def optional_keys() -> frozenset[str]:
+    """Keys that are ``null`` in some built-in preset (``ppo.bptt_length``, ``ppo.clip_range_vf``, ...):
+    ``null`` is a valid value for them whatever the current preset holds."""
+    files = (_read_yaml(PRESET_DIR / f"{name}.yaml") for name in list_presets())  # as written: no base merging
+    return frozenset(key for data in files for key, value in _flatten(data) if value is None)
+
+
 def _coerce(key: str, value: Any, current: Any, raw: str | None, source: str) -> Any:
     """Return ``value`` converted to the type of ``current`` or raise UserError."""
     shown = raw if raw is not None else repr(value)
@@ -113,6 +122,8 @@ def _coerce(key: str, value: Any, current: Any, raw: str | None, source: str) ->
     def bad(expected: str) -> UserError:
         return UserError(f"{source}: {key} expects {expected}, got {shown!r}")
 
+    if value is None and key in optional_keys():
+        return None
     if current is None:  # an optional value: anything scalar or a list
         if isinstance(value, dict):
             raise bad("a scalar or a list")

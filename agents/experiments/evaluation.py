@@ -135,9 +135,10 @@ def run_episodes(
 
     Episodes are spread evenly over ``min(n_envs, episodes)`` sub-envs, so short episodes are not
     over-represented. The recurrent state is carried by ``model.predict`` and reset at episode
-    starts. ``on_step(model)`` is called after every ``predict`` (e.g. to read the RIMs mask).
+    starts and, for Atari, at every lost life, as in training (``envs.episode_starts``).
+    ``on_step(model)`` is called after every ``predict`` (e.g. to read the RIMs mask).
     """
-    from envs import make_vec_env
+    from envs import episode_starts, make_vec_env
 
     if episodes < 1:
         raise UserError(f"episodes must be >= 1, got {episodes}")
@@ -159,7 +160,7 @@ def run_episodes(
                 if "episode" in info and counts[i] < targets[i]:
                     returns.append(float(info["episode"]["r"]))
                     counts[i] += 1
-            starts = np.asarray(dones, dtype=bool)
+            starts = episode_starts(dones, infos)
     finally:
         venv.close()
     return np.asarray(returns, dtype=np.float64)

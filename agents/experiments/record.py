@@ -98,7 +98,7 @@ def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str |
 
     Returns ``{"steps", "return", "has_strip"}``.
     """
-    from envs import make_vec_env
+    from envs import episode_starts, make_vec_env
 
     venv = make_vec_env(env_id, n_envs=1, seed=seed, shifts=shifts or None, training=False, render_mode="rgb_array")
     frames: list[np.ndarray] = []
@@ -116,7 +116,7 @@ def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str |
             obs, reward, done, infos = venv.step(action)
             steps += 1
             total += float(reward[0])
-            start = np.asarray(done, dtype=bool)
+            start = episode_starts(done, infos)  # a lost Atari life resets the core, as in training
             if done[0]:
                 total = float(infos[0].get("episode", {}).get("r", total))
                 break

@@ -6,6 +6,7 @@ bad flag never leaves a half-made run dir behind.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import signal
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from agents.experiments.runs import (CHECKPOINT, CONFIG_FILE, FINAL_MODEL, TB_DI
                                      run_dir_for)
 
 EVAL_SEED = 1000  # evaluation env seeds differ from the training seeds (0, 1, ...)
+SCHEDULES = ("linear", "constant")  # ppo.lr_schedule, ppo.clip_schedule
 
 
 class Interrupted(Exception):
@@ -71,14 +73,25 @@ def validate_config(cfg: dict) -> None:
             raise UserError(f"{key} must be >= 0, got {cfg[key]}")
     if cfg["threads"] < 0:
         raise UserError(f"threads must be >= 0 (0 = torch's default), got {cfg['threads']}")
-    if cfg["ppo"]["lr_schedule"] not in ("linear", "constant"):
-        raise UserError(f"ppo.lr_schedule must be linear or constant, got {cfg['ppo']['lr_schedule']!r}")
+    ppo = cfg["ppo"]
+    for key in ("lr_schedule", "clip_schedule"):
+        if ppo.get(key, "constant") not in SCHEDULES:
+            raise UserError(f"ppo.{key} must be {' or '.join(SCHEDULES)}, got {ppo[key]!r}")
+    if not _positive_number(ppo["clip_range"]):
+        raise UserError(f"ppo.clip_range must be a number > 0, got {ppo['clip_range']!r}")
+    if ppo.get("clip_range_vf") is not None and not _positive_number(ppo["clip_range_vf"]):
+        raise UserError(f"ppo.clip_range_vf must be null (no value clipping) or a number > 0, "
+                        f"got {ppo['clip_range_vf']!r}")
     if cfg["policy"] not in ("CnnPolicy", "MlpPolicy"):
         raise UserError(f"policy must be CnnPolicy or MlpPolicy, got {cfg['policy']!r}")
     if cfg["core"] == "rims":
         from rims_rl import RIMsConfig
 
         RIMsConfig(**cfg["cores"]["rims"])
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _run_config(cfg: dict, core: str, seed: int) -> dict:
@@ -90,18 +103,31 @@ def _run_config(cfg: dict, core: str, seed: int) -> dict:
 
 # ---------------------------------------------------------------- training
 
-def build_model(cfg: dict, env, run_dir: Path):
-    """A fresh RecurrentPPO for ``cfg`` on ``env`` logging TensorBoard events to ``<run>/tb``."""
+def schedule(value: float, kind: str):
+    """``value`` for ``kind="constant"``; for ``"linear"`` a schedule of SB3's progress remaining
+    (1 at the start of the run, 0 at ``timesteps``) that decays from ``value`` to 0."""
     from stable_baselines3.common.utils import LinearSchedule
 
+    return LinearSchedule(value, 0.0, 1.0) if kind == "linear" else value
+
+
+def build_model(cfg: dict, env, run_dir: Path):
+    """A fresh RecurrentPPO for ``cfg`` on ``env`` logging TensorBoard events to ``<run>/tb``.
+
+    ``ppo.lr_schedule`` applies to the learning rate; ``ppo.clip_schedule`` to ``clip_range`` and
+    ``clip_range_vf`` (as Kostrikov's and baselines' clip decay scale both).
+    """
     from agents import RecurrentPPO
 
     ppo = dict(cfg["ppo"])
-    lr = float(ppo.pop("learning_rate"))
-    schedule = ppo.pop("lr_schedule")
+    learning_rate = schedule(float(ppo.pop("learning_rate")), ppo.pop("lr_schedule"))
+    clip_kind = ppo.pop("clip_schedule", "constant")  # run dirs from before the key existed
+    ppo["clip_range"] = schedule(float(ppo["clip_range"]), clip_kind)
+    clip_range_vf = ppo.pop("clip_range_vf", None)
+    ppo["clip_range_vf"] = None if clip_range_vf is None else schedule(float(clip_range_vf), clip_kind)
     return RecurrentPPO(
         cfg["policy"], env, core=cfg["core"], core_kwargs=dict(cfg["cores"][cfg["core"]]) or None,
-        learning_rate=LinearSchedule(lr, 0.0, 1.0) if schedule == "linear" else lr,
+        learning_rate=learning_rate,
         policy_kwargs=dict(cfg["policy_kwargs"]) or None,
         tensorboard_log=str(run_dir / TB_DIR), seed=cfg["seed"], device="cpu", verbose=0, **ppo,
     )

@@ -1,13 +1,16 @@
 """``RecurrentPPO``: PPO (clip) over whole env sequences with a pluggable core (rims, lstm, gru, none).
 
 An SB3 ``OnPolicyAlgorithm``: ``learn``, callbacks, progress bar, TensorBoard, ``save``/``load`` (zip
-incl. optimizer state) and ``predict(obs, state, episode_start)`` work as in SB3 / sb3-contrib.
+incl. optimizer state) and ``predict(obs, state, episode_start)`` work as in SB3 / sb3-contrib;
+loading never unpickles anything (``agents.serialization``).
 Rollouts carry the core state from step to step and store it; each update re-runs the core over
 whole sequences (BPTT over ``n_steps``, or over chunks of at most ``bptt_length`` steps that start
 from the stored rollout state), resetting at episode starts inside a sequence.
 """
 from __future__ import annotations
 
+import io
+import os
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -25,6 +28,7 @@ from agents.buffer import SequenceBatch, SequenceRolloutBuffer, chunks_per_env
 from agents.cores import CoreState, check_core_name
 from agents.policies import CnnPolicy, MlpPolicy, RecurrentActorCriticPolicy
 from agents.rims_logging import ActivationRecorder
+from agents.serialization import load_model, save_model
 
 SelfRecurrentPPO = TypeVar("SelfRecurrentPPO", bound="RecurrentPPO")
 
@@ -202,6 +206,30 @@ class RecurrentPPO(OnPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return super()._excluded_save_params() + ["_last_core_state", "_activation_recorder"]
+
+    # ------------------------------------------------------------------------------ save / load
+    def save(self, path: str | os.PathLike | io.BufferedIOBase, exclude: Any = None, include: Any = None) -> None:
+        """Write a model zip of plain JSON and state dicts (``agents.serialization``); no pickles."""
+        save_model(self, path)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfRecurrentPPO],
+        path: str | os.PathLike | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: torch.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfRecurrentPPO:
+        """Load a model zip without unpickling anything (``agents.serialization.load_model``).
+
+        Raises ``agents.serialization.UnsafeModelError`` (a ValueError) for a file that would need
+        unpickling. ``print_system_info`` and ``force_reset`` are accepted for SB3 compatibility
+        (no observation is stored, so a loaded model always starts from a reset env).
+        """
+        return load_model(cls, path, env=env, device=device, custom_objects=custom_objects, **kwargs)
 
     # -------------------------------------------------------------------------------- rollouts
     def collect_rollouts(

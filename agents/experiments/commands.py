@@ -46,7 +46,7 @@ def evaluate(
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
     settings = sweep_settings(env, shifts)
-    agent = load_model(model_file)
+    agent = load_model(model_file, env_id=env)
     out_dir = Path(out) if out is not None else (run_dir / EVAL_DIR if run_dir else model_file.parent / EVAL_DIR)
     tb_dir = run_dir / TB_DIR / "eval" if run_dir else out_dir / "tb"
 
@@ -206,7 +206,7 @@ def record(
         raise UserError(f"--out must end in .gif or .mp4, got {out_path.name!r}")
     if max_steps < 1 or fps < 1:
         raise UserError(f"--max-steps and --fps must be >= 1, got {max_steps} and {fps}")
-    agent = load_model(model_file)
+    agent = load_model(model_file, env_id=env)
     with torch_threads(EVAL_THREADS):
         info = record_episode(agent, env, shift_map, out_path, seed=seed, deterministic=deterministic,
                               max_steps=max_steps, fps=fps)

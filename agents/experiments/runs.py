@@ -15,9 +15,7 @@ A crash at any moment leaves either the previous file or the new one, never a ha
 """
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -109,32 +107,52 @@ def resolve_model_path(path: str | os.PathLike) -> tuple[Path, Path | None]:
 
 
 def read_num_timesteps(model_file: str | os.PathLike) -> int:
-    """The step count stored in an SB3 model zip, without building the model."""
-    data = _read_zip_data(Path(model_file))
-    return int(data["num_timesteps"])
+    """The step count stored in a model zip, without building the model (nothing is unpickled)."""
+    steps = _read_zip_data(Path(model_file)).get("num_timesteps")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise UserError(f"model {model_file} is corrupt or not a rims-rl model (num_timesteps is {steps!r})")
+    return steps
 
 
 def _read_zip_data(path: Path) -> dict[str, Any]:
+    """The JSON ``data`` of a model zip (:func:`agents.serialization.read_data`); UserError if unreadable."""
+    from agents.serialization import read_data
+
     try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("data").decode())
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as e:
-        raise UserError(f"model {path} is corrupt or not a rims-rl model ({type(e).__name__})") from None
+        return read_data(path)
+    except OSError as e:
+        raise UserError(f"cannot read model {path}: {e.strerror or type(e).__name__}") from None
+    except ValueError as e:
+        raise UserError(f"model {path} is corrupt or not a rims-rl model ({e})") from None
 
 
-def load_model(model_file: str | os.PathLike, env=None):
-    """Load a RecurrentPPO model (weights, optimizer state, step count); UserError if unreadable."""
+def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = None, device: str = "cpu"):
+    """Load a RecurrentPPO model (weights, optimizer state, step count); UserError if unreadable or unsafe.
+
+    Nothing in the file is unpickled (:mod:`agents.serialization`). A file in SB3's own format (an
+    older rims-rl) has its spaces only as pickles: they are taken from ``env``, else from a fresh
+    ``env_id`` env.
+    """
     from agents import RecurrentPPO
+    from agents.serialization import is_legacy
 
     path = Path(model_file)
     if not path.is_file():
         raise UserError(f"model {path} does not exist")
-    _read_zip_data(path)  # a cheap check with a clear message before SB3's own
+    custom_objects = None
+    if env is None and env_id is not None and is_legacy(_read_zip_data(path)):
+        from envs import make_vec_env
+
+        probe = make_vec_env(env_id, n_envs=1, seed=0, training=False)
+        custom_objects = {"observation_space": probe.observation_space, "action_space": probe.action_space}
+        probe.close()
     try:
-        return RecurrentPPO.load(str(path), env=env, device="cpu")
-    except Exception as e:  # SB3 raises many types for a bad file; all mean "cannot use it"
+        return RecurrentPPO.load(str(path), env=env, device=device, custom_objects=custom_objects)
+    except OSError as e:
+        raise UserError(f"cannot read model {path}: {e.strerror or type(e).__name__}") from None
+    except Exception as e:  # a bad file raises many types (torch's UnpicklingError included); all mean "cannot use it"
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load model {path}: {detail}") from None
+        raise UserError(f"cannot load model {path}: {detail[:300]}") from None
 
 
 def atomic_save(model, path: str | os.PathLike) -> Path:

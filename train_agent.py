@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description=_wrap("Train recurrent PPO agents. Each core x seed gets a run dir "
                                    "<logdir>/<env>/<core>/seed<N>/ with config.yaml, checkpoints, TensorBoard "
                                    "events and model.zip. Ctrl-C saves a checkpoint; --resume continues it."))
-    p.add_argument("--config", default=DEFAULT_PRESET, help=f"a preset ({presets}) or a YAML file")
+    p.add_argument("--config", help=f"a preset ({presets}) or a YAML file (default: {DEFAULT_PRESET})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, nested with dots (e.g. ppo.learning_rate=1e-3, cores.rims.k=3); "
                         "repeatable")
@@ -158,8 +158,9 @@ def _dispatch(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rims-rl`` / ``python train_agent.py``; returns the exit code.
 
-    0 done; 1 training diverged (non-finite loss); 2 user error (one line on stderr);
-    130 (SIGINT) or 143 (SIGTERM): training interrupted after saving a checkpoint.
+    0 done; 1 training diverged (non-finite loss); 2 user error or an OS error such as a full disk,
+    a read-only dir or too little memory (one line on stderr); 130 (SIGINT) or 143 (SIGTERM):
+    training interrupted after saving a checkpoint.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv or ["demo"])
@@ -170,9 +171,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
     except (UserError, ValueError) as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # stdout closed early (`rims-rl presets | head -0`)
+        _silence_stdout()
+        print(f"{PROG}: error: output pipe closed", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{PROG}: error: {e.strerror or type(e).__name__}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{PROG}: error: out of memory; use smaller values (--reps, --episodes, --n-envs, network sizes)",
+              file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(f"{PROG}: error: input nested too deeply (a config or file that refers to itself?)", file=sys.stderr)
         return 2
     except Interrupted as e:
         print(f"{PROG}: {e}", file=sys.stderr)
@@ -184,6 +201,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not fail on a closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

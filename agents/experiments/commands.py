@@ -14,7 +14,20 @@ from agents.experiments.evaluation import (EVAL_THREADS, Result, evaluate_model,
                                            print_results_table, sweep_settings, torch_threads, write_results)
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, FINAL_MODEL, TB_DIR, find_run_dirs, is_run_dir,
                                      load_model, read_run_config, resolve_model_path, run_dir_for)
-from agents.experiments.train import EVAL_SEED, _run_config, resolve_config, train_run
+from agents.experiments.train import EVAL_SEED, _run_config, check_seed, resolve_config, train_run
+
+MAX_REPS = 100_000  # bootstrap resamples of `compare` (more only costs memory: 2,000 give stable CIs)
+
+
+def check_out_dir(out_dir: Path, files: Sequence[str]) -> None:
+    """UserError unless ``out_dir`` is (or can become) a dir in which ``files`` can be written."""
+    for path in (out_dir, *out_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {out_dir}: {path} is a file, not a directory")
+    for name in files:
+        if (out_dir / name).is_dir():
+            raise UserError(f"--out {out_dir}: {out_dir / name} is a directory; choose another --out")
+
 
 # ---------------------------------------------------------------- evaluation
 
@@ -45,9 +58,13 @@ def evaluate(
         env = read_run_config(run_dir)["env"]
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
+    if n_envs < 1:
+        raise UserError(f"--n-envs must be >= 1, got {n_envs}")
+    check_seed(seed)
     settings = sweep_settings(env, shifts)
-    agent = load_model(model_file, env_id=env)
     out_dir = Path(out) if out is not None else (run_dir / EVAL_DIR if run_dir else model_file.parent / EVAL_DIR)
+    check_out_dir(out_dir, ("results.csv", "results.json", "returns.png"))
+    agent = load_model(model_file, env_id=env)
     tb_dir = run_dir / TB_DIR / "eval" if run_dir else out_dir / "tb"
 
     def report(r: Result) -> None:
@@ -83,8 +100,9 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = N
     from agents.experiments.compare import compare_runs, print_compare_table, write_compare
     from agents.experiments.plots import plot_compare
 
-    if reps < 1:
-        raise UserError(f"--reps must be >= 1, got {reps}")
+    if not 1 <= reps <= MAX_REPS:
+        raise UserError(f"--reps must be from 1 to {MAX_REPS:,}, got {reps}")
+    check_seed(seed)
     run_dirs = find_run_dirs(list(runs))
     if out is None:
         if len(runs) == 1 and not is_run_dir(runs[0]):
@@ -92,6 +110,7 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = N
         else:
             common = Path(os.path.commonpath([str(r.resolve()) for r in run_dirs]))
             out = (common.parent if is_run_dir(common) else common) / "compare"
+    check_out_dir(Path(out), ("compare.csv", "compare.json", "compare.png"))
     summary = compare_runs(run_dirs, reps=reps, seed=seed)
     csv_path, json_path = write_compare(summary, out, run_dirs)
     plot = plot_compare(summary, Path(out) / "compare.png")
@@ -206,6 +225,8 @@ def record(
         raise UserError(f"--out must end in .gif or .mp4, got {out_path.name!r}")
     if max_steps < 1 or fps < 1:
         raise UserError(f"--max-steps and --fps must be >= 1, got {max_steps} and {fps}")
+    check_seed(seed)
+    check_out_dir(out_path.parent, (out_path.name,))
     agent = load_model(model_file, env_id=env)
     with torch_threads(EVAL_THREADS):
         info = record_episode(agent, env, shift_map, out_path, seed=seed, deterministic=deterministic,

@@ -16,9 +16,12 @@ from typing import Any, Iterable
 
 import yaml
 
+from agents.experiments.files import atomic_write_text
+
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "minigrid"
 CORES = ("rims", "lstm", "gru", "none")
+OPEN_SECTIONS = ("policy_kwargs",)  # sections whose keys are not in the preset (checked by train.validate_config)
 
 
 class UserError(ValueError):
@@ -36,6 +39,8 @@ def _read_yaml(path: Path) -> dict:
             data = yaml.safe_load(f)
     except OSError as e:
         raise UserError(f"cannot read config {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()[0]
         raise UserError(f"config {path} is not valid YAML: {first}") from None
@@ -46,27 +51,31 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_preset(name: str) -> dict:
+def load_preset(name: str, _chain: tuple[str, ...] = ()) -> dict:
     """The built-in preset ``name`` as a nested dict (raises UserError for an unknown name).
 
-    A preset with a ``base:`` key is read as overrides on that preset.
+    A preset with a ``base:`` key is read as overrides on that preset (a loop of bases is a UserError).
     """
-    path = PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
+    if not isinstance(name, str) or name not in list_presets():
         raise UserError(
             f"unknown preset {name!r}; valid presets: {', '.join(list_presets())} (or a path to a .yaml file)"
         )
+    if name in _chain:
+        raise UserError(f"preset {name!r}: its base: chain loops ({' -> '.join((*_chain, name))})")
+    path = PRESET_DIR / f"{name}.yaml"
     data = _read_yaml(path)
     if "base" not in data:
         return data
-    return _merge_onto_base(data, source=str(path))
+    return _merge_onto_base(data, source=str(path), _chain=(*_chain, name))
 
 
-def _merge_onto_base(data: dict, source: str) -> dict:
+def _merge_onto_base(data: dict, source: str, _chain: tuple[str, ...] = ()) -> dict:
     """Apply the keys of ``data`` (type-checked) to the preset named by its ``base`` key."""
     data = dict(data)
     base = data.pop("base", DEFAULT_PRESET)
-    cfg = load_preset(str(base))
+    if not isinstance(base, str) or base not in list_presets():
+        raise UserError(f"{source}: base: {base!r} is not a preset; valid presets: {', '.join(list_presets())}")
+    cfg = load_preset(base, _chain)
     for key, value in _flatten(data):
         set_value(cfg, key, value, source=source)
     return cfg
@@ -165,8 +174,8 @@ def _coerce(key: str, value: Any, current: Any, raw: str | None, source: str) ->
 def set_value(cfg: dict, key: str, value: Any, raw: str | None = None, source: str = "--set") -> None:
     """Set the nested ``key`` ("ppo.learning_rate") in ``cfg`` in place, type-checked.
 
-    The key must exist in ``cfg``; an empty mapping in the preset (such as ``policy_kwargs: {}``)
-    accepts any sub-key. ``raw`` is the text the user typed, for messages.
+    The key must exist in ``cfg``; an empty mapping in the preset and the ``OPEN_SECTIONS``
+    (``policy_kwargs``) accept any sub-key. ``raw`` is the text the user typed, for messages.
     """
     parts = key.split(".")
     node = cfg
@@ -176,7 +185,7 @@ def set_value(cfg: dict, key: str, value: Any, raw: str | None = None, source: s
             raise UserError(f"{source}: {where} is a value, not a section; cannot set {key}")
         last = depth == len(parts) - 1
         if part not in node:
-            if node == {} and depth > 0:  # an open section: accept any key
+            if depth > 0 and (node == {} or where.split(".")[0] in OPEN_SECTIONS):  # any key (validated later)
                 if last:
                     node[part] = value
                     return
@@ -222,11 +231,20 @@ def get_value(cfg: dict, key: str) -> Any:
 
 
 def dump_config(cfg: dict, path: str | os.PathLike) -> None:
-    """Write ``cfg`` as YAML to ``path`` (keys in the preset's order)."""
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=False)
+    """Write ``cfg`` as YAML to ``path`` atomically (keys in the preset's order)."""
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False))
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
-    """Read a resolved ``config.yaml`` of a run dir as it was written (no preset merging)."""
-    return _read_yaml(Path(path))
+    """Read a resolved ``config.yaml`` of a run dir as it was written (no preset merging).
+
+    UserError if it is empty, unreadable or lacks keys of the default preset (a cut-off write).
+    """
+    cfg = _read_yaml(Path(path))
+    if not cfg:
+        raise UserError(f"config {path} is empty; the run dir is damaged (restore config.yaml or remove the dir)")
+    missing = [key for key in load_preset(DEFAULT_PRESET) if key not in cfg]
+    if missing:
+        raise UserError(f"config {path} lacks key(s) {', '.join(missing)}; the run dir is damaged "
+                        f"(restore config.yaml or remove the dir)")
+    return cfg

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from agents.experiments.config import UserError
+from agents.experiments.files import atomic_open
 
 RESULT_COLUMNS = (
     "env", "shift", "level", "episodes", "mean_return", "std_return", "ci95_low", "ci95_high", "retention",
@@ -213,11 +214,11 @@ def write_csv_json(out_dir: str | os.PathLike, stem: str, columns: Sequence[str]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
-    with open(csv_path, "w", newline="") as f:
+    with atomic_open(csv_path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    with open(json_path, "w") as f:
+    with atomic_open(json_path, "w") as f:
         json.dump({**document, "columns": list(columns)}, f, indent=2)
     return csv_path, json_path
 

@@ -57,6 +57,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temp files that :func:`atomic_open` leaves when its process is killed mid-write.
+
+    They are ``.<name>.<random>`` + ``TEMP_SUFFIX`` anywhere below ``directory``; only call this
+    while no other process writes there. Returns the removed paths.
+    """
+    removed = []
+    for path in sorted(Path(directory).rglob(f".*{TEMP_SUFFIX}")):
+        if path.is_file() and path.name.count(".") >= 3:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Persist a rename in ``directory`` (best effort: not every filesystem allows it)."""
     try:

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from agents.experiments.files import atomic_open  # noqa: E402
+
 
 def _shift_curves(rows: Sequence[Any]) -> dict[str, list[Any]]:
     """Group single-shift results by shift name, each curve starting at the unshifted row (level 0)."""
@@ -43,7 +45,8 @@ def plot_returns_vs_level(rows: Sequence[Any], path: str | os.PathLike, title: s
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
     return path
 
@@ -77,6 +80,7 @@ def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike) -> 
         ax.set_visible(False)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
     return path

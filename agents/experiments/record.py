@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from agents.experiments.config import UserError
+from agents.experiments.files import atomic_open, atomic_write_bytes
 
 STRIP_STEPS = 48
 ROW_HEIGHT = 12
@@ -70,25 +71,30 @@ def compose_frame(frame: np.ndarray, history: list[np.ndarray] | None) -> np.nda
 
 
 def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: int) -> Path:
-    """Write RGB frames as GIF (imageio) or MP4 (OpenCV, mp4v codec)."""
+    """Write RGB frames as GIF (imageio) or MP4 (OpenCV, mp4v codec), atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".gif":
         import imageio.v3 as iio
 
-        iio.imwrite(path, np.stack(frames), duration=1000.0 / fps, loop=0)
+        with atomic_open(path, "wb") as f:
+            iio.imwrite(f, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
         return path
+    import tempfile
+
     import cv2
 
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise UserError(f"cannot write {path}: OpenCV has no MP4 encoder here; use a .gif path")
-    try:
-        for f in frames:
-            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
+    with tempfile.TemporaryDirectory() as tmp:  # OpenCV writes only to a path: write there, then atomically
+        video = os.path.join(tmp, "episode.mp4")
+        writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+            raise UserError(f"cannot write {path}: OpenCV has no MP4 encoder here; use a .gif path")
+        try:
+            for f in frames:
+                writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
+        atomic_write_bytes(path, Path(video).read_bytes())
     return path
 
 

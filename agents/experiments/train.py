@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from agents.experiments.config import CORES, UserError, apply_overrides, dump_config, load_config, set_value
 from agents.experiments.evaluation import torch_threads
+from agents.experiments.files import remove_stale_temp_files
 from agents.experiments.runs import (CHECKPOINT, CONFIG_FILE, FINAL_MODEL, TB_DIR, TRAIN_TB_NAME, atomic_save,
                                      is_run_dir, load_model, read_num_timesteps, read_run_config, refuse_existing,
                                      run_dir_for)
@@ -56,9 +57,20 @@ def resolve_config(config: str | None, overrides: Sequence[str] = (), **flags: A
     return cfg
 
 
+MAX_TIMESTEPS = 2**62  # the step counter (and TensorBoard's step) is an int64
+MAX_SEED = 2**32 - 1  # numpy's seeds
+OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop", "Adamax")  # policy_kwargs.optimizer_class
+
+
 def validate_config(cfg: dict) -> None:
-    """Raise UserError (or the envs'/rims_rl's one-line ValueError) for a config that cannot run."""
+    """Raise UserError (or the envs'/rims_rl's one-line ValueError) for a config that cannot run.
+
+    Everything that would fail later (at the first update, the first evaluation, the first save)
+    is refused here, before any file is written.
+    """
     from envs import list_shifts, parse_shifts
+
+    from agents.buffer import chunks_per_env
 
     if cfg["core"] not in CORES:
         raise UserError(f"unknown core {cfg['core']!r}; valid cores: {', '.join(CORES)}")
@@ -68,12 +80,44 @@ def validate_config(cfg: dict) -> None:
     for key in ("timesteps", "n_envs"):
         if cfg[key] < 1:
             raise UserError(f"{key} must be >= 1, got {cfg[key]}")
+    if cfg["timesteps"] > MAX_TIMESTEPS:
+        raise UserError(f"timesteps must be at most 2**62 (the step counter is an int64), got {cfg['timesteps']}")
+    check_seed(cfg["seed"], "seed")
     for key in ("checkpoint_freq",):
         if cfg[key] < 0:
             raise UserError(f"{key} must be >= 0, got {cfg[key]}")
     if cfg["threads"] < 0:
         raise UserError(f"threads must be >= 0 (0 = torch's default), got {cfg['threads']}")
-    ppo = cfg["ppo"]
+    if cfg["eval"]["freq"] < 0:
+        raise UserError(f"eval.freq must be >= 0 (0 = no periodic evaluation), got {cfg['eval']['freq']}")
+    if cfg["eval"]["episodes"] < 1:
+        raise UserError(f"eval.episodes must be >= 1, got {cfg['eval']['episodes']}")
+    _validate_ppo(cfg["ppo"])
+    if cfg["policy"] not in ("CnnPolicy", "MlpPolicy"):
+        raise UserError(f"policy must be CnnPolicy or MlpPolicy, got {cfg['policy']!r}")
+    validate_policy_kwargs(cfg["policy"], cfg["policy_kwargs"], cfg["core"])
+    if cfg["core"] == "rims":
+        from rims_rl import RIMsConfig
+
+        RIMsConfig(**cfg["cores"]["rims"])
+    elif cfg["core"] in ("lstm", "gru") and not _is_int(cfg["cores"][cfg["core"]].get("hidden_size"), 1):
+        raise UserError(f"cores.{cfg['core']}.hidden_size must be an integer >= 1, "
+                        f"got {cfg['cores'][cfg['core']].get('hidden_size')!r}")
+    chunks_per_env(cfg["ppo"]["n_steps"], cfg["n_envs"], cfg["ppo"]["n_minibatches"], cfg["ppo"]["bptt_length"])
+
+
+def check_seed(seed: int, name: str = "--seed") -> None:
+    """UserError unless ``seed`` is an integer in 0 .. 2**32 - 1 (what numpy accepts)."""
+    if not _is_int(seed, 0) or seed > MAX_SEED:
+        raise UserError(f"{name} must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _validate_ppo(ppo: dict) -> None:
+    """The PPO values that cannot train (or would fail at the first update)."""
     for key in ("lr_schedule", "clip_schedule"):
         if ppo.get(key, "constant") not in SCHEDULES:
             raise UserError(f"ppo.{key} must be {' or '.join(SCHEDULES)}, got {ppo[key]!r}")
@@ -82,12 +126,88 @@ def validate_config(cfg: dict) -> None:
     if ppo.get("clip_range_vf") is not None and not _positive_number(ppo["clip_range_vf"]):
         raise UserError(f"ppo.clip_range_vf must be null (no value clipping) or a number > 0, "
                         f"got {ppo['clip_range_vf']!r}")
-    if cfg["policy"] not in ("CnnPolicy", "MlpPolicy"):
-        raise UserError(f"policy must be CnnPolicy or MlpPolicy, got {cfg['policy']!r}")
-    if cfg["core"] == "rims":
-        from rims_rl import RIMsConfig
 
-        RIMsConfig(**cfg["cores"]["rims"])
+    def number(key: str) -> float:
+        value = ppo[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"ppo.{key} must be a finite number, got {value!r}")
+        return float(value)
+
+    for key in ("n_steps", "n_minibatches", "n_epochs"):
+        if not _is_int(ppo[key], 1):
+            raise UserError(f"ppo.{key} must be an integer >= 1, got {ppo[key]!r}")
+    checks = {
+        "learning_rate": (lambda v: v > 0, "> 0"),
+        "gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "gae_lambda": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+        "ent_coef": (lambda v: v >= 0, ">= 0"),
+        "vf_coef": (lambda v: v >= 0, ">= 0"),
+        "max_grad_norm": (lambda v: v > 0, "> 0"),
+    }
+    for key, (ok, valid) in checks.items():
+        if not ok(number(key)):
+            raise UserError(f"ppo.{key} must be {valid}, got {ppo[key]!r}")
+
+
+# Allowed values of the policy's keyword arguments: (check, what is valid).
+_POLICY_KWARG_CHECKS: dict[str, tuple[Any, str]] = {
+    "features_dim": (lambda v: v is None or _is_int(v, 1), "null or an integer >= 1"),
+    "net_arch": (lambda v: isinstance(v, list) and all(_is_int(h, 1) for h in v), "a list of integers >= 1"),
+    "input_rows": (lambda v: isinstance(v, bool), "true or false"),
+    "ortho_init": (lambda v: isinstance(v, bool), "true or false"),
+    "normalize_images": (lambda v: v is None or isinstance(v, bool), "null, true or false"),
+    "log_std_init": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "optimizer_class": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+    "optimizer_kwargs": (lambda v: v is None or isinstance(v, dict), "a mapping of optimizer arguments"),
+    "use_sde": (lambda v: v is False, "false"),
+}
+
+
+def policy_kwarg_names(policy: str) -> list[str]:
+    """The keyword arguments ``policy_kwargs`` may hold: those of the policy class, less what the run sets."""
+    import inspect
+
+    from agents import RecurrentPPO
+
+    cls = RecurrentPPO.policy_aliases[policy]
+    for klass in cls.__mro__:  # MlpPolicy(*args, **kwargs) -> the first __init__ with named parameters
+        params = inspect.signature(klass.__init__).parameters
+        if not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params.values()):
+            break
+    taken = {"self", "observation_space", "action_space", "lr_schedule", "core", "core_kwargs", "cnn"}
+    return [n for n, p in params.items() if n not in taken and p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+
+def validate_policy_kwargs(policy: str, kwargs: dict, core: str) -> None:
+    """UserError for a ``policy_kwargs`` key the policy does not take or a value it cannot use."""
+    valid = policy_kwarg_names(policy)
+    for key, value in kwargs.items():
+        if key not in valid:
+            raise UserError(f"policy_kwargs.{key} is not an argument of {policy}; valid: {', '.join(valid)}")
+        check, allowed = _POLICY_KWARG_CHECKS.get(key, (lambda v: True, ""))
+        if not check(value):
+            raise UserError(f"policy_kwargs.{key} must be {allowed}, got {value!r}")
+    if kwargs.get("input_rows") and core != "rims":
+        raise UserError(f"policy_kwargs.input_rows=true needs core rims, got core {core!r}")
+    if kwargs.get("optimizer_kwargs"):
+        import torch
+
+        optimizer = getattr(torch.optim, kwargs.get("optimizer_class", "Adam"))
+        try:
+            optimizer([torch.zeros(1, requires_grad=True)], **{"lr": 1e-3, **kwargs["optimizer_kwargs"]})
+        except (TypeError, ValueError) as e:
+            raise UserError(f"policy_kwargs.optimizer_kwargs {kwargs['optimizer_kwargs']!r}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def policy_kwargs_for(cfg: dict) -> dict | None:
+    """``cfg['policy_kwargs']`` as the policy takes them (optimizer_class named -> the torch class)."""
+    import torch
+
+    kwargs = dict(cfg["policy_kwargs"])
+    if "optimizer_class" in kwargs:
+        kwargs["optimizer_class"] = getattr(torch.optim, kwargs["optimizer_class"])
+    return kwargs or None
 
 
 def _positive_number(value: Any) -> bool:
@@ -128,7 +248,7 @@ def build_model(cfg: dict, env, run_dir: Path):
     return RecurrentPPO(
         cfg["policy"], env, core=cfg["core"], core_kwargs=dict(cfg["cores"][cfg["core"]]) or None,
         learning_rate=learning_rate,
-        policy_kwargs=dict(cfg["policy_kwargs"]) or None,
+        policy_kwargs=policy_kwargs_for(cfg),
         tensorboard_log=str(run_dir / TB_DIR), seed=cfg["seed"], device="cpu", verbose=0, **ppo,
     )
 
@@ -140,6 +260,13 @@ class TrainOutcome:
     run_dir: Path
     model_file: Path
     num_timesteps: int
+
+
+def check_logdir(logdir: str | os.PathLike) -> None:
+    """UserError if ``logdir`` (or a parent of it) exists but is not a directory."""
+    for path in (Path(logdir), *Path(logdir).parents):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--logdir {logdir}: {path} is a file, not a directory")
 
 
 def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = True) -> TrainOutcome:
@@ -160,6 +287,9 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
                                   PurgeStaleEventsCallback, StopOnSignalCallback)
 
     checkpoint = run_dir / CHECKPOINT
+    if resume and run_dir.is_dir():
+        for stale in remove_stale_temp_files(run_dir):
+            print(f"removed {stale} (left by an interrupted write)")
     env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=cfg["seed"], shifts=cfg["shifts"], training=True)
     if resume and checkpoint.is_file():
         model = load_model(checkpoint, env=env)
@@ -172,7 +302,8 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
         if resume:
             print(f"{run_dir} has no checkpoint yet: training from step 0")
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / CONFIG_FILE)
+    if not resume or read_run_config(run_dir) != cfg:  # a resume rewrites it only to raise the budget
+        dump_config(cfg, run_dir / CONFIG_FILE)
     remaining = cfg["timesteps"] - model.num_timesteps
     callbacks = [CheckpointCallback(run_dir, cfg["checkpoint_freq"])]
     if model.num_timesteps > 0:
@@ -229,6 +360,7 @@ def train(
     """
     if resume is not None:
         extra = [k for k, v in flags.items() if v is not None and k != "timesteps"]
+        extra += ["--config"] * (config is not None)
         extra += ["--set"] * bool(overrides) + ["--core"] * bool(cores) + ["--seed"] * bool(seeds)
         if extra:
             names = ", ".join(e if e.startswith("--") else "--" + e.replace("__", "-").replace("_", "-")
@@ -239,15 +371,23 @@ def train(
         if not is_run_dir(run_dir):
             raise UserError(f"--resume {run_dir}: not a run dir ({CONFIG_FILE} is missing)")
         cfg = read_run_config(run_dir)
+        budget = cfg["timesteps"]
         if flags.get("timesteps") is not None:
             set_value(cfg, "timesteps", flags["timesteps"], source="--timesteps")
         validate_config(cfg)
         if not (run_dir / CHECKPOINT).is_file():
             raise UserError(f"--resume {run_dir}: no checkpoint to resume from ({CHECKPOINT} is missing); "
                             f"the run stopped before its first checkpoint: remove the dir and train again")
-        read_num_timesteps(run_dir / CHECKPOINT)  # a corrupt checkpoint is reported before any work
+        done = read_num_timesteps(run_dir / CHECKPOINT)  # a corrupt checkpoint is reported before any work
+        if cfg["timesteps"] < budget:
+            raise UserError(f"--timesteps {cfg['timesteps']} is below the run's budget of {budget} steps "
+                            f"({run_dir / CONFIG_FILE}); --resume can only raise it")
+        if cfg["timesteps"] < done:
+            raise UserError(f"--timesteps {cfg['timesteps']} is below the {done} steps {run_dir} has done; "
+                            f"give at least {done}")
         return [train_run(cfg, run_dir, resume=True, progress=progress)]
     base = resolve_config(config, overrides, **flags)
+    check_logdir(logdir)
     plan = [(core, seed) for core in (cores or [base["core"]]) for seed in (seeds or [base["seed"]])]
     runs = [(_run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed)) for core, seed in plan]
     for _, run_dir in runs:

@@ -59,6 +59,8 @@ def parse_shifts(spec: str | Mapping[str, int] | None, env_id: str | None = None
             name, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"bad shift {item.strip()!r}; write name=level, e.g. 'colour=2,sprites=1'")
+            if name.strip() in pairs:
+                raise ValueError(f"shift {name.strip()!r} is given twice in {spec!r}; give each shift once")
             pairs[name.strip()] = value.strip()
     elif isinstance(spec, Mapping):
         pairs = dict(spec)

@@ -235,3 +235,298 @@ def test_spaces_round_trip_through_json():
     for bad in ({"type": "Box", "dtype": "object", "shape": [1], "low": 0, "high": 1}, {"type": "Graph"}, [1]):
         with pytest.raises(UnsafeModelError):
             space_from_json(bad)
+
+
+# ------------------------------------------------------------------ bad values and paths: one line, exit 2
+
+UNTRAINABLE = [
+    (["--set", "ppo.n_epochs=0"], ["ppo.n_epochs", "0"]),
+    (["--set", "ppo.clip_range=-0.1"], ["ppo.clip_range", "-0.1"]),
+    (["--set", "ppo.gamma=0"], ["ppo.gamma", "(0, 1]"]),
+    (["--set", "ppo.gamma=1.5"], ["ppo.gamma", "1.5"]),
+    (["--set", "ppo.learning_rate=.nan"], ["ppo.learning_rate", "finite"]),
+    (["--eval-freq", "-1"], ["eval.freq", "-1"]),
+    (["--eval-freq", "16", "--eval-episodes", "0"], ["eval.episodes", "0"]),
+    (["--timesteps", str(2**63)], ["timesteps", "2**62"]),
+    (["--shifts", "distractors=1,distractors=2"], ["distractors", "twice"]),
+    (["--seed", "-1"], ["seed", "-1"]),
+    (["--set", "policy_kwargs.bogus=1"], ["policy_kwargs.bogus", "net_arch", "features_dim"]),
+    (["--set", "policy_kwargs.features_dim=-3"], ["policy_kwargs.features_dim", "-3"]),
+    (["--set", "policy_kwargs.net_arch=[8, 0]"], ["policy_kwargs.net_arch"]),
+    (["--set", "policy_kwargs.optimizer_class=Evil"], ["optimizer_class", "Adam"]),
+    (["--set", "policy_kwargs.optimizer_kwargs={betas: 3}"], ["optimizer_kwargs"]),
+    (["--set", "policy_kwargs.input_rows=true", "--core", "lstm"], ["input_rows", "rims"]),
+    (["--set", "ppo.n_minibatches=1000"], ["n_minibatches=1000"]),
+]
+
+
+@pytest.mark.parametrize("args, words", UNTRAINABLE, ids=[" ".join(a) for a, _ in UNTRAINABLE])
+def test_values_that_cannot_train_are_refused_before_anything_is_created(args, words, tmp_path, capsys):
+    code = run_main(["train", "--config", tiny_config(tmp_path), "--logdir", tmp_path / "runs", *args])
+    _one_line_error(code, capsys, words)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_policy_kwargs_take_every_policy_argument(tmp_path):
+    """net_arch, optimizer_class and optimizer_kwargs reach the policy (and survive save/load)."""
+    cfg = tiny_config(tmp_path)
+    assert run_main(["train", "--config", cfg, "--logdir", tmp_path / "runs", "--core", "lstm", "--timesteps", 32,
+                     "--no-progress", "--set", "policy=MlpPolicy", "--set", "policy_kwargs.net_arch=[8, 6]",
+                     "--set", "policy_kwargs.optimizer_class=AdamW",
+                     "--set", "policy_kwargs.optimizer_kwargs={weight_decay: 0.5}"]) == 0
+    (run,) = (tmp_path / "runs").glob("*/lstm/seed0")
+    model = RecurrentPPO.load(run / "model.zip")
+    linears = [m for m in model.policy.features_extractor.base.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [8, 6]
+    assert isinstance(model.policy.optimizer, torch.optim.AdamW)
+    assert model.policy.optimizer.param_groups[0]["weight_decay"] == 0.5
+
+
+def test_a_config_whose_base_refers_to_itself(tmp_path, capsys):
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {tmp_path / 'loop'}\ntimesteps: 64\n")
+    _one_line_error(run_main(["train", "--config", loop, "--logdir", tmp_path / "runs"]), capsys,
+                    ["base", "not a preset", "minigrid"])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_paths_of_the_wrong_kind(trained_run, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    cfg = tiny_config(tmp_path)
+    _one_line_error(run_main(["train", "--config", cfg, "--logdir", a_file]), capsys, [str(a_file), "not a directory"])
+    _one_line_error(run_main(["train", "--config", cfg, "--logdir", a_file / "below"]), capsys, ["not a directory"])
+    _one_line_error(run_main(["evaluate", "--model", trained_run, "--out", a_file]), capsys, ["--out", "is a file"])
+    _one_line_error(run_main(["compare", trained_run, "--out", a_file]), capsys, ["--out", "is a file"])
+    gif_dir = tmp_path / "x.gif"
+    gif_dir.mkdir()
+    _one_line_error(run_main(["record", "--model", trained_run, "--out", gif_dir]), capsys, ["is a directory"])
+    (tmp_path / "out" / "results.csv").mkdir(parents=True)
+    _one_line_error(run_main(["evaluate", "--model", trained_run, "--out", tmp_path / "out"]), capsys,
+                    ["results.csv", "is a directory"])
+    long = tmp_path / ("n" * 300)
+    _one_line_error(run_main(["train", "--config", cfg, "--logdir", long]), capsys, ["name too long"])
+    _one_line_error(run_main(["evaluate", "--model", trained_run, "--out", long]), capsys, ["name too long"])
+    assert a_file.read_text() == "keep me" and not list(tmp_path.glob("n*"))
+
+
+@pytest.mark.parametrize("args, words", [
+    (["record", "--seed", "-1"], ["--seed", "-1"]),
+    (["evaluate", "--seed", "-1"], ["--seed", "-1"]),
+    (["evaluate", "--n-envs", "0"], ["--n-envs", "0"]),
+])
+def test_bad_seeds_of_record_and_evaluate(args, words, trained_run, capsys):
+    before = _snapshot(trained_run)
+    _one_line_error(run_main([args[0], "--model", trained_run, *args[1:]]), capsys, words)
+    assert _snapshot(trained_run) == before
+
+
+def test_compare_with_absurd_reps_and_out_of_memory(trained_run, capsys, monkeypatch):
+    _one_line_error(run_main(["compare", trained_run, "--reps", 1_000_000_000]), capsys, ["--reps", "1000000000"])
+    import agents.experiments.compare as compare
+
+    def exhaust(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(compare, "compare_runs", exhaust)
+    _one_line_error(run_main(["compare", trained_run]), capsys, ["out of memory"])
+
+    def recurse(*args, **kwargs):
+        return recurse()
+
+    monkeypatch.setattr(compare, "compare_runs", recurse)
+    _one_line_error(run_main(["compare", trained_run]), capsys, ["nested too deeply"])
+
+
+def test_a_closed_output_pipe_is_one_line(tmp_path):
+    """`rims-rl presets | head -0`: the pipe is closed before the first write."""
+    import subprocess
+    import sys
+
+    from cli_tiny import REPO, SCRIPT
+
+    result = subprocess.run(["bash", "-c", f"'{sys.executable}' '{SCRIPT}' presets | head -0; exit ${{PIPESTATUS[0]}}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_empty_or_cut_config_yaml_is_one_line(trained_run, tmp_path, capsys):
+    run = tmp_path / "lstm" / "seed0"
+    shutil.copytree(trained_run, run)
+    for content in (b"", b"env: RedBallDistractors-v0\n", b"\x00\xff garbage"):  # empty, cut off, not text
+        (run / "config.yaml").write_bytes(content)
+        before = _snapshot(run)
+        _one_line_error(run_main(["evaluate", "--model", run]), capsys, ["config"])
+        _one_line_error(run_main(["record", "--model", run]), capsys, ["config"])
+        _one_line_error(run_main(["train", "--resume", run]), capsys, ["config"])
+        _one_line_error(run_main(["compare", run]), capsys, ["config"])
+        assert _snapshot(run) == before
+
+
+# ------------------------------------------------------------------ resume rules
+
+def test_resume_rules(trained_run, tmp_path, capsys):
+    run = tmp_path / "lstm" / "seed0"
+    shutil.copytree(trained_run, run)
+    config = (run / "config.yaml").read_bytes()
+    before = _snapshot(run)
+    # a lower budget than the run's (32 steps done, budget 32)
+    _one_line_error(run_main(["train", "--resume", run, "--timesteps", 16]), capsys, ["16", "32", "only raise"])
+    _one_line_error(run_main(["train", "--resume", run, "--config", "minigrid"]), capsys, ["--config"])
+    assert _snapshot(run) == before
+    # the same budget: nothing to train, config.yaml untouched (not even rewritten)
+    mtime = (run / "config.yaml").stat().st_mtime_ns
+    assert run_main(["train", "--resume", run, "--no-progress"]) == 0
+    assert (run / "config.yaml").read_bytes() == config and (run / "config.yaml").stat().st_mtime_ns == mtime
+    # a stale temp file of a killed checkpoint write is removed; a higher budget is written down
+    stale = run / "checkpoints" / ".last.zip.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert run_main(["train", "--resume", run, "--timesteps", 64, "--no-progress"]) == 0
+    assert not stale.exists() and read_num_timesteps(run / CHECKPOINT) == 64
+    assert b"timesteps: 64" in (run / "config.yaml").read_bytes()
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_remove_stale_temp_files_keeps_other_files(tmp_path):
+    from agents.experiments.files import atomic_write_text, remove_stale_temp_files
+
+    atomic_write_text(tmp_path / "a" / "config.yaml", "x: 1\n")
+    stale = [tmp_path / "a" / ".config.yaml.abc123.tmp", tmp_path / ".results.json.zz.tmp"]
+    keep = [tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / "a" / "config.yaml"]
+    for path in stale + keep[:2]:
+        path.write_text("x")
+    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
+
+
+# ------------------------------------------------------------------ full and read-only file systems
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    """Mount a small tmpfs at ``path`` (skip the test where mounting is not permitted)."""
+    import subprocess
+
+    path.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or result.returncode}); "
+                    f"the RLIMIT_FSIZE test covers full disks")
+
+
+def _umount(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _fill(disk: Path) -> None:
+    """Write a filler file until the file system is full."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError:
+            pass
+
+
+def _script(args, **kwargs):
+    import subprocess
+    import sys
+
+    from cli_tiny import REPO, SCRIPT
+
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=180, **kwargs)
+
+
+def _one_line_exit_2(result, words=()):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def _without(snapshot: dict, name: str) -> dict:
+    return {p: c for p, c in snapshot.items() if p.name != name}
+
+
+def test_a_full_disk_keeps_every_old_file_whole(trained_run, tmp_path, capsys):
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "16m")
+    try:
+        run = disk / "lstm" / "seed0"
+        shutil.copytree(trained_run, run)
+        assert run_main(["evaluate", "--model", run, "--shifts", "none", "--episodes", 1]) == 0
+        _fill(disk)
+        before = _without(_snapshot(disk), "filler")
+        capsys.readouterr()
+        for args in (["evaluate", "--model", run, "--shifts", "none", "--episodes", 2],
+                     ["compare", run, "--out", disk / "cmp"],
+                     ["train", "--config", tiny_config(tmp_path), "--logdir", disk / "new", "--no-progress"],
+                     ["record", "--model", run, "--max-steps", 5]):
+            _one_line_error(run_main(args), capsys, ["No space left on device"])
+        assert not (disk / "new").exists()
+        assert _without(_snapshot(disk), "filler") == before
+    finally:
+        _umount(disk)
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_file_size_limit_acts_like_a_full_disk(trained_run, tmp_path):
+    """RLIMIT_FSIZE in the child: every write beyond 64 bytes fails (EFBIG), as on a full disk."""
+    run = tmp_path / "lstm" / "seed0"
+    shutil.copytree(trained_run, run)
+    assert run_main(["evaluate", "--model", run, "--shifts", "none", "--episodes", 1]) == 0
+    tiny_config(tmp_path)
+    before = _snapshot(tmp_path)
+    limited = _limit_file_size(64)
+    _one_line_exit_2(_script(["evaluate", "--model", run, "--shifts", "none", "--episodes", 2], preexec_fn=limited),
+                     ["File too large"])
+    _one_line_exit_2(_script(["train", "--config", tmp_path / "tiny.yaml", "--logdir", tmp_path / "new",
+                              "--no-progress"], preexec_fn=limited), ["File too large"])
+    assert not (tmp_path / "new").exists()
+    _one_line_exit_2(_script(["train", "--resume", run, "--timesteps", 64, "--no-progress"], preexec_fn=limited),
+                     ["File too large"])
+    after = _snapshot(tmp_path)
+    assert {p: c for p, c in after.items() if "tb" not in p.relative_to(tmp_path).parts} == \
+        {p: c for p, c in before.items() if "tb" not in p.relative_to(tmp_path).parts}
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_read_only_file_system(trained_run, tmp_path, capsys):
+    """Root ignores file modes, so the test uses a read-only mount."""
+    import subprocess
+
+    disk = tmp_path / "ro"
+    _mount_tmpfs(disk, "16m")
+    try:
+        run = disk / "lstm" / "seed0"
+        shutil.copytree(trained_run, run)
+        assert run_main(["evaluate", "--model", run, "--shifts", "none", "--episodes", 1]) == 0
+        result = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {result.stderr.strip()}")
+        before = _snapshot(disk)
+        capsys.readouterr()
+        for args in (["evaluate", "--model", run, "--shifts", "none", "--episodes", 1],
+                     ["record", "--model", run, "--max-steps", 3],
+                     ["compare", run],
+                     ["train", "--resume", run, "--timesteps", 64, "--no-progress"],
+                     ["train", "--config", tiny_config(tmp_path), "--logdir", disk / "new", "--no-progress"]):
+            _one_line_error(run_main(args), capsys, ["Read-only file system"])
+        assert _snapshot(disk) == before
+    finally:
+        _umount(disk)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from agents.experiments.config import UserError
-from agents.experiments.files import atomic_open, atomic_write_bytes
+from agents.experiments.files import atomic_write_bytes
 
 STRIP_STEPS = 48
 ROW_HEIGHT = 12
@@ -76,8 +76,8 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: int) -> 
     if path.suffix.lower() == ".gif":
         import imageio.v3 as iio
 
-        with atomic_open(path, "wb") as f:
-            iio.imwrite(f, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
+        atomic_write_bytes(path, iio.imwrite("<bytes>", np.stack(frames), extension=".gif",
+                                             duration=1000.0 / fps, loop=0))
         return path
     import tempfile
 

@@ -301,9 +301,17 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
         model = build_model(cfg, env, run_dir)
         if resume:
             print(f"{run_dir} has no checkpoint yet: training from step 0")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume or read_run_config(run_dir) != cfg:  # a resume rewrites it only to raise the budget
-        dump_config(cfg, run_dir / CONFIG_FILE)
+    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if created or read_run_config(run_dir) != cfg:  # a resume rewrites it only to raise the budget
+            dump_config(cfg, run_dir / CONFIG_FILE)
+    except OSError:
+        env.close()
+        for directory in created:  # a full or read-only disk: leave no empty run dir behind
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+        raise
     remaining = cfg["timesteps"] - model.num_timesteps
     callbacks = [CheckpointCallback(run_dir, cfg["checkpoint_freq"])]
     if model.num_timesteps > 0:

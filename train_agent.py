@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-freq", type=int,
                    help=_from_config("checkpoint every N steps, 0 = only at the end", "checkpoint_freq"))
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run dir from its last checkpoint (same "
-                   "config, step count and optimizer state; --timesteps may raise the budget)")
+                   "config, step count and optimizer state; --timesteps may raise the budget, written to its config.yaml, "
+                   "or stop this resume earlier, but not below the steps done)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("evaluate", help="evaluate a model across shift levels", formatter_class=_Formatter,

@@ -55,6 +55,7 @@ def test_sigkill_then_resume_then_sigint_then_finish(tmp_path):
     final = interrupted_at + 32
     assert run_main(["train", "--resume", run, "--timesteps", final, "--no-progress"]) == 0
     assert read_num_timesteps(run / "model.zip") == final
+    assert "timesteps: 100000" in (run / "config.yaml").read_text()  # stopping early keeps the run's budget
     # one TensorBoard dir for the whole run; its step axis continues instead of restarting at 0
     assert [p.name for p in (run / "tb").iterdir()] == ["train_1"]
     acc = EventAccumulator(str(run / "tb" / "train_1"))

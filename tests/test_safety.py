@@ -371,8 +371,8 @@ def test_resume_rules(trained_run, tmp_path, capsys):
     shutil.copytree(trained_run, run)
     config = (run / "config.yaml").read_bytes()
     before = _snapshot(run)
-    # a lower budget than the run's (32 steps done, budget 32)
-    _one_line_error(run_main(["train", "--resume", run, "--timesteps", 16]), capsys, ["16", "32", "only raise"])
+    # a lower budget than the run has done (32 steps)
+    _one_line_error(run_main(["train", "--resume", run, "--timesteps", 16]), capsys, ["16", "32 steps", "at least 32"])
     _one_line_error(run_main(["train", "--resume", run, "--config", "minigrid"]), capsys, ["--config"])
     assert _snapshot(run) == before
     # the same budget: nothing to train, config.yaml untouched (not even rewritten)

@@ -304,7 +304,7 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
     created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if created or read_run_config(run_dir) != cfg:  # a resume rewrites it only to raise the budget
+        if created or cfg["timesteps"] > read_run_config(run_dir)["timesteps"]:  # a resume only raises the budget
             dump_config(cfg, run_dir / CONFIG_FILE)
     except OSError:
         env.close()
@@ -379,7 +379,6 @@ def train(
         if not is_run_dir(run_dir):
             raise UserError(f"--resume {run_dir}: not a run dir ({CONFIG_FILE} is missing)")
         cfg = read_run_config(run_dir)
-        budget = cfg["timesteps"]
         if flags.get("timesteps") is not None:
             set_value(cfg, "timesteps", flags["timesteps"], source="--timesteps")
         validate_config(cfg)
@@ -387,9 +386,6 @@ def train(
             raise UserError(f"--resume {run_dir}: no checkpoint to resume from ({CHECKPOINT} is missing); "
                             f"the run stopped before its first checkpoint: remove the dir and train again")
         done = read_num_timesteps(run_dir / CHECKPOINT)  # a corrupt checkpoint is reported before any work
-        if cfg["timesteps"] < budget:
-            raise UserError(f"--timesteps {cfg['timesteps']} is below the run's budget of {budget} steps "
-                            f"({run_dir / CONFIG_FILE}); --resume can only raise it")
         if cfg["timesteps"] < done:
             raise UserError(f"--timesteps {cfg['timesteps']} is below the {done} steps {run_dir} has done; "
                             f"give at least {done}")

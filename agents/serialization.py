@@ -284,14 +284,14 @@ def read_data(path: str | os.PathLike | io.BufferedIOBase) -> dict[str, Any]:
         with zipfile.ZipFile(file) as archive:
             data = json.loads(archive.read("data").decode())
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UnsafeModelError(f"not a rims-rl model file ({type(e).__name__})") from None
+        raise UnsafeModelError(f"not a model zip ({type(e).__name__})") from None
     finally:
         if isinstance(path, (str, os.PathLike)):
             file.close()
         elif hasattr(file, "seek"):
             file.seek(0)
     if not isinstance(data, dict):
-        raise UnsafeModelError("not a rims-rl model file (data is not a mapping)")
+        raise UnsafeModelError("not a model zip (its data is not a mapping)")
     return data
 
 

@@ -95,7 +95,9 @@ def test_record_rejects_unknown_format(trained_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args", [["train", "--set", "ppo.lr=1"], ["train", "--core", "bad"],
-                                  ["evaluate", "--model", "no/such/model.zip"]])
+                                  ["evaluate", "--model", "no/such/model.zip"],
+                                  ["train", "--set", "policy_kwargs.bogus=1"],
+                                  ["compare", ".", "--reps", "1000000000"]])
 def test_errors_from_the_script_are_one_line(args, tmp_path):
     """The real command line (a subprocess): one stderr line, exit 2, no traceback."""
     result = run_script([*args, *(["--logdir", tmp_path] if args[0] == "train" else [])])

@@ -530,3 +530,22 @@ def test_a_read_only_file_system(trained_run, tmp_path, capsys):
         assert _snapshot(disk) == before
     finally:
         _umount(disk)
+
+
+def test_schedules_round_trip_through_json():
+    """Numbers and LinearSchedule exactly; any other callable as samples, linear in between."""
+    from stable_baselines3.common.utils import FloatSchedule, LinearSchedule
+
+    from agents.serialization import schedule_from_json, schedule_to_json
+
+    def round_trip(value):
+        return schedule_from_json(json.loads(json.dumps(schedule_to_json(value))), "learning_rate")
+
+    assert round_trip(3e-4) == 3e-4 and round_trip(None) is None
+    linear = round_trip(FloatSchedule(LinearSchedule(1e-3, 0.0, 0.5)))
+    assert isinstance(linear, LinearSchedule) and linear(1.0) == 1e-3 and linear(0.4) == 0.0
+    table = round_trip(lambda progress: 0.1 * progress ** 2)
+    for p in (0.0, 0.25, 0.5, 1.0):
+        assert table(p) == pytest.approx(0.1 * p ** 2, abs=1e-5)
+    with pytest.raises(ValueError, match="unexpected value"):
+        schedule_from_json({"eval": "os.system('x')"}, "learning_rate")

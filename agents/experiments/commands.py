@@ -14,7 +14,7 @@ from agents.experiments.evaluation import (EVAL_THREADS, Result, evaluate_model,
                                            print_results_table, sweep_settings, torch_threads, write_results)
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, FINAL_MODEL, TB_DIR, find_run_dirs, is_run_dir,
                                      load_model, read_run_config, resolve_model_path, run_dir_for)
-from agents.experiments.train import EVAL_SEED, _run_config, check_seed, resolve_config, train_run
+from agents.experiments.train import EVAL_SEED, _run_config, check_logdir, check_seed, resolve_config, train_run
 
 MAX_REPS = 100_000  # bootstrap resamples of `compare` (more only costs memory: 2,000 give stable CIs)
 
@@ -153,6 +153,7 @@ def demo(
     Re-running it with the same config reuses finished runs and resumes interrupted ones.
     """
     base = resolve_config(config, overrides)
+    check_logdir(logdir)
     sweep = shifts if shifts is not None else base["eval"]["sweep"]
     episodes = episodes if episodes is not None else base["eval"]["episodes"]
     sweep_settings(base["env"], sweep)  # validate before training

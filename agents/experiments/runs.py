@@ -123,7 +123,7 @@ def _read_zip_data(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise UserError(f"cannot read model {path}: {e.strerror or type(e).__name__}") from None
     except ValueError as e:
-        raise UserError(f"model {path} is corrupt or not a rims-rl model ({e})") from None
+        raise UserError(f"model {path} is corrupt or not a rims-rl model: {e}") from None
 
 
 def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = None, device: str = "cpu"):

@@ -209,7 +209,10 @@ class RecurrentPPO(OnPolicyAlgorithm):
 
     # ------------------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike | io.BufferedIOBase, exclude: Any = None, include: Any = None) -> None:
-        """Write a model zip of plain JSON and state dicts (``agents.serialization``); no pickles."""
+        """Write a model zip of plain JSON and state dicts (``agents.serialization``); no pickles.
+
+        ``exclude``/``include`` are accepted for SB3 compatibility and ignored: the saved fields are fixed.
+        """
         save_model(self, path)
 
     @classmethod

@@ -21,6 +21,10 @@ from agents.experiments.files import atomic_write_text
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "minigrid"
 CORES = ("rims", "lstm", "gru", "none")
+# Top-level keys every run's config.yaml has had; a key added to the presets later is not required
+# here, so older run dirs stay readable.
+RUN_CONFIG_KEYS = ("env", "core", "seed", "policy", "timesteps", "n_envs", "threads", "shifts", "checkpoint_freq",
+                   "ppo", "cores", "policy_kwargs", "eval")
 OPEN_SECTIONS = ("policy_kwargs",)  # sections whose keys are not in the preset (checked by train.validate_config)
 
 
@@ -238,12 +242,12 @@ def dump_config(cfg: dict, path: str | os.PathLike) -> None:
 def read_config_file(path: str | os.PathLike) -> dict:
     """Read a resolved ``config.yaml`` of a run dir as it was written (no preset merging).
 
-    UserError if it is empty, unreadable or lacks keys of the default preset (a cut-off write).
+    UserError if it is empty, unreadable or lacks one of ``RUN_CONFIG_KEYS`` (a cut-off write).
     """
     cfg = _read_yaml(Path(path))
     if not cfg:
         raise UserError(f"config {path} is empty; the run dir is damaged (restore config.yaml or remove the dir)")
-    missing = [key for key in load_preset(DEFAULT_PRESET) if key not in cfg]
+    missing = [key for key in RUN_CONFIG_KEYS if key not in cfg]
     if missing:
         raise UserError(f"config {path} lacks key(s) {', '.join(missing)}; the run dir is damaged "
                         f"(restore config.yaml or remove the dir)")

@@ -44,7 +44,7 @@ def _wrap(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``rims-rl`` parser with the subcommands train, evaluate, compare, record, demo, presets."""
+    """The ``rims-rl`` parser with the subcommands train, evaluate, compare, report, record, demo, presets."""
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=_Formatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     presets = ", ".join(list_presets())
@@ -76,26 +76,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("evaluate", help="evaluate a model across shift levels", formatter_class=_Formatter,
-                       description=_wrap("Evaluate a model on the unshifted env and on each shift setting. Writes "
-                                   "results.csv / results.json (env, shift, level, episodes, mean_return, std_return, "
-                                   "ci95_low, ci95_high, retention), returns.png and TensorBoard scalars."))
+                       description=_wrap("Evaluate a model on the unshifted env and on each shift setting, on paired "
+                                   "episodes (episode i of every setting and model is reset with seed SEED+i). "
+                                   "Writes results.csv / results.json (return, success rate, normalized score "
+                                   "against a cached random-policy baseline, 95% CIs; per-episode records), "
+                                   "returns.png and TensorBoard scalars."))
     p.add_argument("--model", required=True, help="a model file or a run dir (uses model.zip, else the checkpoint)")
     p.add_argument("--shifts", nargs="+", default=["all"], metavar="SPEC",
                    help="settings: all, none, a shift name (every level) or name=level[,name=level]")
-    p.add_argument("--episodes", type=int, default=20, help="episodes per setting")
-    p.add_argument("--seed", type=int, default=1000, help="seed of the evaluation envs")
+    p.add_argument("--episodes", type=int, default=400,
+                   help="episodes per setting (400: a success rate's 95%% CI half-width <= 0.05)")
+    p.add_argument("--seed", type=int, default=1000, help="reset seed of episode 0 (episode i: SEED+i)")
     p.add_argument("--deterministic", action="store_true", help="greedy actions instead of sampled ones")
-    p.add_argument("--n-envs", type=int, default=4, help="parallel evaluation envs")
+    p.add_argument("--n-envs", type=int, default=64, help="sub-envs stepped at once (one batched predict per step)")
     p.add_argument("--out", help="output dir (default: <run dir>/eval)")
     p.add_argument("--env", help="environment id (default: the run's config.yaml)")
 
-    p = sub.add_parser("compare", help="compare evaluated runs: IQM with bootstrap CIs",
+    p = sub.add_parser("compare", help="compare evaluated runs: rliable aggregates with bootstrap CIs",
                        formatter_class=_Formatter,
-                       description=_wrap("Aggregate evaluated runs per env and core: IQM return per shift level with "
-                                   "95% stratified-bootstrap CIs, retention; writes compare.csv/json and compare.png."))
+                       description=_wrap("Aggregate evaluated runs per env and core with rliable: IQM, mean, median and "
+                                   "optimality gap of success rate, normalized score and return per shift level with "
+                                   "95% stratified-bootstrap CIs (none with 1 seed), probability of improvement of "
+                                   "each core over each other, performance profiles; writes compare.csv/json, "
+                                   "improvement.csv, compare.png and profiles.png."))
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run dirs, or dirs searched for run dirs")
     p.add_argument("--out", help="output dir (default: DIR/compare for one DIR holding runs, else <common parent of the runs>/compare)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+    p = sub.add_parser("report", help="write the study report (HTML + Markdown) of evaluated runs",
+                       formatter_class=_Formatter,
+                       description=_wrap("Write report.html (self-contained, images embedded) and report.md (PNGs "
+                                   "beside it): what was run, learning curves, each shift's ladder, pooled aggregates, "
+                                   "probability of improvement, performance profiles, the random baseline, caveats."))
+    p.add_argument("dir", metavar="DIR", help="a dir holding evaluated run dirs (e.g. runs/demo)")
+    p.add_argument("--out", help="output dir (default: DIR)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (if compare must run first)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
     p = sub.add_parser("record", help="record one episode with the RIMs activation strip",
@@ -145,6 +161,8 @@ def _dispatch(args: argparse.Namespace) -> None:
                             deterministic=args.deterministic, out=args.out, env=args.env, n_envs=args.n_envs)
     elif args.command == "compare":
         experiment.compare(args.runs, out=args.out, reps=args.reps, seed=args.seed)
+    elif args.command == "report":
+        experiment.report(args.dir, out=args.out, reps=args.reps, seed=args.seed)
     elif args.command == "record":
         experiment.record(args.model, out=args.out, shifts=args.shifts, seed=args.seed,
                           deterministic=args.deterministic, max_steps=args.max_steps, fps=args.fps, env=args.env)

@@ -15,15 +15,20 @@ import torch
 from stable_baselines3.common.logger import Image, Logger
 
 RASTER_CELL = (8, 2)  # pixels per (RIM row, time step)
+# Colours of the raster, shared with the `record` video strip.
+ACTIVE_RGB = (255, 255, 255)
+INACTIVE_RGB = (0, 0, 0)
+START_ACTIVE_RGB = (255, 120, 120)
+START_INACTIVE_RGB = (120, 0, 0)
 
 
 def activation_raster(mask: np.ndarray, episode_starts: np.ndarray) -> np.ndarray:
     """RGB image ``[K*8, T*2, 3]`` uint8 of a mask ``[T, K]`` (bool); episode-start columns are red
     (light red = active, dark red = inactive)."""
     active = mask.T.astype(bool)  # [K, T]
-    image = np.where(active[:, :, None], 255, 0).astype(np.uint8).repeat(3, axis=2)
+    image = np.where(active[:, :, None], ACTIVE_RGB, INACTIVE_RGB).astype(np.uint8)
     starts = episode_starts.astype(bool)
-    image[:, starts] = np.where(active[:, starts, None], [255, 120, 120], [120, 0, 0]).astype(np.uint8)
+    image[:, starts] = np.where(active[:, starts, None], START_ACTIVE_RGB, START_INACTIVE_RGB).astype(np.uint8)
     return np.repeat(np.repeat(image, RASTER_CELL[0], axis=0), RASTER_CELL[1], axis=1)
 
 

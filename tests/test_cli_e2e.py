@@ -10,7 +10,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.experiments.config import load_preset
-from agents.experiments.record import ROW_HEIGHT
+from agents.experiments.record import ROW_HEIGHT, TEXT_HEIGHT
 from agents.experiments.runs import read_num_timesteps
 from cli_tiny import run_main, tiny_config
 
@@ -46,6 +46,9 @@ def test_demo_writes_runs_results_comparison(demo_dir, capsys):
     assert {r["core"] for r in rows} == {"rims", "lstm"}
     assert {r["level"] for r in rows} == {"0", "1"} and {r["shift"] for r in rows} == {"all", "distractors"}
     assert (demo_dir / "compare" / "compare.png").stat().st_size > 1000
+    assert (demo_dir / "compare" / "improvement.csv").is_file()
+    # the demo ends by writing the report and printing its path
+    assert (demo_dir / "report.html").stat().st_size > 10_000 and (demo_dir / "report.md").is_file()
 
 
 def test_demo_rerun_reuses_finished_runs(demo_dir, capsys):
@@ -56,6 +59,8 @@ def test_demo_rerun_reuses_finished_runs(demo_dir, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "already trained" in out and f"tensorboard --logdir {demo_dir}" in out
+    assert out.strip().splitlines()[-1] == f"report: {demo_dir / 'report.html'} (self-contained) and " \
+                                           f"{demo_dir / 'report.md'}"
     assert (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns == before
 
 
@@ -77,37 +82,48 @@ def test_evaluate_writes_results_plot_and_tensorboard(demo_dir, tmp_path, capsys
                      "--out", tmp_path / "ev", "--n-envs", 2])
     assert code == 0
     out = capsys.readouterr().out
-    assert "retention" in out and "floor_noise" in out
+    assert "norm. score" in out and "floor_noise" in out and "CI half-width of a success rate" in out
     with open(tmp_path / "ev" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["env", "shift", "level", "episodes", "mean_return", "std_return", "ci95_low",
-                             "ci95_high", "retention"]
+                             "ci95_high", "success_rate", "success_ci95_low", "success_ci95_high", "mean_length",
+                             "random_return", "random_success_rate", "normalized_score"]
     assert [(r["shift"], r["level"]) for r in rows] == [("none", "0"), ("size", "1"), ("floor_noise", "2")]
     for r in rows:
         assert int(r["episodes"]) == 2
         assert float(r["ci95_low"]) <= float(r["mean_return"]) <= float(r["ci95_high"])
+        assert float(r["success_rate"]) in (0.0, 0.5, 1.0) and r["random_return"] != ""
     data = json.loads((tmp_path / "ev" / "results.json").read_text())
-    assert all(len(r["returns"]) == 2 for r in data["results"]) and data["num_timesteps"] == 64
+    assert data["num_timesteps"] == 64
+    for r in data["results"]:  # per-episode records with the paired reset seeds 1000, 1001
+        assert [(e["index"], e["seed"]) for e in r["episode_records"]] == [(0, 1000), (1, 1001)]
+        assert all(set(e) == {"index", "seed", "return", "success", "length"} for e in r["episode_records"])
     assert (tmp_path / "ev" / "returns.png").stat().st_size > 1000
-    acc = EventAccumulator(str(run / "tb" / "eval"))
+    # the random baseline is cached beside the env's run dirs
+    assert (run.parent.parent / "random_baseline.json").is_file()
+    acc = EventAccumulator(str(run / "tb" / "eval"), size_guidance={"images": 0})
     acc.Reload()
-    assert "eval/size/mean_return" in acc.Tags()["scalars"]
+    tags = acc.Tags()
+    assert "eval/size/level1/success_rate" in tags["scalars"] and "eval/ladder" in tags["images"]
+    # one scalar per setting at the training step (64), never the level as the step
+    assert [e.step for e in acc.Scalars("eval/floor_noise/level2/mean_return")] == [64]
 
 
 def test_compare_table_and_files(demo_dir, tmp_path, capsys):
     code = run_main(["compare", demo_dir, "--out", tmp_path / "cmp", "--reps", 100])
     assert code == 0
     out = capsys.readouterr().out
-    assert "IQM" in out and "rims" in out and "lstm" in out
+    assert "IQM" in out and "rims" in out and "lstm" in out and "1 seed: no CI" in out
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert data["columns"] == ["env", "core", "shift", "runs", "level", "tasks", "iqm_return", "ci95_low",
-                               "ci95_high", "iqm_retention", "retention_ci95_low", "retention_ci95_high"]
+    assert data["columns"][:7] == ["env", "core", "shift", "level", "metric", "runs", "tasks"]
     # the demo evaluated unshifted + distractors=1: pooled rows and the distractors ladder, per core
-    keys = {(s["core"], s["shift"], s["level"]) for s in data["summary"]}
+    keys = {(s["core"], s["shift"], s["level"]) for s in data["summary"] if s["metric"] == "success_rate"}
     assert keys == {(c, sh, lv) for c in ("rims", "lstm") for sh in ("all", "distractors") for lv in (0, 1)}
-    level0 = [s for s in data["summary"] if s["level"] == 0]
-    for s in level0:  # one run per core: retention is 1 unless the unshifted return is 0 (then undefined)
-        assert s["iqm_retention"] == (None if s["iqm_return"] == 0 else 1.0)
+    assert all(s["iqm_ci95_low"] is None for s in data["summary"])  # one seed: no CI
+    with open(tmp_path / "cmp" / "improvement.csv") as f:
+        poi = list(csv.DictReader(f))
+    assert list(poi[0])[:8] == ["env", "shift", "level", "metric", "core_a", "core_b", "runs_a", "runs_b"]
+    assert {(r["core_a"], r["core_b"]) for r in poi} == {("rims", "lstm"), ("lstm", "rims")}
     assert (tmp_path / "cmp" / "compare.png").is_file()
 
 
@@ -121,11 +137,11 @@ def test_record_gif_with_activation_strip(demo_dir, tmp_path, capsys):
         heights[core] = frames.shape[1]
         text = capsys.readouterr().out
         assert ("with the RIMs activation strip" in text) == (core == "rims")
-    # the strip under each rims frame: 3 RIMs (tiny config) x ROW_HEIGHT px + 2 px gap
-    assert heights["rims"] - heights["lstm"] == 3 * ROW_HEIGHT + 2
+    # the strip under each rims frame: 3 RIMs (tiny config) x ROW_HEIGHT px + 2 px gap, and its legend line
+    assert heights["rims"] - heights["lstm"] == 3 * ROW_HEIGHT + 2 + TEXT_HEIGHT
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "compare", "record", "demo", "presets"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "compare", "report", "record", "demo", "presets"])
 def test_help_shows_defaults(command, capsys):
     assert run_main([command, "--help"]) == 0
     text = capsys.readouterr().out
@@ -154,4 +170,5 @@ def test_train_with_periodic_evaluation_keeps_the_best_model(tmp_path):
     assert 32 <= read_num_timesteps(run / "best_model.zip") <= 64
     acc = EventAccumulator(str(run / "tb" / "train_1"))
     acc.Reload()
-    assert "eval/mean_return" in acc.Tags()["scalars"]
+    assert {"eval/mean_return", "eval/success_rate"} <= set(acc.Tags()["scalars"])
+    assert {e.step for e in acc.Scalars("eval/success_rate")} <= {32, 48, 64}  # at training steps

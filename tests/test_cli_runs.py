@@ -6,11 +6,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from agents.experiments.compare import stratified_bootstrap_ci
 from agents.experiments.config import UserError
-from agents.experiments.evaluation import Result, Setting, add_retention, summarize, write_results, RESULT_COLUMNS
-from agents.experiments.plots import plot_compare, plot_returns_vs_level
-from agents.experiments.record import ROW_HEIGHT, activation_strip, compose_frame, write_video
+from agents.experiments.record import (LABEL_WIDTH, ROW_HEIGHT, TEXT_HEIGHT, activation_strip, caption, compose_frame,
+                                       write_video)
 from agents.experiments.runs import (atomic_save, find_run_dirs, read_num_timesteps, refuse_existing, resolve_model_path,
                          run_dir_for)
 
@@ -75,67 +73,21 @@ def test_resolve_model_path(tmp_path):
     assert find_run_dirs([tmp_path]) == [run]
 
 
-def test_summary_statistics_and_retention():
-    base = summarize("E", Setting("none", 0), np.array([1.0, 2.0, 3.0, 4.0]))
-    assert base.mean_return == 2.5
-    assert base.std_return == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
-    # t(0.975, 3) = 3.182; half width = 3.182 * std / 2
-    assert base.ci95_high - base.mean_return == pytest.approx(3.1824 * base.std_return / 2, rel=1e-3)
-    shifted = summarize("E", Setting("distractors", 2, {"distractors": 2}), np.array([1.0, 1.5]))
-    results = [base, shifted]
-    add_retention(results)
-    assert results[0].retention == 1.0
-    assert results[1].retention == pytest.approx(1.25 / 2.5)
+def test_activation_strip_marks_active_rims_in_the_raster_colours():
+    from agents.rims_logging import ACTIVE_RGB, INACTIVE_RGB
 
-
-def test_results_files_have_the_documented_columns(tmp_path):
-    r = summarize("E", Setting("none", 0), np.array([1.0, 3.0]))
-    add_retention([r])
-    csv_path, json_path = write_results([r], tmp_path, {"model": "m"})
-    header = csv_path.read_text().splitlines()[0].split(",")
-    assert header == list(RESULT_COLUMNS) == ["env", "shift", "level", "episodes", "mean_return", "std_return",
-                                              "ci95_low", "ci95_high", "retention"]
-    data = json.loads(json_path.read_text())
-    assert data["results"][0]["returns"] == [1.0, 3.0] and data["model"] == "m"
-
-
-def test_stratified_bootstrap_resamples_runs_within_tasks():
-    # one run: nothing to resample, the CI collapses to the IQM
-    low, high = stratified_bootstrap_ci(np.array([[1.0, 2.0, 3.0]]), reps=200)
-    assert low == high == pytest.approx(2.0)
-    # task columns are never mixed: a task whose runs all score 10 keeps contributing 10
-    scores = np.array([[0.0, 10.0], [1.0, 10.0], [2.0, 10.0], [3.0, 10.0]])
-    low, high = stratified_bootstrap_ci(scores, reps=500, seed=1)
-    assert 0 < low < high < 10
-    spread = np.array([[0.0], [0.0], [10.0], [10.0]])
-    wide = stratified_bootstrap_ci(spread, reps=500)
-    narrow = stratified_bootstrap_ci(np.array([[5.0], [5.0], [5.0], [5.0]]), reps=500)
-    assert wide[1] - wide[0] > narrow[1] - narrow[0] == 0
-
-
-def test_plots_write_pngs(tmp_path):
-    rows = [Result("E", "none", 0, 4, 1.0, 0.1, 0.9, 1.1),
-            Result("E", "distractors", 1, 4, 0.8, 0.1, 0.7, 0.9),
-            Result("E", "distractors", 2, 4, 0.5, 0.1, 0.4, 0.6)]
-    png = plot_returns_vs_level(rows, tmp_path / "r.png", "t")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = [{"env": "E", "core": c, "shift": sh, "runs": 1, "level": lv, "iqm_return": 1.0 - lv / 4, "ci95_low": 0.5,
-                "ci95_high": 1.0} for c in ("rims", "lstm") for sh in ("all", "size") for lv in (0, 1, 2)]
-    png = plot_compare(summary, tmp_path / "c.png")
-    assert png.stat().st_size > 1000
-
-
-def test_activation_strip_marks_active_rims():
     history = [np.array([True, False, True]), np.array([False, True, True])]
     frame = np.zeros((40, 96, 3), dtype=np.uint8)
-    out = compose_frame(frame, history)
-    assert out.shape[1] == 96 and out.shape[0] > 40
-    strip = activation_strip(history, 96)
+    strip = activation_strip(history, 96, window=2)  # a 2-step episode: two wide columns
     assert strip.shape == (3 * ROW_HEIGHT + 2, 96, 3)
-    last_col = strip[2:, -1]  # rightmost pixel column = the current step
-    row_mid = [last_col[i * ROW_HEIGHT + 4] for i in range(3)]
-    bright = [int(p.sum()) > 300 for p in row_mid]
-    assert bright == [False, True, True]
+    col = (96 - LABEL_WIDTH) // 2
+    for step, mask in enumerate(history):
+        x = LABEL_WIDTH + step * col + col // 2  # the middle of the step's column
+        cells = [tuple(strip[2 + i * ROW_HEIGHT + ROW_HEIGHT // 2, x]) for i in range(3)]
+        assert cells == [ACTIVE_RGB if m else INACTIVE_RGB for m in mask]
+    assert col > 30  # readable: a short episode fills the width instead of 2 px columns
+    out = compose_frame(frame, history, window=2, text=caption(96, 2, 2, "2 (forward)", 0.5, 0.5))
+    assert out.shape == (40 + strip.shape[0] + TEXT_HEIGHT + 2 * TEXT_HEIGHT, 96, 3)  # + legend + caption
     assert compose_frame(frame, []).shape == frame.shape
 
 

@@ -193,7 +193,9 @@ class StopOnSignalCallback(BaseCallback):
 
 
 class PeriodicEvalCallback(BaseCallback):
-    """Every ``freq`` steps: evaluate on ``shifts``, log ``eval/mean_return``, keep ``best_model.zip``."""
+    """Every ``freq`` steps: evaluate on ``shifts`` (paired episodes, the same seeds each time), log
+    ``eval/mean_return``, ``eval/std_return`` and (MiniGrid/BabyAI) ``eval/success_rate`` at the
+    training step, and keep the best model (by mean return) as ``best_model.zip``."""
 
     def __init__(self, run_dir: str | Path, env_id: str, shifts: dict[str, int] | None, episodes: int,
                  freq: int, seed: int) -> None:
@@ -212,10 +214,13 @@ class PeriodicEvalCallback(BaseCallback):
 
         self._last = self.model.num_timesteps
         with torch_threads(EVAL_THREADS):
-            returns = run_episodes(self.model, self.env_id, self.shifts, self.episodes, seed=self.seed + 10_000)
+            episodes = run_episodes(self.model, self.env_id, self.shifts, self.episodes, seed=self.seed + 10_000)
+        returns = np.array([e.ret for e in episodes])
         mean = float(returns.mean())
         self.logger.record("eval/mean_return", mean)
         self.logger.record("eval/std_return", float(returns.std()))
+        if episodes[0].success is not None:
+            self.logger.record("eval/success_rate", float(np.mean([e.success for e in episodes])))
         if mean > self.best:
             self.best = mean
             atomic_save(self.model, self.path)

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents.experiments.config import UserError
-from agents.experiments.evaluation import (EVAL_THREADS, Result, evaluate_model, log_results_to_tensorboard,
-                                           print_results_table, sweep_settings, torch_threads, write_results)
+from agents.experiments.evaluation import (EVAL_ENVS, EVAL_THREADS, Result, evaluate_model,
+                                           log_results_to_tensorboard, print_results_table, success_ci_half_width,
+                                           sweep_settings, torch_threads, write_results)
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, FINAL_MODEL, TB_DIR, find_run_dirs, is_run_dir,
                                      load_model, read_run_config, resolve_model_path, run_dir_for)
 from agents.experiments.train import EVAL_SEED, _run_config, check_logdir, check_seed, resolve_config, train_run
@@ -31,24 +32,31 @@ def check_out_dir(out_dir: Path, files: Sequence[str]) -> None:
 
 # ---------------------------------------------------------------- evaluation
 
+DEFAULT_EPISODES = 400  # a success rate's 95% CI half-width is then <= 0.05 (1.96 * sqrt(0.25 / 400) = 0.049)
+
 def evaluate(
     model: str | os.PathLike,
     shifts: Sequence[str] | str | None = None,
-    episodes: int = 20,
+    episodes: int = DEFAULT_EPISODES,
     seed: int = EVAL_SEED,
     deterministic: bool = False,
     out: str | os.PathLike | None = None,
     env: str | None = None,
-    n_envs: int = 4,
+    n_envs: int = EVAL_ENVS,
     quiet: bool = False,
+    baseline_cache: str | os.PathLike | None = None,
 ) -> list[Result]:
-    """The ``evaluate`` command: sweep shift settings, write results.csv/json, a plot and TB scalars.
+    """The ``evaluate`` command: sweep shift settings on paired episodes, write results.csv/json, a
+    plot and TB scalars.
 
     ``model``: a model file or a run dir. Outputs go to ``out`` (default ``<run>/eval``); the TB
-    scalars to ``<run>/tb/eval`` (or ``<out>/tb``).
+    scalars to ``<run>/tb/eval`` (or ``<out>/tb``). The random-policy baseline is cached in
+    ``baseline_cache`` (default ``<logdir>/<env>/random_baseline.json`` beside the run, else
+    ``<out>/random_baseline.json``).
     """
     from stable_baselines3.common.utils import set_random_seed
 
+    from agents.experiments.baseline import baseline_cache_path, random_baseline
     from agents.experiments.plots import plot_returns_vs_level
 
     model_file, run_dir = resolve_model_path(model)
@@ -61,63 +69,113 @@ def evaluate(
     if n_envs < 1:
         raise UserError(f"--n-envs must be >= 1, got {n_envs}")
     check_seed(seed)
+    check_seed(seed + episodes - 1, "--seed + --episodes - 1 (the last episode's reset seed)")
     settings = sweep_settings(env, shifts)
     out_dir = Path(out) if out is not None else (run_dir / EVAL_DIR if run_dir else model_file.parent / EVAL_DIR)
     check_out_dir(out_dir, ("results.csv", "results.json", "returns.png"))
     agent = load_model(model_file, env_id=env)
     tb_dir = run_dir / TB_DIR / "eval" if run_dir else out_dir / "tb"
+    cache = Path(baseline_cache) if baseline_cache is not None else baseline_cache_path(run_dir, out_dir)
 
-    def report(r: Result) -> None:
+    def say(r: Result) -> None:
         if not quiet:
-            print(f"  {r.shift} level {r.level}: mean return {r.mean_return:.3g} over {r.episodes} episodes")
+            success = "" if r.success_rate is None else f", success {r.success_rate:.3g}"
+            print(f"  {r.shift} level {r.level}: mean return {r.mean_return:.3g}{success} over {r.episodes} episodes")
+
+    def baseline(setting):
+        return random_baseline(env, setting, episodes, seed, cache, n_envs)
 
     if not quiet:
-        print(f"evaluating {model_file} on {env}: {len(settings)} settings x {episodes} episodes")
+        print(f"evaluating {model_file} on {env}: {len(settings)} settings x {episodes} paired episodes "
+              f"(seeds {seed}..{seed + episodes - 1}); random baseline cache {cache}")
     set_random_seed(seed)
     with torch_threads(EVAL_THREADS):
-        results = evaluate_model(agent, env, settings, episodes, seed, deterministic, n_envs, on_result=report)
+        results = evaluate_model(agent, env, settings, episodes, seed, deterministic, n_envs, on_result=say,
+                                 baseline=baseline)
     meta = {"env": env, "model": str(model_file), "num_timesteps": int(agent.num_timesteps), "seed": seed,
-            "deterministic": deterministic, "episodes": episodes}
+            "deterministic": deterministic, "episodes": episodes, "baseline_cache": str(cache),
+            "success_ci95_half_width": success_ci_half_width(results)}
     csv_path, json_path = write_results(results, out_dir, meta)
     label = f"{run_dir.parent.name} seed {read_run_config(run_dir)['seed']}" if run_dir else model_file.name
     plot = plot_returns_vs_level(results, out_dir / "returns.png", f"{env} - {label}")
-    log_results_to_tensorboard(results, tb_dir)
+    log_results_to_tensorboard(results, tb_dir, int(agent.num_timesteps), ladder_png=plot)
     if not quiet:
         print_results_table(results, f"{env} - {label} ({agent.num_timesteps} steps)")
+        half = success_ci_half_width(results)
+        if half is not None:
+            print(f"largest 95% CI half-width of a success rate: {half:.3f} ({episodes} episodes per setting)")
         print(f"results: {csv_path}, {json_path}\nplot: {plot}\nTensorBoard: tensorboard --logdir {tb_dir}")
     return results
 
 
 # ---------------------------------------------------------------- comparison
 
+def _default_compare_out(runs: Sequence[str | os.PathLike], run_dirs: list[Path]) -> Path:
+    """``DIR/compare`` for one DIR holding runs, else ``<common parent of the runs>/compare``."""
+    if len(runs) == 1 and not is_run_dir(runs[0]):
+        return Path(runs[0]) / "compare"
+    common = Path(os.path.commonpath([str(r.resolve()) for r in run_dirs]))
+    return (common.parent if is_run_dir(common) else common) / "compare"
+
+
 def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, reps: int = 2000,
             seed: int = 0, quiet: bool = False) -> list[dict[str, Any]]:
-    """The ``compare`` command: IQM + stratified-bootstrap CIs per core and shift level, table and plot.
+    """The ``compare`` command: rliable aggregates with stratified-bootstrap CIs per core, shift, level
+    and metric, probability of improvement, performance profiles; tables and plots.
 
     ``runs``: run dirs or dirs holding run dirs (each evaluated before). Output dir default:
-    ``<common parent of the runs>/compare``.
+    ``DIR/compare`` for one DIR, else ``<common parent of the runs>/compare``. Writes compare.csv,
+    compare.json, improvement.csv, compare.png and profiles.png; returns the compare.csv rows.
     """
     from agents.experiments.compare import compare_runs, print_compare_table, write_compare
-    from agents.experiments.plots import plot_compare
+    from agents.experiments.plots import plot_compare, plot_profiles
 
     if not 1 <= reps <= MAX_REPS:
         raise UserError(f"--reps must be from 1 to {MAX_REPS:,}, got {reps}")
     check_seed(seed)
     run_dirs = find_run_dirs(list(runs))
-    if out is None:
-        if len(runs) == 1 and not is_run_dir(runs[0]):
-            out = Path(runs[0]) / "compare"
-        else:
-            common = Path(os.path.commonpath([str(r.resolve()) for r in run_dirs]))
-            out = (common.parent if is_run_dir(common) else common) / "compare"
-    check_out_dir(Path(out), ("compare.csv", "compare.json", "compare.png"))
-    summary = compare_runs(run_dirs, reps=reps, seed=seed)
-    csv_path, json_path = write_compare(summary, out, run_dirs)
-    plot = plot_compare(summary, Path(out) / "compare.png")
-    print_compare_table(summary)
+    out = Path(out) if out is not None else _default_compare_out(runs, run_dirs)
+    check_out_dir(out, ("compare.csv", "compare.json", "improvement.csv", "compare.png", "profiles.png"))
+    comparison = compare_runs(run_dirs, reps=reps, seed=seed)
+    csv_path, json_path, improvement_path = write_compare(comparison, out, run_dirs)
+    plot = plot_compare(comparison["summary"], out / "compare.png")
+    profiles = plot_profiles(comparison["profiles"], out / "profiles.png") if any(
+        comparison["profiles"].values()) else None
+    print_compare_table(comparison)
     if not quiet:
-        print(f"compared {len(run_dirs)} runs: {csv_path}, {json_path}\nplot: {plot}")
-    return summary
+        print(f"compared {len(run_dirs)} runs: {csv_path}, {json_path}, {improvement_path}\nplot: {plot}"
+              + (f", {profiles}" if profiles else ""))
+    return comparison["summary"]
+
+
+# ---------------------------------------------------------------- report
+
+def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, reps: int = 2000,
+           seed: int = 0) -> Path:
+    """The ``report`` command: ``report.html`` (self-contained) and ``report.md`` for the runs under
+    ``directory``, in ``out`` (default ``directory``). It reuses ``<directory>/compare/compare.json``
+    when that is newer than every run's results.json, else runs ``compare`` first."""
+    from agents.experiments.curves import CURVE_REPS
+    from agents.experiments.report import REPORT_FILES, read_comparison, write_report
+
+    if reps < 1:
+        raise UserError(f"--reps must be >= 1, got {reps}")
+    check_seed(seed)
+    directory = Path(directory)
+    run_dirs = find_run_dirs([directory])
+    missing = [r for r in run_dirs if not (r / EVAL_DIR / "results.json").is_file()]
+    if missing:
+        raise UserError(f"{missing[0]} has no {EVAL_DIR}/results.json; run `rims-rl evaluate --model {missing[0]}` "
+                        f"first")
+    out_dir = Path(out) if out is not None else directory
+    check_out_dir(out_dir, REPORT_FILES)
+    compare_json = _default_compare_out([directory], run_dirs) / "compare.json"
+    newest = max((r / EVAL_DIR / "results.json").stat().st_mtime for r in run_dirs)
+    if not compare_json.is_file() or compare_json.stat().st_mtime < newest:
+        compare([directory], out=compare_json.parent, reps=reps, seed=seed, quiet=True)
+    page, md = write_report(read_comparison(compare_json), run_dirs, out_dir, reps=min(reps, CURVE_REPS))
+    print(f"report: {page} (self-contained) and {md}")
+    return page
 
 
 # ---------------------------------------------------------------- demo (the main job)
@@ -147,8 +205,10 @@ def demo(
     shifts: Sequence[str] | str | None = None,
     episodes: int | None = None,
     progress: bool = True,
+    reps: int = 2000,
 ) -> list[dict[str, Any]]:
-    """The main job: train each core x seed, evaluate across the shift ladder, compare, print where.
+    """The main job: train each core x seed, evaluate across the shift ladder, compare, write the
+    report and print where everything is.
 
     Re-running it with the same config reuses finished runs and resumes interrupted ones.
     """
@@ -171,15 +231,16 @@ def demo(
     for _, run_dir in runs:
         evaluate(run_dir, shifts=sweep, episodes=episodes, quiet=True)
         print(f"evaluated {run_dir}: {run_dir / EVAL_DIR / 'results.csv'}")
-    summary = compare([r for _, r in runs], out=Path(logdir) / "compare", quiet=True)
+    summary = compare([r for _, r in runs], out=Path(logdir) / "compare", reps=reps, quiet=True)
     out = Path(logdir)
     print(f"\nresults: per run {out}/<env>/<core>/seed<N>/eval/results.csv (+ returns.png); "
-          f"comparison {out / 'compare' / 'compare.csv'}")
+          f"comparison {out / 'compare' / 'compare.csv'}, {out / 'compare' / 'improvement.csv'}")
     print(f"plot: {out / 'compare' / 'compare.png'}")
     rims_runs = [r for cfg, r in runs if cfg["core"] == "rims"]
     if rims_runs:
         print(f"an episode with the RIMs activation strip: rims-rl record --model {rims_runs[0]}")
     print(f"TensorBoard curves: tensorboard --logdir {out}")
+    report(out, reps=reps)  # prints the report's path
     return summary
 
 

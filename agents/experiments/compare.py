@@ -1,70 +1,112 @@
-"""Compare runs (cores x seeds): IQM return per shift level with 95% stratified-bootstrap CIs.
+"""Compare runs (cores x seeds) with rliable: aggregates with stratified-bootstrap CIs, probability
+of improvement, performance profiles.
 
-Each run contributes the mean returns of its ``eval/results.json``. For one env, core and shift
-level, the score matrix is ``[runs, tasks]`` where the tasks are the shift settings at that level
-(level 0: the unshifted setting alone). The IQM is rliable's ``aggregate_iqm`` (25% trimmed mean
-over all runs and tasks); its CI is the percentile interval of a stratified bootstrap that
-resamples runs with replacement independently within each task (Agarwal et al. 2021). Retention
-is aggregated the same way from per-run retention (setting mean / the run's unshifted mean).
-With one run per core the CI has zero width: it measures seed variation and there is none.
+Each run contributes, per setting of its ``eval/results.json``, three per-run scores (metrics):
+``return`` (mean return), ``success_rate`` (MiniGrid/BabyAI only) and ``normalized_score``
+(``(R - R_random) / (R_unshifted - R_random)``, see evaluation.py). For one env, core, group and
+metric the score matrix is ``[runs, tasks]``: a group is either every shift pooled at one level
+(``shift == "all"``; the tasks are the settings at that level, level 0 = the unshifted setting)
+or one shift's ladder at one level (one task; its level 0 is the unshifted setting).
 
-Output columns (compare.csv): env, core, shift, runs, level, tasks, iqm_return, ci95_low,
-ci95_high, iqm_retention, retention_ci95_low, retention_ci95_high. Rows with ``shift == "all"``
-aggregate every shift at a level; the others follow one shift up its ladder.
+Scale-changing shifts (``ShiftInfo.changes_scale``, e.g. ``size``: the step budget grows) are
+compared on success rate and normalized score only: they get no ``return`` rows and are left out
+of the pooled ``return`` aggregates.
+
+Aggregates are rliable's (Agarwal et al. 2021): IQM, mean, median and optimality gap (threshold 1,
+for success rate and normalized score only), with 95% percentile CIs of rliable's stratified
+bootstrap (runs resampled with replacement within each task), computed by
+``agents.experiments.bootstrap`` with rliable's own draws, vectorized (the same numbers, tested).
+With one run per core there is no CI (seed variation cannot be estimated from one seed): the CI
+columns are empty.
+
+``compare.csv`` columns: env, core, shift, level, metric, runs, tasks, then for each aggregate
+``<agg>, <agg>_ci95_low, <agg>_ci95_high`` with agg in iqm, mean, median, optimality_gap.
+
+``improvement.csv`` columns: env, shift, level, metric, core_a, core_b, runs_a, runs_b, probability
+(that a run of core_a beats a run of core_b, ties counting half, averaged over the group's tasks),
+ci95_low, ci95_high. The metric is the env's primary one: success rate where episodes succeed or
+fail, else the normalized score for scale-changing shifts and the return otherwise.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from rliable.metrics import aggregate_iqm
-from scipy.stats import trim_mean
+from rliable import metrics
 
+from agents.experiments.bootstrap import aggregate_cis, improvement_ci, profile_cis
 from agents.experiments.config import UserError
-from agents.experiments.evaluation import format_number, read_results, table_console, write_csv_json
+from agents.experiments.evaluation import (UNSHIFTED, format_number, read_results, scale_changing, table_console,
+                                           write_csv_json)
 from agents.experiments.runs import EVAL_DIR, read_run_config
 
-COMPARE_COLUMNS = (
-    "env", "core", "shift", "runs", "level", "tasks", "iqm_return", "ci95_low", "ci95_high",
-    "iqm_retention", "retention_ci95_low", "retention_ci95_high",
-)
+AGGREGATES = ("iqm", "mean", "median", "optimality_gap")
+COMPARE_COLUMNS = ("env", "core", "shift", "level", "metric", "runs", "tasks") + tuple(
+    col for agg in AGGREGATES for col in (agg, f"{agg}_ci95_low", f"{agg}_ci95_high"))
+IMPROVEMENT_COLUMNS = ("env", "shift", "level", "metric", "core_a", "core_b", "runs_a", "runs_b", "probability",
+                       "ci95_low", "ci95_high")
+METRIC_FIELDS = {"return": "mean_return", "success_rate": "success_rate", "normalized_score": "normalized_score"}
+BOUNDED = ("success_rate", "normalized_score")  # metrics whose target is 1 (optimality gap, profiles)
+METRIC_LABELS = {"return": "return", "success_rate": "success rate", "normalized_score": "normalized score"}
+PROFILE_TAUS = {"success_rate": np.linspace(0.0, 1.0, 21), "normalized_score": np.linspace(0.0, 1.2, 25)}
+NO_CI = "1 seed: no CI"
 
 
-def stratified_bootstrap_ci(
-    scores: np.ndarray, reps: int = 2000, seed: int = 0, confidence: float = 0.95,
-    statistic: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> tuple[float, float]:
-    """Percentile CI of the IQM of ``scores [runs, tasks]``, resampling runs within each task.
+def aggregate_functions(metric: str) -> dict[str, Callable[[np.ndarray], float]]:
+    """rliable's aggregate functions for ``metric`` (no optimality gap for raw returns)."""
+    funcs = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean, "median": metrics.aggregate_median}
+    if metric in BOUNDED:
+        funcs["optimality_gap"] = lambda s: metrics.aggregate_optimality_gap(s, 1.0)
+    return funcs
 
-    ``statistic`` maps resampled scores ``[reps, runs, tasks]`` to ``[reps]`` (default: IQM).
+
+def aggregate_scores(scores: np.ndarray, metric: str, reps: int, seed: int) -> dict[str, float | None]:
+    """IQM, mean, median (and optimality gap for bounded metrics) of ``scores [runs, tasks]`` with
+    95% stratified-bootstrap CIs (rliable's draws, vectorized: agents.experiments.bootstrap); CIs
+    None with one run."""
+    funcs = aggregate_functions(metric)
+    row: dict[str, float | None] = {}
+    cis = aggregate_cis(scores, list(funcs), reps, seed) if scores.shape[0] > 1 else {}
+    for name in AGGREGATES:
+        point = float(funcs[name](scores)) if name in funcs else None
+        low, high = cis.get(name, (None, None))
+        row.update({name: point, f"{name}_ci95_low": low, f"{name}_ci95_high": high})
+    return row
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int,
+                               seed: int) -> tuple[float, float | None, float | None]:
+    """rliable's probability that a run of X beats a run of Y (``[runs, tasks]`` each) and its 95% CI.
+
+    The CI (rliable resamples the runs of X and of Y independently within each task) needs several
+    runs of both; else it is None.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    runs, tasks = scores.shape
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, runs, size=(reps, runs, tasks))
-    resampled = scores[idx, np.arange(tasks)[None, None, :]]  # [reps, runs, tasks]
-    if statistic is None:
-        values = trim_mean(resampled.reshape(reps, -1), proportiontocut=0.25, axis=1)
-    else:
-        values = statistic(resampled)
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+    point = float(metrics.probability_of_improvement(x, y))
+    if min(x.shape[0], y.shape[0]) < 2:
+        return point, None, None
+    low, high = improvement_ci(x, y, reps, seed)
+    return point, low, high
 
 
 def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """Per run: env, core, seed, {(shift, level): mean_return}, and the unshifted mean."""
+    """Per run: env, core, seed, config and {(shift, level): results row}."""
     runs = []
     for run_dir in run_dirs:
         cfg = read_run_config(run_dir)
         data = read_results(Path(run_dir) / EVAL_DIR / "results.json")
-        scores = {(r["shift"], int(r["level"])): float(r["mean_return"]) for r in data["results"]}
-        if ("none", 0) not in scores:
+        rows = {(r["shift"], int(r["level"])): r for r in data["results"]}
+        if (UNSHIFTED, 0) not in rows:
             raise UserError(f"{run_dir}: results.json has no unshifted row (shift none, level 0)")
         runs.append({"dir": str(run_dir), "env": cfg["env"], "core": cfg["core"], "seed": cfg["seed"],
-                     "scores": scores, "config": cfg})
+                     "rows": rows, "config": cfg, "episodes": data.get("episodes"),
+                     "num_timesteps": data.get("num_timesteps")})
     _check_same_experiment(runs)
     return runs
 
@@ -87,105 +129,204 @@ def _check_same_experiment(runs: list[dict[str, Any]]) -> None:
                             f"not only in the seed; compare the runs of one experiment at a time")
 
 
-def _aggregate(scores: np.ndarray, base: np.ndarray, reps: int, seed: int) -> dict[str, Any]:
-    """IQM and CIs of ``scores [runs, tasks]`` and of the retention ``scores / base`` (``base [runs, 1]``)."""
-    low, high = stratified_bootstrap_ci(scores, reps=reps, seed=seed)
-    row: dict[str, Any] = {"iqm_return": float(aggregate_iqm(scores)), "ci95_low": low, "ci95_high": high}
-    if (base == 0).any():
-        row.update(iqm_retention=None, retention_ci95_low=None, retention_ci95_high=None)
-    else:
-        retention = scores / base
-        r_low, r_high = stratified_bootstrap_ci(retention, reps=reps, seed=seed)
-        row.update(iqm_retention=float(aggregate_iqm(retention)), retention_ci95_low=r_low,
-                   retention_ci95_high=r_high)
-    return row
+def _groups(env: str, env_runs: list[dict[str, Any]]) -> list[tuple[str, int, list[tuple[str, int]]]]:
+    """(shift, level, tasks) groups: every shift pooled per level, then each shift's ladder."""
+    common = set.intersection(*(set(r["rows"]) for r in env_runs))
+    levels = sorted({level for _, level in common})
+    shifts = list(dict.fromkeys(name for name, level in env_runs[0]["rows"]
+                                if (name, level) in common and name != UNSHIFTED))
+    groups = [("all", level, sorted(s for s in common if s[1] == level)) for level in levels]
+    for name in shifts:
+        groups.append((name, 0, [(UNSHIFTED, 0)]))
+        groups += [(name, level, [(name, level)]) for level in levels if (name, level) in common]
+    return groups
 
 
-def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """Summary rows (COMPARE_COLUMNS) for every env, core, shift and level of ``run_dirs``.
+def metric_tasks(env: str, shift: str, metric: str, tasks: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The tasks of a group that ``metric`` may use: no scale-changing setting for raw returns."""
+    if metric != "return":
+        return tasks
+    if shift != "all" and scale_changing(env, shift):
+        return []
+    return [t for t in tasks if not scale_changing(env, t[0])]
 
-    ``shift == "all"`` rows aggregate every shift at a level (the tasks); the other rows follow one
-    shift up its ladder (level 0 = the unshifted setting). Only settings evaluated in every run of
-    an env are used, so all cores face the same tasks.
+
+def primary_metric(env: str, shift: str, with_success: bool) -> str:
+    """The metric of the probability of improvement for a group."""
+    if with_success:
+        return "success_rate"
+    return "normalized_score" if shift != "all" and scale_changing(env, shift) else "return"
+
+
+def _scores(core_runs: list[dict[str, Any]], metric: str, tasks: list[tuple[str, int]]) -> np.ndarray | None:
+    """``[runs, tasks]`` scores of ``metric``, or None if any is undefined (e.g. no success notion)."""
+    field = METRIC_FIELDS[metric]
+    values = [[r["rows"][t].get(field) for t in tasks] for r in core_runs]
+    if not tasks or any(v is None for row in values for v in row):
+        return None
+    return np.array(values, dtype=np.float64)
+
+
+def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The comparison of ``run_dirs``: ``{"summary": [compare.csv rows], "improvement": [improvement.csv
+    rows], "profiles": {env: performance profiles}, "runs": [per-run info]}``.
+
+    Only settings evaluated in every run of an env are used, so all cores face the same tasks.
     """
     runs = _load_runs(run_dirs)
-    summary = []
+    summary: list[dict[str, Any]] = []
+    improvement: list[dict[str, Any]] = []
+    profiles: dict[str, Any] = {}
     for env in sorted({r["env"] for r in runs}):
         env_runs = [r for r in runs if r["env"] == env]
-        common = set.intersection(*(set(r["scores"]) for r in env_runs))
-        levels = sorted({level for _, level in common})
-        # shifts in the order of the first run's results (the env's order), not hash order
-        shifts = list(dict.fromkeys(name for name, level in env_runs[0]["scores"]
-                                    if (name, level) in common and name != "none"))
-        groups = [("all", level, sorted(s for s in common if s[1] == level)) for level in levels]
-        for name in shifts:
-            groups.append((name, 0, [("none", 0)]))
-            groups += [(name, level, [(name, level)]) for level in levels if (name, level) in common]
-        for core in sorted({r["core"] for r in env_runs}):
-            core_runs = [r for r in env_runs if r["core"] == core]
-            base = np.array([[r["scores"][("none", 0)]] for r in core_runs])
-            for shift, level, tasks in groups:
-                scores = np.array([[r["scores"][t] for t in tasks] for r in core_runs])
-                summary.append({"env": env, "core": core, "shift": shift, "runs": len(core_runs), "level": level,
-                                "tasks": len(tasks), **_aggregate(scores, base, reps, seed)})
-    return summary
+        cores = sorted({r["core"] for r in env_runs})
+        by_core = {core: [r for r in env_runs if r["core"] == core] for core in cores}
+        with_success = all(r["rows"][(UNSHIFTED, 0)].get("success_rate") is not None for r in env_runs)
+        groups = _groups(env, env_runs)
+        for shift, level, tasks in groups:
+            for metric in METRIC_FIELDS:
+                use = metric_tasks(env, shift, metric, tasks)
+                for core in cores:
+                    scores = _scores(by_core[core], metric, use)
+                    if scores is None:
+                        continue
+                    summary.append({"env": env, "core": core, "shift": shift, "level": level, "metric": metric,
+                                    "runs": scores.shape[0], "tasks": scores.shape[1],
+                                    **aggregate_scores(scores, metric, reps, seed)})
+            metric = primary_metric(env, shift, with_success)
+            use = metric_tasks(env, shift, metric, tasks)
+            for a, b in itertools.combinations(cores, 2):
+                x, y = _scores(by_core[a], metric, use), _scores(by_core[b], metric, use)
+                if x is None or y is None:
+                    continue
+                p, low, high = probability_of_improvement(x, y, reps, seed)
+                base = {"env": env, "shift": shift, "level": level, "metric": metric}
+                improvement.append({**base, "core_a": a, "core_b": b, "runs_a": len(x), "runs_b": len(y),
+                                    "probability": p, "ci95_low": low, "ci95_high": high})
+                improvement.append({**base, "core_a": b, "core_b": a, "runs_a": len(y), "runs_b": len(x),
+                                    "probability": 1 - p, "ci95_low": None if high is None else 1 - high,
+                                    "ci95_high": None if low is None else 1 - low})
+        profiles[env] = _profiles(env, by_core, groups, with_success, reps, seed)
+    run_info = [{"dir": r["dir"], "env": r["env"], "core": r["core"], "seed": r["seed"],
+                 "timesteps": r["config"].get("timesteps"), "num_timesteps": r["num_timesteps"],
+                 "episodes": r["episodes"]} for r in runs]
+    return {"summary": summary, "improvement": improvement, "profiles": profiles, "runs": run_info}
 
 
-def write_compare(summary: list[dict[str, Any]], out_dir: str | os.PathLike, run_dirs: list[Path]) -> tuple[Path, Path]:
-    """Write ``compare.csv`` and ``compare.json`` into ``out_dir``."""
-    return write_csv_json(out_dir, "compare", COMPARE_COLUMNS, summary,
-                          {"runs": [str(r) for r in run_dirs], "summary": summary})
+def _profiles(env: str, by_core: dict[str, list[dict[str, Any]]], groups, with_success: bool,
+              reps: int, seed: int) -> dict[str, Any] | None:
+    """Performance profiles over every shifted setting (level > 0): the share of (run, setting)
+    scores above each threshold tau, per core, with 95% CIs when there are several runs."""
+    metric = "success_rate" if with_success else "normalized_score"
+    tasks = sorted({t for shift, level, ts in groups if shift == "all" and level > 0 for t in ts})
+    scores = {core: _scores(core_runs, metric, tasks) for core, core_runs in by_core.items()}
+    scores = {core: s for core, s in scores.items() if s is not None}
+    if not scores:
+        return None
+    taus = PROFILE_TAUS[metric]
+    out: dict[str, Any] = {"metric": metric, "taus": [float(t) for t in taus], "cores": {}}
+    for core, s in scores.items():
+        profile = [float(np.mean(s > tau)) for tau in taus]
+        entry: dict[str, Any] = {"runs": int(s.shape[0]), "profile": profile, "ci95_low": None, "ci95_high": None}
+        if s.shape[0] > 1:
+            low, high = profile_cis(s, taus, reps, seed)
+            entry["ci95_low"], entry["ci95_high"] = [float(v) for v in low], [float(v) for v in high]
+        out["cores"][core] = entry
+    return out
 
 
-def _cell(row: dict[str, Any]) -> str:
-    text = format_number(row["iqm_return"])
-    if row["runs"] > 1:
-        text += f" [{format_number(row['ci95_low'])}, {format_number(row['ci95_high'])}]"
+def write_compare(comparison: dict[str, Any], out_dir: str | os.PathLike,
+                  run_dirs: list[Path]) -> tuple[Path, Path, Path]:
+    """Write ``compare.csv``, ``compare.json`` (everything) and ``improvement.csv`` into ``out_dir``."""
+    csv_path, json_path = write_csv_json(out_dir, "compare", COMPARE_COLUMNS, comparison["summary"],
+                                         {"run_dirs": [str(r) for r in run_dirs], **comparison,
+                                          "improvement_columns": list(IMPROVEMENT_COLUMNS)})
+    improvement_path, _ = write_csv_json(out_dir, "improvement", IMPROVEMENT_COLUMNS, comparison["improvement"],
+                                         {"improvement": comparison["improvement"]})
+    return csv_path, json_path, improvement_path
+
+
+def cell(row: dict[str, Any] | None, agg: str = "iqm") -> str:
+    """``value [low, high]``, or the value alone when there is no CI (one run); "" for no row."""
+    if row is None or row.get(agg) is None:
+        return ""
+    text = format_number(row[agg])
+    if row.get(f"{agg}_ci95_low") is not None:
+        text += f" [{format_number(row[f'{agg}_ci95_low'])}, {format_number(row[f'{agg}_ci95_high'])}]"
     return text
 
 
-def print_compare_table(summary: list[dict[str, Any]]) -> None:
-    """Per env: a table of every shift pooled per level, then one of each shift's ladder.
+def headline_metric(rows: list[dict[str, Any]]) -> str:
+    """The metric tables lead with: success rate if the env has it, else normalized score, else return."""
+    metrics = {r["metric"] for r in rows}
+    return next(m for m in ("success_rate", "normalized_score", "return") if m in metrics)
 
-    Cells are ``IQM [95% CI]`` (the CI only with more than one run per core).
-    """
+
+def print_compare_table(comparison: dict[str, Any]) -> None:
+    """Per env: each metric pooled over shifts per level, each shift's ladder, and the probability
+    of improvement. Cells are ``IQM [95% CI]``; with one run per core: "1 seed: no CI"."""
     from rich.table import Table
 
     console = table_console()
+    summary = comparison["summary"]
     for env in sorted({s["env"] for s in summary}):
         rows = [s for s in summary if s["env"] == env]
         levels = sorted({s["level"] for s in rows})
-        top = max(levels)
+        cores = sorted({s["core"] for s in rows})
         single = all(s["runs"] == 1 for s in rows)
-        what = "IQM return" if single else "IQM return [95% stratified bootstrap CI]"
-        note = ("one run per core, so no CI across seeds (per-episode CIs are in each run's eval/results.csv); "
-                "train several seeds for CIs" if single else "")
-        table = Table(title=f"{env}: {what} by shift level",
-                      caption="level L pools every shift at level L (IQM over runs x shifts); "
-                              "unshifted = training conditions" + (f"; {note}" if note else ""))
-        table.add_column("core")
-        table.add_column("runs", justify="right")
-        for level in levels:
-            table.add_column("unshifted" if level == 0 else f"level {level}", justify="right")
-        if top > 0:
-            table.add_column(f"retention @ level {top}", justify="right")
-        for core in sorted({s["core"] for s in rows}):
-            cells = {s["level"]: s for s in rows if s["core"] == core and s["shift"] == "all"}
-            line = [core, str(cells[levels[0]]["runs"]), *(_cell(cells[level]) for level in levels)]
-            if top > 0:
-                line.append(format_number(cells[top]["iqm_retention"]))
-            table.add_row(*line)
-        console.print(table)
+        ci_note = NO_CI if single else "IQM [95% stratified-bootstrap CI] over runs"
+        for metric in ("success_rate", "normalized_score", "return"):
+            pooled = [s for s in rows if s["shift"] == "all" and s["metric"] == metric]
+            if not pooled:
+                continue
+            caption = f"{ci_note}; level L pools every shift at level L"
+            if metric == "return":
+                caption += "; scale-changing shifts (e.g. size) left out"
+            table = Table(title=f"{env}: IQM {METRIC_LABELS[metric]} by shift level", caption=caption)
+            table.add_column("core")
+            table.add_column("runs", justify="right")
+            for level in levels:
+                table.add_column("unshifted" if level == 0 else f"level {level}", justify="right")
+            for core in cores:
+                cells = {s["level"]: s for s in pooled if s["core"] == core}
+                runs = next(iter(cells.values()))["runs"] if cells else 0
+                table.add_row(core, str(runs), *(cell(cells.get(level)) for level in levels))
+            console.print(table)
+        metric = headline_metric(rows)
         shifts = list(dict.fromkeys(s["shift"] for s in rows if s["shift"] != "all"))
-        if not shifts:
-            continue
-        table = Table(title=f"{env}: {what} along each shift")
-        table.add_column("shift")
-        table.add_column("core")
-        for level in levels:
-            table.add_column(f"level {level}", justify="right")
-        for shift in shifts:
-            for core in sorted({s["core"] for s in rows}):
-                cells = {s["level"]: s for s in rows if s["core"] == core and s["shift"] == shift}
-                table.add_row(shift, core, *(_cell(cells[level]) if level in cells else "" for level in levels))
-        console.print(table)
+        if shifts:
+            table = Table(title=f"{env}: IQM {METRIC_LABELS[metric]} along each shift", caption=ci_note)
+            table.add_column("shift")
+            table.add_column("core")
+            for level in levels:
+                table.add_column(f"level {level}", justify="right")
+            for shift in shifts:
+                for core in cores:
+                    cells = {s["level"]: s for s in rows
+                             if s["core"] == core and s["shift"] == shift and s["metric"] == metric}
+                    table.add_row(shift, core, *(cell(cells.get(level)) for level in levels))
+            console.print(table)
+        pooled_poi = [p for p in comparison["improvement"] if p["env"] == env and p["shift"] == "all"
+                      and p["core_a"] < p["core_b"]]
+        if pooled_poi:
+            table = Table(title=f"{env}: probability of improvement (pooled shifts)",
+                          caption=("P(a run of A beats a run of B) on " + METRIC_LABELS[pooled_poi[0]["metric"]]
+                                   + ("; " + NO_CI if single else "; [95% CI]")))
+            table.add_column("A vs B")
+            for level in levels:
+                table.add_column("unshifted" if level == 0 else f"level {level}", justify="right")
+            for a, b in dict.fromkeys((p["core_a"], p["core_b"]) for p in pooled_poi):
+                cells = {p["level"]: p for p in pooled_poi if (p["core_a"], p["core_b"]) == (a, b)}
+                table.add_row(f"{a} vs {b}", *(_poi_cell(cells.get(level)) for level in levels))
+            console.print(table)
+    if all(s["runs"] == 1 for s in summary):
+        console.print(f"{NO_CI}: train several seeds (e.g. --seeds 0 1 2) for confidence intervals across seeds")
+
+
+def _poi_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return ""
+    text = format_number(row["probability"])
+    if row["ci95_low"] is not None:
+        text += f" [{format_number(row['ci95_low'])}, {format_number(row['ci95_high'])}]"
+    return text

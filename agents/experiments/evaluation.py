@@ -1,12 +1,34 @@
-"""Evaluation on shifted environments: settings, episodes, statistics, results files, table.
+"""Evaluation on shifted environments: settings, paired episodes, per-setting metrics, results files.
 
-One *setting* is an env with some shifts at some levels. A sweep always starts with the
-unshifted setting (``shift="none", level=0``), whose mean return is the denominator of
-``retention = mean return of the setting / mean return unshifted``.
+One *setting* is an env with some shifts at some levels. A sweep always starts with the unshifted
+setting (``shift="none", level=0``).
 
-``results.csv`` columns (one row per setting): env, shift, level, episodes, mean_return,
-std_return, ci95_low, ci95_high, retention. ``results.json`` holds the same rows plus the
-per-episode returns, the model file, its step count, the seed and ``deterministic``.
+**Paired episodes.** Episode ``i`` of every setting and every model is reset with the seed
+``seed + i`` (layouts, no-op starts, floor tiles), whichever sub-env runs it, and exactly
+``episodes`` episodes are kept, indexed by ``i`` (not "whatever finished first"). So differences
+between cores and levels are paired.
+
+**Metrics per episode:** return (true, unclipped), success (MiniGrid/BabyAI: the episode ended
+with a positive reward, i.e. the goal was reached; Atari: None, no such notion) and length.
+
+``results.csv`` columns (one row per setting):
+
+- ``env, shift, level``: the setting; ``episodes``: how many episodes it ran;
+- ``mean_return, std_return``: mean and sample std of the episode returns;
+  ``ci95_low, ci95_high``: Student-t 95% CI of the mean return;
+- ``success_rate``: share of successful episodes (empty where the env has no success notion);
+  ``success_ci95_low, success_ci95_high``: its 95% Wilson interval;
+- ``mean_length``: mean episode length in agent steps;
+- ``random_return, random_success_rate``: the random-policy baseline of the same setting on the
+  same episode seeds (see ``agents.experiments.baseline``; empty without a baseline);
+- ``normalized_score``: ``(R - R_random) / (R_unshifted - R_random_unshifted)`` with ``R`` the
+  setting's mean return: 1 = as far above chance as in training conditions, 0 = chance level.
+  Empty when the model does not beat the random policy unshifted (the ratio would be meaningless).
+  Retention is this normalized score (or the success rate), never a ratio of raw returns.
+
+``results.json`` holds the same rows, each with its per-episode records (``index``, ``seed``,
+``return``, ``success``, ``length``), plus the model file, its step count, the seed and
+``deterministic``.
 """
 from __future__ import annotations
 
@@ -19,16 +41,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import gymnasium as gym
 import numpy as np
 
 from agents.experiments.config import UserError
 from agents.experiments.files import atomic_open
 
 RESULT_COLUMNS = (
-    "env", "shift", "level", "episodes", "mean_return", "std_return", "ci95_low", "ci95_high", "retention",
+    "env", "shift", "level", "episodes", "mean_return", "std_return", "ci95_low", "ci95_high",
+    "success_rate", "success_ci95_low", "success_ci95_high", "mean_length", "random_return",
+    "random_success_rate", "normalized_score",
 )
 UNSHIFTED = "none"
-EVAL_THREADS = 1  # one-step inference on a few envs: more threads only add synchronisation
+EVAL_THREADS = 1  # batched one-step inference on CPU: more threads only add synchronisation
+EVAL_ENVS = 64  # sub-envs stepped at once (one batched predict per step); benchmarks/bench_eval.py
 
 
 @contextmanager
@@ -53,10 +79,31 @@ class Setting:
     level: int
     shifts: dict[str, int] = field(default_factory=dict)
 
+    def key(self) -> str:
+        """A stable text key of the shifts ("none" unshifted), e.g. for caches."""
+        active = {k: v for k, v in sorted(self.shifts.items()) if v}
+        return ",".join(f"{k}={v}" for k, v in active.items()) or UNSHIFTED
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One finished episode: its index in the setting, reset seed, return, success and length."""
+
+    index: int
+    seed: int
+    ret: float
+    success: bool | None
+    length: int
+
+    def record(self) -> dict[str, Any]:
+        """The results.json record."""
+        return {"index": self.index, "seed": self.seed, "return": self.ret, "success": self.success,
+                "length": self.length}
+
 
 @dataclass
 class Result:
-    """Statistics of the returns of one setting (a row of results.csv)."""
+    """Statistics of the episodes of one setting (a row of results.csv)."""
 
     env: str
     shift: str
@@ -66,12 +113,23 @@ class Result:
     std_return: float
     ci95_low: float
     ci95_high: float
-    retention: float | None = None
-    returns: list[float] = field(default_factory=list)
+    success_rate: float | None = None
+    success_ci95_low: float | None = None
+    success_ci95_high: float | None = None
+    mean_length: float = 0.0
+    random_return: float | None = None
+    random_success_rate: float | None = None
+    normalized_score: float | None = None
+    episode_records: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
-        """The results.csv row (no per-episode returns)."""
+        """The results.csv row (no per-episode records)."""
         return {k: v for k, v in asdict(self).items() if k in RESULT_COLUMNS}
+
+    @property
+    def returns(self) -> list[float]:
+        """The episode returns in episode order."""
+        return [e["return"] for e in self.episode_records]
 
 
 def _to_list(spec: str | Sequence[str] | None) -> list[str]:
@@ -122,6 +180,66 @@ def sweep_settings(env_id: str, spec: str | Sequence[str] | None) -> list[Settin
     return settings
 
 
+def scale_changing(env_id: str, shift: str) -> bool:
+    """True if ``shift`` (a name or a combined "a=1,b=2" setting name) changes the task's scale on ``env_id``.
+
+    Such settings are compared on success rate and normalized score only, never on raw return.
+    """
+    from envs import list_shifts
+
+    available = list_shifts(env_id)
+    names = [part.split("=")[0] for part in shift.split(",")]
+    return any(name in available and available[name].changes_scale for name in names)
+
+
+def has_success(env_id: str) -> bool:
+    """True if episodes of ``env_id`` succeed or fail (MiniGrid/BabyAI), False for Atari."""
+    from envs import is_atari
+
+    return not is_atari(env_id)
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """The reset seed of episode ``index`` of an evaluation with base ``seed`` (same in every setting)."""
+    return int(seed) + int(index)
+
+
+class _Schedule:
+    """Hands out episode indices 0..episodes-1 in order; None once all are taken."""
+
+    def __init__(self, episodes: int) -> None:
+        self.episodes, self.next = episodes, 0
+
+    def take(self) -> int | None:
+        index = self.next if self.next < self.episodes else None
+        self.next += 1
+        return index
+
+
+class ScheduledReset(gym.Wrapper):
+    """Resets its env with the seed of the next episode index of a shared :class:`_Schedule`.
+
+    The seed a VecEnv passes is ignored, so an episode's layout depends on its index only, not on
+    which sub-env runs it. ``index`` is the running episode's index (None: a spare episode that
+    is not recorded, run only because its sub-env cannot pause).
+    """
+
+    def __init__(self, env: gym.Env, schedule: _Schedule, seed: int) -> None:
+        super().__init__(env)
+        self.schedule, self.base_seed = schedule, seed
+        self.index: int | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self.index = self.schedule.take()
+        seed = episode_seed(self.base_seed, self.index) if self.index is not None else None
+        return self.env.reset(seed=seed, options=options)
+
+
+def _episode(index: int, seed: int, info: dict[str, Any], reward: float, with_success: bool) -> Episode:
+    return Episode(index, episode_seed(seed, index), float(info["episode"]["r"]),
+                   bool(reward > 0) if with_success else None, int(info["episode"]["l"]))
+
+
 def run_episodes(
     model,
     env_id: str,
@@ -129,61 +247,142 @@ def run_episodes(
     episodes: int,
     seed: int = 0,
     deterministic: bool = False,
-    n_envs: int = 4,
+    n_envs: int = EVAL_ENVS,
     on_step: Callable[[Any], None] | None = None,
-) -> np.ndarray:
-    """True (unclipped) returns of ``episodes`` complete episodes, shape ``[episodes]``.
+) -> list[Episode]:
+    """Exactly ``episodes`` paired episodes (see the module doc), in index order.
 
-    Episodes are spread evenly over ``min(n_envs, episodes)`` sub-envs, so short episodes are not
-    over-represented. The recurrent state is carried by ``model.predict`` and reset at episode
-    starts and, for Atari, at every lost life, as in training (``envs.episode_starts``).
-    ``on_step(model)`` is called after every ``predict`` (e.g. to read the RIMs mask).
+    ``model`` needs ``predict(obs, state, episode_start, deterministic) -> (actions, state)``
+    (SB3 style; one batched no-grad call per step for all sub-envs). ``on_step(model)`` is called
+    after every ``predict`` (e.g. to read the RIMs mask). The recurrent state is reset at episode
+    starts and, for Atari, at every lost life, as in training (``envs.episode_starts``). A
+    DummyVecEnv (MiniGrid/BabyAI; also below VecEnvWrappers) reseeds each sub-env at every episode
+    start; other VecEnvs (Atari) run waves of ``n_envs`` episodes, each wave reset with
+    ``venv.seed(seed + first index)``. Observations only pass from the VecEnv to ``predict`` (Box
+    or Dict alike).
     """
-    from envs import episode_starts, make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from envs import make_vec_env
 
     if episodes < 1:
         raise UserError(f"episodes must be >= 1, got {episodes}")
-    n = max(1, min(n_envs, episodes))
-    targets = np.array([(episodes + i) // n for i in range(n)])
-    counts = np.zeros(n, dtype=int)
-    returns: list[float] = []
+    if n_envs < 1:
+        raise UserError(f"n_envs must be >= 1, got {n_envs}")
+    n = min(n_envs, episodes)
     venv = make_vec_env(env_id, n_envs=n, seed=seed, shifts=shifts or None, training=False)
+    with_success = has_success(env_id)
     try:
+        if isinstance(venv.unwrapped, DummyVecEnv):  # also below VecEnvWrappers (e.g. observation adapters)
+            found = _run_scheduled(model, venv, episodes, seed, deterministic, on_step, with_success)
+        else:
+            found = _run_waves(model, venv, episodes, seed, deterministic, on_step, with_success)
+    finally:
+        venv.close()
+    return [found[i] for i in range(episodes)]
+
+
+def _run_scheduled(model, venv, episodes: int, seed: int, deterministic: bool,
+                   on_step: Callable[[Any], None] | None, with_success: bool) -> dict[int, Episode]:
+    from envs import episode_starts
+
+    schedule = _Schedule(episodes)
+    inner = venv.unwrapped  # the DummyVecEnv; its sub-envs reset inside its step (auto-reset)
+    wrappers = [ScheduledReset(env, schedule, seed) for env in inner.envs]
+    inner.envs = wrappers
+    found: dict[int, Episode] = {}
+    obs = venv.reset()
+    state, starts = None, np.ones(venv.num_envs, dtype=bool)
+    while len(found) < episodes:
+        running = [w.index for w in wrappers]  # before the step: a done sub-env resets inside it
+        actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
+        if on_step is not None:
+            on_step(model)
+        obs, rewards, dones, infos = venv.step(actions)
+        for i in np.flatnonzero(dones):
+            if running[i] is not None:
+                found[running[i]] = _episode(running[i], seed, infos[i], float(rewards[i]), with_success)
+        starts = episode_starts(dones, infos)
+    return found
+
+
+def _run_waves(model, venv, episodes: int, seed: int, deterministic: bool,
+               on_step: Callable[[Any], None] | None, with_success: bool) -> dict[int, Episode]:
+    from envs import episode_starts
+
+    n = venv.num_envs
+    found: dict[int, Episode] = {}
+    for first in range(0, episodes, n):
+        venv.seed(episode_seed(seed, first))  # sub-env i: seed + first + i
         obs = venv.reset()
-        state = None
-        starts = np.ones(n, dtype=bool)
-        while (counts < targets).any():
+        state, starts = None, np.ones(n, dtype=bool)
+        pending = set(range(min(n, episodes - first)))
+        while pending:
             actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
             if on_step is not None:
                 on_step(model)
-            obs, _, dones, infos = venv.step(actions)
-            for i, info in enumerate(infos):
-                if "episode" in info and counts[i] < targets[i]:
-                    returns.append(float(info["episode"]["r"]))
-                    counts[i] += 1
+            obs, rewards, dones, infos = venv.step(actions)
+            for i in np.flatnonzero(dones):
+                if i in pending and "episode" in infos[i]:
+                    found[first + i] = _episode(first + int(i), seed, infos[i], float(rewards[i]), with_success)
+                    pending.discard(int(i))
             starts = episode_starts(dones, infos)
-    finally:
-        venv.close()
-    return np.asarray(returns, dtype=np.float64)
+    return found
 
 
-def summarize(env_id: str, setting: Setting, returns: np.ndarray) -> Result:
-    """Mean, sample std and Student-t 95% CI of the mean of ``returns`` (``[episodes]``)."""
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate ``successes / n``."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(env_id: str, setting: Setting, episodes: Sequence[Episode]) -> Result:
+    """Mean, sample std and Student-t 95% CI of the returns; success rate with its Wilson CI; mean length."""
     from scipy import stats
 
+    returns = np.array([e.ret for e in episodes], dtype=np.float64)
     n = len(returns)
     mean = float(np.mean(returns))
     std = float(np.std(returns, ddof=1)) if n > 1 else 0.0
     half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
-    return Result(env_id, setting.shift, setting.level, n, mean, std, mean - half, mean + half,
-                  returns=[float(r) for r in returns])
+    result = Result(env_id, setting.shift, setting.level, n, mean, std, mean - half, mean + half,
+                    mean_length=float(np.mean([e.length for e in episodes])),
+                    episode_records=[e.record() for e in episodes])
+    flags = [e.success for e in episodes]
+    if all(f is not None for f in flags):
+        wins = int(sum(bool(f) for f in flags))
+        result.success_rate = wins / n
+        result.success_ci95_low, result.success_ci95_high = wilson_interval(wins, n)
+    return result
 
 
-def add_retention(results: list[Result]) -> None:
-    """Set ``retention = mean_return / unshifted mean_return`` (None if the latter is 0)."""
+def normalized_score(mean: float, random_mean: float, unshifted: float, random_unshifted: float) -> float | None:
+    """``(mean - random_mean) / (unshifted - random_unshifted)``; None unless the model beats chance unshifted."""
+    scale = unshifted - random_unshifted
+    if not scale > 0:
+        return None
+    return (mean - random_mean) / scale
+
+
+def add_normalized_scores(results: list[Result]) -> None:
+    """Set each result's ``normalized_score`` from its ``random_return`` and the unshifted row's."""
     base = next(r for r in results if r.shift == UNSHIFTED)
     for r in results:
-        r.retention = r.mean_return / base.mean_return if base.mean_return != 0 else None
+        if r.random_return is None or base.random_return is None:
+            r.normalized_score = None
+        else:
+            r.normalized_score = normalized_score(r.mean_return, r.random_return, base.mean_return,
+                                                  base.random_return)
+
+
+def success_ci_half_width(results: Sequence[Result]) -> float | None:
+    """The largest half-width of the success-rate CIs of ``results`` (None without success)."""
+    widths = [(r.success_ci95_high - r.success_ci95_low) / 2 for r in results if r.success_rate is not None]
+    return max(widths) if widths else None
 
 
 def evaluate_model(
@@ -193,33 +392,42 @@ def evaluate_model(
     episodes: int,
     seed: int = 0,
     deterministic: bool = False,
-    n_envs: int = 4,
+    n_envs: int = EVAL_ENVS,
     on_result: Callable[[Result], None] | None = None,
+    baseline: Callable[[Setting], dict[str, Any]] | None = None,
 ) -> list[Result]:
-    """Run every setting and return its Result (with retention)."""
+    """Run every setting on the same episode seeds and return its Result.
+
+    ``baseline(setting)`` gives the random policy's ``{"mean_return", "success_rate"}`` of a
+    setting (see ``agents.experiments.baseline``); with it the normalized scores are set.
+    """
     results = []
     for setting in settings:
-        returns = run_episodes(model, env_id, setting.shifts, episodes, seed, deterministic, n_envs)
-        results.append(summarize(env_id, setting, returns))
+        found = run_episodes(model, env_id, setting.shifts, episodes, seed, deterministic, n_envs)
+        result = summarize(env_id, setting, found)
+        if baseline is not None:
+            reference = baseline(setting)
+            result.random_return = reference["mean_return"]
+            result.random_success_rate = reference["success_rate"]
+        results.append(result)
         if on_result is not None:
-            on_result(results[-1])
-    add_retention(results)
+            on_result(result)
+    add_normalized_scores(results)
     return results
 
 
 def write_csv_json(out_dir: str | os.PathLike, stem: str, columns: Sequence[str], rows: list[dict[str, Any]],
                    document: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``<stem>.csv`` (``rows`` restricted to ``columns``) and ``<stem>.json`` (``document`` plus
-    the column list) into ``out_dir``; return their paths."""
+    """Write ``<stem>.csv`` (``rows`` restricted to ``columns``; None as an empty cell) and
+    ``<stem>.json`` (``document`` plus the column list) into ``out_dir`` atomically; return their paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
     with atomic_open(csv_path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     with atomic_open(json_path, "w") as f:
-        json.dump({**document, "columns": list(columns)}, f, indent=2)
+        json.dump({**document, "columns": list(columns)}, f, indent=1)
     return csv_path, json_path
 
 
@@ -230,38 +438,45 @@ def write_results(results: list[Result], out_dir: str | os.PathLike, meta: dict[
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a ``results.json`` (UserError if missing or unreadable)."""
+    """Load a ``results.json`` (UserError if missing, unreadable or written by an older version)."""
     path = Path(path)
     try:
         with open(path) as f:
             data = json.load(f)
-        data["results"]  # noqa: B018 - presence check
+        data["results"][0]["success_rate"]  # noqa: B018 - presence check (older files lack it)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; run `rims-rl evaluate` on that run first") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (KeyError, IndexError):
+        raise UserError(f"{path} was written by an older rims-rl (no success_rate); run `rims-rl evaluate` "
+                        f"on that run again") from None
+    except (OSError, ValueError, TypeError) as e:
         raise UserError(f"{path} is not a results file ({type(e).__name__})") from None
     return data
 
 
-def log_results_to_tensorboard(results: list[Result], tb_dir: str | os.PathLike) -> Path:
-    """Write ``eval/<shift>/{mean_return,retention}`` scalars with step = level to ``tb_dir``."""
+METRICS = ("mean_return", "success_rate", "normalized_score")
+
+
+def log_results_to_tensorboard(results: list[Result], tb_dir: str | os.PathLike, step: int,
+                               ladder_png: str | os.PathLike | None = None) -> Path:
+    """Write one scalar per setting and metric, ``eval/<shift>/level<L>/<metric>``, at the training
+    ``step`` (so TensorBoard never smooths across levels; evaluating later checkpoints extends each
+    curve), plus the ladder plot ``ladder_png`` as the image ``eval/ladder``."""
     from torch.utils.tensorboard import SummaryWriter
 
     tb_dir = Path(tb_dir)
-    base = next(r for r in results if r.shift == UNSHIFTED)
     writer = SummaryWriter(log_dir=str(tb_dir))
     try:
         for r in results:
-            if r.shift == UNSHIFTED:
-                continue
-            if not any(o.shift == r.shift and o.level < r.level for o in results):
-                # start every shift's curve at level 0 (the unshifted setting)
-                writer.add_scalar(f"eval/{r.shift}/mean_return", base.mean_return, 0)
-                writer.add_scalar(f"eval/{r.shift}/retention", 1.0, 0)
-            writer.add_scalar(f"eval/{r.shift}/mean_return", r.mean_return, r.level)
-            if r.retention is not None:
-                writer.add_scalar(f"eval/{r.shift}/retention", r.retention, r.level)
-        writer.add_scalar("eval/unshifted/mean_return", base.mean_return, 0)
+            for metric in METRICS:
+                value = getattr(r, metric)
+                if value is not None:
+                    writer.add_scalar(f"eval/{r.shift}/level{r.level}/{metric}", value, step)
+        if ladder_png is not None:
+            import imageio.v3 as iio
+
+            image = iio.imread(Path(ladder_png))[..., :3]
+            writer.add_image("eval/ladder", image, step, dataformats="HWC")
     finally:
         writer.close()
     return tb_dir
@@ -283,15 +498,20 @@ def table_console():
 
 
 def print_results_table(results: list[Result], title: str) -> None:
-    """Print the results as a rich table."""
+    """Print the results as a rich table (success and normalized score only where defined)."""
     from rich.table import Table
 
-    table = Table(title=title)
-    for col in ("shift", "level", "episodes", "mean return", "std", "95% CI", "retention"):
+    table = Table(title=title, caption="norm. score = (R - R_random) / (R_unshifted - R_random unshifted); "
+                                       "success CI: 95% Wilson")
+    for col in ("shift", "level", "episodes", "mean return", "95% CI", "success", "success 95% CI",
+                "random return", "norm. score"):
         table.add_column(col, justify="left" if col == "shift" else "right")
     for r in results:
+        success_ci = ("-" if r.success_rate is None
+                      else f"[{format_number(r.success_ci95_low)}, {format_number(r.success_ci95_high)}]")
         table.add_row(
-            r.shift, str(r.level), str(r.episodes), format_number(r.mean_return), format_number(r.std_return),
-            f"[{format_number(r.ci95_low)}, {format_number(r.ci95_high)}]", format_number(r.retention),
+            r.shift, str(r.level), str(r.episodes), format_number(r.mean_return),
+            f"[{format_number(r.ci95_low)}, {format_number(r.ci95_high)}]", format_number(r.success_rate),
+            success_ci, format_number(r.random_return), format_number(r.normalized_score),
         )
     table_console().print(table)

@@ -1,4 +1,8 @@
-"""PNG plots of evaluation sweeps and comparisons (matplotlib, Agg backend, no display needed)."""
+"""PNG plots of evaluations, comparisons and learning curves (matplotlib, Agg backend, no display).
+
+A plot draws a CI band or error bar only where one exists: per-episode CIs for one run's ladder,
+across-run CIs only where a core has several runs (with one run the legend says "no CI").
+"""
 from __future__ import annotations
 
 import os
@@ -10,7 +14,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from agents.experiments.compare import METRIC_LABELS  # noqa: E402
 from agents.experiments.files import atomic_open  # noqa: E402
+
+
+def runs_label(core: str, runs: int) -> str:
+    """Legend text: "rims (1 run, no CI)", "lstm (3 runs)"."""
+    return f"{core} (1 run, no CI)" if runs == 1 else f"{core} ({runs} runs)"
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save ``fig`` as PNG atomically and close it."""
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=dpi, format="png")
+    plt.close(fig)
+    return path
 
 
 def _shift_curves(rows: Sequence[Any]) -> dict[str, list[Any]]:
@@ -24,63 +43,113 @@ def _shift_curves(rows: Sequence[Any]) -> dict[str, list[Any]]:
 
 
 def plot_returns_vs_level(rows: Sequence[Any], path: str | os.PathLike, title: str) -> Path:
-    """Mean return (with its 95% CI as error bars) against shift level, one line per shift.
+    """One run's ladder: success rate (if any) and mean return against shift level, one line per
+    shift, with per-episode 95% CIs as error bars; the random policy dashed.
 
-    ``rows``: objects with ``shift, level, mean_return, ci95_low, ci95_high`` (evaluation.Result).
+    ``rows``: evaluation.Result objects.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    curves = _shift_curves(rows)
-    if not curves:  # only the unshifted setting was evaluated
-        curves = {"none": [next(r for r in rows if r.shift == "none")]}
-    for name, pts in curves.items():
-        x = [p.level for p in pts]
-        y = [p.mean_return for p in pts]
-        err = [[p.mean_return - p.ci95_low for p in pts], [p.ci95_high - p.mean_return for p in pts]]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
-    ax.set_xlabel("shift level (0 = training conditions)")
-    ax.set_ylabel("mean return (95% CI)")
-    ax.set_xticks(sorted({r.level for r in rows}))
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    curves = _shift_curves(rows) or {"none": [next(r for r in rows if r.shift == "none")]}
+    with_success = rows[0].success_rate is not None
+    panels = [("success_rate", "success rate (95% Wilson CI)")] if with_success else []
+    panels.append(("mean_return", "mean return (95% CI)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.0), squeeze=False)
+    for ax, (field, label) in zip(axes.flat, panels):
+        low, high = ("success_ci95_low", "success_ci95_high") if field == "success_rate" else ("ci95_low", "ci95_high")
+        for name, pts in curves.items():
+            x = [p.level for p in pts]
+            y = [getattr(p, field) for p in pts]
+            err = [[v - getattr(p, low) for p, v in zip(pts, y)], [getattr(p, high) - v for p, v in zip(pts, y)]]
+            line = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+            random = [p.random_success_rate if field == "success_rate" else p.random_return for p in pts]
+            if all(v is not None for v in random):
+                ax.plot(x, random, ls="--", lw=1, color=line[0].get_color(), alpha=0.6)
+        ax.set_xlabel("shift level (0 = training conditions)")
+        ax.set_ylabel(label)
+        ax.set_xticks(sorted({r.level for r in rows}))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="dashed: random policy", title_fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
-def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """IQM return with its 95% bootstrap CI band against shift level, one line per core.
+def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike, metric: str | None = None) -> Path:
+    """IQM of ``metric`` against shift level, one line per core, a 95% CI band only for cores with
+    several runs. One panel per env and shift: every shift pooled ("all") first, then each ladder.
 
-    One panel per env and shift: first every shift pooled ("all"), then each shift's own ladder.
-    ``summary``: rows with ``env, core, shift, runs, level, iqm_return, ci95_low, ci95_high`` (compare.py).
+    ``metric``: one of compare's metrics (default: success rate where present, else normalized score,
+    else return). ``summary``: compare.csv rows.
     """
+    if metric is None:
+        present = {s["metric"] for s in summary}
+        metric = next(m for m in ("success_rate", "normalized_score", "return") if m in present)
+    rows_m = [s for s in summary if s["metric"] == metric]
     panels = list(dict.fromkeys((s["env"], s["shift"]) for s in
-                                sorted(summary, key=lambda s: (s["env"], s["shift"] != "all"))))
-    ncols = min(3, len(panels))
-    nrows = -(-len(panels) // ncols)
+                                sorted(rows_m, key=lambda s: (s["env"], s["shift"] != "all"))))
+    ncols = min(3, max(1, len(panels)))
+    nrows = max(1, -(-len(panels) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
     for ax, (env, shift) in zip(axes.flat, panels):
-        rows = [s for s in summary if s["env"] == env and s["shift"] == shift]
+        rows = [s for s in rows_m if s["env"] == env and s["shift"] == shift]
         for core in sorted({s["core"] for s in rows}):
             pts = sorted((s for s in rows if s["core"] == core), key=lambda s: s["level"])
             x = [p["level"] for p in pts]
-            line, = ax.plot(x, [p["iqm_return"] for p in pts], marker="o", label=f"{core} ({pts[0]['runs']} runs)")
-            ax.fill_between(x, [p["ci95_low"] for p in pts], [p["ci95_high"] for p in pts],
-                            color=line.get_color(), alpha=0.2)
+            runs = pts[0]["runs"]
+            line, = ax.plot(x, [p["iqm"] for p in pts], marker="o", label=runs_label(core, runs))
+            if runs > 1 and all(p["iqm_ci95_low"] is not None for p in pts):
+                ax.fill_between(x, [p["iqm_ci95_low"] for p in pts], [p["iqm_ci95_high"] for p in pts],
+                                color=line.get_color(), alpha=0.2)
         ax.set_title(f"{env}: {'all shifts pooled' if shift == 'all' else shift}", fontsize=9)
         ax.set_xlabel("shift level (0 = training conditions)")
-        ax.set_ylabel("IQM return (95% CI)")
+        ci = any(s["runs"] > 1 for s in rows)
+        ax.set_ylabel(f"IQM {METRIC_LABELS[metric]}" + (" (95% CI)" if ci else ""))
         ax.set_xticks(sorted({s["level"] for s in rows}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def plot_profiles(profiles: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Performance profiles (rliable): share of (run, shifted setting) scores above tau, per core,
+    one panel per env; CI bands only for cores with several runs."""
+    envs = [env for env, p in profiles.items() if p]
+    fig, axes = plt.subplots(1, max(1, len(envs)), figsize=(5.2 * max(1, len(envs)), 3.8), squeeze=False)
+    for ax, env in zip(axes.flat, envs):
+        p = profiles[env]
+        for core, entry in sorted(p["cores"].items()):
+            line, = ax.plot(p["taus"], entry["profile"], label=runs_label(core, entry["runs"]))
+            if entry["ci95_low"] is not None:
+                ax.fill_between(p["taus"], entry["ci95_low"], entry["ci95_high"], color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{env}: every shifted setting", fontsize=9)
+        ax.set_xlabel(f"{METRIC_LABELS[p['metric']]} threshold tau")
+        ax.set_ylabel(f"fraction of runs x settings with score > tau")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_learning_curves(curves: dict[str, Any], path: str | os.PathLike) -> Path:
+    """IQM across seeds against env steps, one panel per env and signal, one line per core; CI
+    bands only where a core has several runs. ``curves``: :func:`agents.experiments.curves.learning_curves`."""
+    panels = [(env, tag) for env, by_tag in curves.items() for tag in by_tag]
+    ncols = min(2, max(1, len(panels)))
+    nrows = max(1, -(-len(panels) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 3.8 * nrows), squeeze=False)
+    for ax, (env, tag) in zip(axes.flat, panels):
+        for core, c in sorted(curves[env][tag].items()):
+            line, = ax.plot(c["steps"], c["iqm"], label=runs_label(core, c["runs"]))
+            if c["ci95_low"] is not None:
+                ax.fill_between(c["steps"], c["ci95_low"], c["ci95_high"], color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{env}: {tag}", fontsize=9)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("IQM across seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return save_figure(fig, path)

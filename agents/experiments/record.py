@@ -1,26 +1,37 @@
-"""Record one episode as GIF or MP4, with the RIMs activation strip drawn under each frame.
+"""Record one episode as GIF or MP4, with the RIMs activation strip and a caption under each frame.
 
-The strip shows the last ``STRIP_STEPS`` steps (time runs left to right, the current step is the
-rightmost column), one row per RIM (numbered in the left margin): a bright cell = that RIM was active (in the top-k) at that
-step, dark = inactive. It is read from ``model.policy.last_core_info.mask`` after each predict.
+Under each frame:
+- the activation strip (rims core only): one row per RIM (numbered in the left margin), one
+  column per step, time running left to right up to the current step (the rightmost filled
+  column); white = that RIM was active (in the top-k) at that step, black = inactive: the colours
+  of the TensorBoard raster ``rims/activation_raster``. Columns are as wide as the episode allows
+  (at most ``STRIP_STEPS`` steps are shown, the latest ones), so short episodes stay readable;
+- a legend of the two colours (rims core only);
+- a caption: step counter, the action taken (number and name) and its reward, and the return so far.
+
+The mask is read from ``model.policy.last_core_info.mask`` after each predict.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from agents.experiments.config import UserError
 from agents.experiments.files import atomic_write_bytes
+from agents.rims_logging import ACTIVE_RGB, INACTIVE_RGB
 
 STRIP_STEPS = 48
 ROW_HEIGHT = 12
 LABEL_WIDTH = 14  # pixels left of the strip for the RIM numbers
-ACTIVE = np.array([255, 176, 0], dtype=np.uint8)
-INACTIVE = np.array([45, 45, 45], dtype=np.uint8)
-BACKGROUND = np.array([0, 0, 0], dtype=np.uint8)
+TEXT_HEIGHT = 14  # one caption or legend line
+ACTIVE = np.array(ACTIVE_RGB, dtype=np.uint8)
+INACTIVE = np.array(INACTIVE_RGB, dtype=np.uint8)
+BACKGROUND = np.array([70, 70, 70], dtype=np.uint8)  # grey: black (inactive) cells stay visible
+TEXT = (230, 230, 230)
+MIN_WIDTH = 320  # smaller env frames (MiniGrid 192 px, Atari 160 px) are enlarged by a whole factor
 
 
 def current_mask(model) -> np.ndarray | None:
@@ -37,37 +48,88 @@ def current_mask(model) -> np.ndarray | None:
     return array.astype(bool)
 
 
-def activation_strip(history: list[np.ndarray], width: int) -> np.ndarray:
-    """RGB strip ``[K*ROW_HEIGHT + 2, width, 3]`` of the last (up to STRIP_STEPS) masks, each ``[K]``.
-
-    RIM numbers (1..K) are written in a left margin; the newest step is the rightmost column.
-    """
+def _put_text(image: np.ndarray, text: str, x: int, y: int, scale: float = 0.35) -> None:
     import cv2
 
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT, 1, cv2.LINE_AA)
+
+
+def activation_strip(history: list[np.ndarray], width: int, window: int | None = None) -> np.ndarray:
+    """RGB strip ``[K*ROW_HEIGHT + 2, width, 3]`` of the last masks (each ``[K]``), newest rightmost.
+
+    ``window``: how many steps the strip's width is divided into (default STRIP_STEPS; pass the
+    episode length for short episodes so each step gets a wide column). RIM numbers (1..K) are
+    written in a left margin.
+    """
     k = len(history[-1])
     label = LABEL_WIDTH if width > 2 * LABEL_WIDTH else 0
-    col = max(1, (width - label) // STRIP_STEPS)
-    steps = min(STRIP_STEPS, (width - label) // col)
+    window = max(1, min(window or STRIP_STEPS, STRIP_STEPS))
+    col = max(1, (width - label) // window)
+    steps = min(window, (width - label) // col)
     recent = history[-steps:]
     cells = np.broadcast_to(BACKGROUND, (k, steps, 3)).copy()
-    cells[:, steps - len(recent):] = np.where(np.stack(recent, axis=1)[:, :, None], ACTIVE, INACTIVE)
+    cells[:, :len(recent)] = np.where(np.stack(recent, axis=1)[:, :, None], ACTIVE, INACTIVE)
     image = np.repeat(np.repeat(cells, ROW_HEIGHT, axis=0), col, axis=1)
     image[ROW_HEIGHT - 1::ROW_HEIGHT] = BACKGROUND  # thin gaps between RIM rows
-    strip = np.zeros((k * ROW_HEIGHT + 2, width, 3), dtype=np.uint8)
-    strip[2:, width - image.shape[1]:] = image
+    if col >= 4:
+        image[:, col - 1::col] = BACKGROUND  # and between steps, where columns are wide
+    strip = np.broadcast_to(BACKGROUND, (k * ROW_HEIGHT + 2, width, 3)).copy()
+    strip[2:, label:label + image.shape[1]] = image
     if label:
         for i in range(k):
-            cv2.putText(strip, str(i + 1), (2, 2 + (i + 1) * ROW_HEIGHT - 2), cv2.FONT_HERSHEY_PLAIN, 0.7,
-                        (200, 200, 200), 1)
+            _put_text(strip, str(i + 1), 2, 2 + (i + 1) * ROW_HEIGHT - 3)
     return strip
 
 
-def compose_frame(frame: np.ndarray, history: list[np.ndarray] | None) -> np.ndarray:
-    """The env frame ``[H, W, 3]`` with the activation strip appended below (if any)."""
+def legend(width: int) -> np.ndarray:
+    """One line: a white swatch "active", a black swatch "inactive" (the raster's colours)."""
+    line = np.broadcast_to(BACKGROUND, (TEXT_HEIGHT, width, 3)).copy()
+    x = 2
+    for colour, name in ((ACTIVE, "active RIM"), (INACTIVE, "inactive")):
+        line[3:TEXT_HEIGHT - 3, x:x + 8] = colour
+        _put_text(line, name, x + 11, TEXT_HEIGHT - 4)
+        x += 11 + 7 * len(name) + 8
+    return line
+
+
+def caption(width: int, step: int, steps: int, action: str, reward: float, total: float) -> np.ndarray:
+    """Two lines: "step s/n  return R" and "action A  reward r"."""
+    lines = np.broadcast_to(BACKGROUND, (2 * TEXT_HEIGHT, width, 3)).copy()
+    _put_text(lines, f"step {step}/{steps}  return {total:.3g}", 2, TEXT_HEIGHT - 4)
+    _put_text(lines, f"action {action}  reward {reward:.3g}", 2, 2 * TEXT_HEIGHT - 4)
+    return lines
+
+
+def compose_frame(frame: np.ndarray, history: list[np.ndarray] | None, window: int | None = None,
+                  text: np.ndarray | None = None) -> np.ndarray:
+    """The env frame ``[H, W, 3]`` with the activation strip and its legend (if any ``history``) and
+    the caption image ``text`` (if any) appended below."""
     frame = np.asarray(frame, dtype=np.uint8)
-    if not history:
-        return frame
-    return np.concatenate([frame, activation_strip(history, frame.shape[1])], axis=0)
+    parts = [frame]
+    if history:
+        parts += [activation_strip(history, frame.shape[1], window), legend(frame.shape[1])]
+    if text is not None:
+        parts.append(text)
+    return np.concatenate(parts, axis=0)
+
+
+def action_names(venv) -> list[str] | None:
+    """Names of the env's discrete actions (MiniGrid ``Actions``, ALE action meanings), or None."""
+    try:
+        unwrapped = venv.get_attr("unwrapped", [0])[0]
+    except (AttributeError, IndexError):
+        return None
+    if hasattr(unwrapped, "get_action_meanings"):
+        return [m.lower() for m in unwrapped.get_action_meanings()]
+    actions = getattr(unwrapped, "actions", None)
+    if actions is not None:
+        return [a.name for a in actions]
+    return None
+
+
+def _action_text(action: Any, names: Sequence[str] | None) -> str:
+    value = int(np.asarray(action).reshape(-1)[0])
+    return f"{value} ({names[value]})" if names is not None and 0 <= value < len(names) else str(value)
 
 
 def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: int) -> Path:
@@ -76,17 +138,16 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: int) -> 
     if path.suffix.lower() == ".gif":
         import imageio.v3 as iio
 
-        atomic_write_bytes(path, iio.imwrite("<bytes>", np.stack(frames), extension=".gif",
-                                             duration=1000.0 / fps, loop=0))
-        return path
+        data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
+        return atomic_write_bytes(path, data)
     import tempfile
 
     import cv2
 
     h, w = frames[0].shape[:2]
-    with tempfile.TemporaryDirectory() as tmp:  # OpenCV writes only to a path: write there, then atomically
-        video = os.path.join(tmp, "episode.mp4")
-        writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    with tempfile.TemporaryDirectory() as tmp:  # OpenCV writes to a file name; the result is moved atomically
+        video = Path(tmp) / "video.mp4"
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not writer.isOpened():
             raise UserError(f"cannot write {path}: OpenCV has no MP4 encoder here; use a .gif path")
         try:
@@ -94,8 +155,7 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: int) -> 
                 writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
         finally:
             writer.release()
-        atomic_write_bytes(path, Path(video).read_bytes())
-    return path
+        return atomic_write_bytes(path, video.read_bytes())
 
 
 def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str | os.PathLike, seed: int = 0,
@@ -107,10 +167,13 @@ def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str |
     from envs import episode_starts, make_vec_env
 
     venv = make_vec_env(env_id, n_envs=1, seed=seed, shifts=shifts or None, training=False, render_mode="rgb_array")
-    frames: list[np.ndarray] = []
+    raw: list[np.ndarray] = []
     history: list[np.ndarray] = []
+    actions: list[str] = []
+    rewards: list[float] = []
     total, steps = 0.0, 0
     try:
+        names = action_names(venv)
         obs = venv.reset()
         state, start = None, np.ones(1, dtype=bool)
         while steps < max_steps:
@@ -118,15 +181,24 @@ def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str |
             mask = current_mask(model)
             if mask is not None:
                 history.append(mask)
-            frames.append(compose_frame(venv.get_images()[0], history))
+            raw.append(np.asarray(venv.get_images()[0], dtype=np.uint8))
+            actions.append(_action_text(action, names))
             obs, reward, done, infos = venv.step(action)
             steps += 1
             total += float(reward[0])
+            rewards.append(float(reward[0]))
             start = episode_starts(done, infos)  # a lost Atari life resets the core, as in training
             if done[0]:
                 total = float(infos[0].get("episode", {}).get("r", total))
                 break
     finally:
         venv.close()
+    frames, running = [], 0.0
+    for t, frame in enumerate(raw):
+        scale = max(1, -(-MIN_WIDTH // frame.shape[1]))
+        frame = np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
+        running += rewards[t]
+        text = caption(frame.shape[1], t + 1, steps, actions[t], rewards[t], running)
+        frames.append(compose_frame(frame, history[:t + 1], window=steps, text=text))
     write_video(frames, out, fps)
     return {"steps": steps, "return": total, "has_strip": bool(history)}

@@ -12,12 +12,14 @@ LEVELS: tuple[int, ...] = (0, 1, 2, 3)
 class ShiftInfo:
     """One shift as it applies to one env: its name, what it changes, and each level in numbers.
 
-    `levels[0]` always describes the unchanged training env.
+    `levels[0]` always describes the unchanged training env. `changes_scale`: the shift changes the
+    task's scale (e.g. its step budget), so raw returns across its levels are not comparable.
     """
 
     name: str
     description: str
     levels: dict[int, str] = field(default_factory=dict)
+    changes_scale: bool = False
 
 
 def shift_rng(seed: int, env_index: int, shift_name: str) -> np.random.Generator:

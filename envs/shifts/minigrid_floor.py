@@ -24,7 +24,9 @@ class FloorNoise(gym.Wrapper):
     Tiles are visible in the observation (object 'floor', one of 6 colours) and change no dynamics:
     MiniGrid lets the agent walk over floors and ignores them for pickup/toggle; the one rule that
     differs, `drop` (only onto an empty cell), is handled in `step` by lifting the tile first.
-    Positions and colours come from the wrapper's own random stream (seed, env_index).
+    Positions and colours come from the wrapper's own random stream (seed, env_index); a reset with
+    an explicit seed restarts that stream from the reset seed, so an episode seed fixes its tiles too
+    (evaluation pairs episodes by seed, whichever sub-env runs them).
     """
 
     def __init__(self, env: gym.Env, fraction: float, seed: int, env_index: int):
@@ -33,6 +35,8 @@ class FloorNoise(gym.Wrapper):
         self.rng = shift_rng(seed, env_index, "floor_noise")
 
     def reset(self, **kwargs: Any):
+        if kwargs.get("seed") is not None:
+            self.rng = shift_rng(kwargs["seed"], 0, "floor_noise")
         _, info = self.env.reset(**kwargs)
         base = self.env.unwrapped
         agent = tuple(int(v) for v in base.agent_pos)

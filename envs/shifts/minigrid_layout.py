@@ -79,7 +79,7 @@ def infos(env_id: str) -> dict[str, ShiftInfo]:
     if size:
         out["size"] = ShiftInfo(
             "size", f"side of the grid or room ({size}, walls included)",
-            {lv: f"{size}={s}" for lv, s in size_ladder(defaults[size]).items()})
+            {lv: f"{size}={s}" for lv, s in size_ladder(defaults[size]).items()}, changes_scale=True)
     return out
 
 

@@ -1,0 +1,132 @@
+"""report: a self-contained HTML page and a Markdown twin holding compare.csv's numbers; learning curves."""
+import base64
+import csv
+import io
+import re
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from agents.experiments.curves import learning_curves
+from agents.experiments.evaluation import format_number
+from agents.experiments.runs import find_run_dirs
+from cli_tiny import run_main
+from eval_fixtures import write_run
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Two cores x two seeds, evaluated; lstm clearly undertrained unshifted (0.4 vs 0.9 success)."""
+    root = tmp_path_factory.mktemp("study") / "runs"
+    for seed in (0, 1):
+        write_run(root, "rims", seed, {"none": 0.9, "distractors": 0.8 - 0.1 * seed, "size": 0.6},
+                  curve=(0.2, 0.5, 0.8))
+        write_run(root, "lstm", seed, {"none": 0.4, "distractors": 0.3 + 0.1 * seed, "size": 0.2},
+                  curve=(0.1, 0.2, 0.3))
+    assert run_main(["report", root, "--out", root.parent / "report", "--reps", 100]) == 0
+    return root
+
+
+def test_report_html_is_self_contained_and_its_images_decode(study):
+    page = (study.parent / "report" / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page  # opens offline
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 3  # learning curves, ladder, performance profiles
+    for data in images:
+        pixels = iio.imread(io.BytesIO(base64.b64decode(data)), extension=".png")
+        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert re.findall(r"<img[^>]*src='(?!data:)", page) == []
+
+
+def test_report_tables_hold_the_numbers_of_compare_csv(study):
+    page = (study.parent / "report" / "report.html").read_text()
+    md = (study.parent / "report" / "report.md").read_text()
+    with open(study / "compare" / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    pooled = [r for r in rows if r["shift"] == "all"]
+    assert pooled
+    for r in pooled:  # every pooled aggregate with its CI, as printed in the tables
+        for agg in ("iqm", "mean", "median"):
+            text = (f"{format_number(float(r[agg]))} [{format_number(float(r[agg + '_ci95_low']))}, "
+                    f"{format_number(float(r[agg + '_ci95_high']))}]")
+            assert text in page and text in md, text
+    with open(study / "compare" / "improvement.csv") as f:
+        poi = list(csv.DictReader(f))
+    for p in poi:
+        assert f"<td>{format_number(float(p['probability']))}</td>" in page
+    for section in ("What was run", "Learning curves", "Each shift&#x27;s ladder", "Pooled aggregates",
+                    "Probability of improvement", "Performance profiles", "Random-policy baseline", "Caveats"):
+        assert section in page, section
+    assert "commit" in page and "<td>0 1</td>" in page  # seeds per core
+
+
+def test_report_flags_the_undertrained_core_and_few_seeds(study):
+    md = (study.parent / "report" / "report.md").read_text()
+    assert "lstm looks undertrained" in md and "rims looks undertrained" not in md
+    assert "only 2 seeds" in md
+    assert "size changes the task's scale" in md
+    # the Markdown twin references PNGs that lie beside it
+    for name in re.findall(r"\]\((report_\w+\.png)\)", md):
+        assert (study.parent / "report" / name).stat().st_size > 1000
+
+
+def test_report_default_out_is_the_dir_and_reuses_a_fresh_comparison(study, capsys):
+    before = (study / "compare" / "compare.json").stat().st_mtime_ns
+    assert run_main(["report", study, "--reps", 100]) == 0
+    assert (study / "report.html").is_file() and (study / "report.md").is_file()
+    assert (study / "compare" / "compare.json").stat().st_mtime_ns == before  # not recomputed
+    assert f"report: {study / 'report.html'}" in capsys.readouterr().out
+
+
+def test_report_of_a_dir_without_evaluated_runs_is_a_user_error(tmp_path, capsys):
+    assert run_main(["report", tmp_path]) == 2
+    assert "no run dirs" in capsys.readouterr().err
+    run = tmp_path / "E" / "rims" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("env: x\ncore: rims\nseed: 0\n")
+    assert run_main(["report", tmp_path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rims-rl evaluate" in err and not (tmp_path / "report.html").exists()
+
+
+def test_learning_curves_take_the_iqm_across_seeds_with_ci_bands_only_for_several_runs(study, tmp_path):
+    curves = learning_curves(find_run_dirs([study]), reps=100)
+    rims = curves["RedBallDistractors-v0"]["training return (unshifted)"]["rims"]
+    assert rims["runs"] == 2 and rims["steps"][0] == 1000 and rims["steps"][-1] == 3000
+    # seeds 0 and 1 log value + 0.01 * seed: the IQM of two runs is their mean
+    assert rims["iqm"][-1] == pytest.approx(0.805) and rims["iqm"][0] == pytest.approx(0.205)
+    assert all(lo <= m <= hi for lo, m, hi in zip(rims["ci95_low"], rims["iqm"], rims["ci95_high"]))
+    single = learning_curves(find_run_dirs([study / "RedBallDistractors-v0" / "rims" / "seed0"]), reps=100)
+    one = single["RedBallDistractors-v0"]["training return (unshifted)"]["rims"]
+    assert one["ci95_low"] is None and one["iqm"][-1] == pytest.approx(0.8)
+    assert np.allclose(np.diff(one["steps"]), np.diff(one["steps"])[0])  # a common, even grid of env steps
+
+
+def test_learning_curves_of_a_periodic_shifted_evaluation_name_its_shifts(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = write_run(tmp_path, "gru", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
+    (run / "config.yaml").write_text((run / "config.yaml").read_text() + "eval: {shifts: distractors=2}\n")
+    writer = SummaryWriter(str(run / "tb" / "train_1"))
+    for step, value in ((1000, 0.2), (3000, 0.6)):
+        writer.add_scalar("eval/success_rate", value, step)
+    writer.close()
+    curves = learning_curves([run], reps=10)["RedBallDistractors-v0"]
+    shifted = curves["periodic eval success rate (distractors=2)"]["gru"]
+    assert shifted["iqm"][0] == pytest.approx(0.2) and shifted["iqm"][-1] == pytest.approx(0.6)
+    assert "training return (unshifted)" in curves
+
+
+def test_undertrained_flag_on_negative_returns_uses_the_distance_above_the_random_policy():
+    from agents.experiments.report import caveats
+
+    runs = [{"env": "ALE/Pong-v5", "core": c, "seed": s} for c in ("rims", "lstm") for s in range(5)]
+    summary = [{"env": "ALE/Pong-v5", "core": c, "shift": "all", "level": 0, "metric": "return", "iqm": v}
+               for c, v in (("rims", -20.0), ("lstm", -10.0))]
+    baselines = {"ALE/Pong-v5": {("none", 0): {"random_return": -21.0}}}
+    notes = caveats({"summary": summary, "runs": runs}, baselines)
+    # rims is 1 point above chance, lstm 11: rims is flagged although -20 / -10 = 2 "looks better"
+    assert len(notes) == 1 and "rims looks undertrained" in notes[0] and "above the random policy" in notes[0]
+    summary[0]["iqm"] = -12.0  # 9 of 11: above 80% of the best, not flagged
+    assert caveats({"summary": summary, "runs": runs}, baselines) == []

@@ -14,16 +14,26 @@ SETTINGS = (Setting("none", 0), Setting("distractors", 1, {"distractors": 1}), S
 RANDOM = {"none": (0.4, 0.6), "distractors": (0.35, 0.5), "size": (0.3, 0.5)}  # return, success
 
 
+def run_config(core: str, seed: int, eval_shifts: str | None = None) -> dict:
+    """A fully resolved run config (the demo preset, 3000 steps) as `train` writes it."""
+    from agents.experiments.train import _run_config, resolve_config
+
+    cfg = _run_config(resolve_config("demo"), core, seed)
+    cfg["timesteps"], cfg["env"] = 3000, DEFAULT_ENV_ID
+    cfg["eval"]["shifts"] = eval_shifts
+    return cfg
+
+
 def write_run(root: Path, core: str, seed: int, success: dict[str, float], episodes: int = 20,
-              size_return: float | None = None, curve: tuple[float, ...] = (0.1, 0.3, 0.5)) -> Path:
+              size_return: float | None = None, curve: tuple[float, ...] = (0.1, 0.3, 0.5),
+              eval_shifts: str | None = None) -> Path:
     """An evaluated run: per setting ``episodes`` episodes with the given success share (return 1 per
     success; ``size_return`` overrides the size setting's returns) and TB ``rollout/ep_rew_mean``."""
     from torch.utils.tensorboard import SummaryWriter
 
     run = run_dir_for(root, DEFAULT_ENV_ID, core, seed)
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"env": DEFAULT_ENV_ID, "core": core, "seed": seed,
-                                                     "timesteps": 3000}))
+    (run / "config.yaml").write_text(yaml.safe_dump(run_config(core, seed, eval_shifts)))
     results = []
     for s in SETTINGS:
         wins = round(success[s.shift] * episodes)

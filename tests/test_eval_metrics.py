@@ -160,11 +160,14 @@ def test_cli_defaults_are_the_evaluation_defaults():
 
 
 def test_results_of_an_older_version_are_a_one_line_user_error(tmp_path, capsys):
+    import yaml
+
     from cli_tiny import run_main
+    from eval_fixtures import run_config
 
     run = tmp_path / "E" / "rims" / "seed0"
     (run / "eval").mkdir(parents=True)
-    (run / "config.yaml").write_text(f"env: {DEFAULT_ENV_ID}\ncore: rims\nseed: 0\n")
+    (run / "config.yaml").write_text(yaml.safe_dump(run_config("rims", 0)))
     (run / "eval" / "results.json").write_text('{"results": [{"shift": "none", "level": 0, "mean_return": 0.5}]}')
     assert run_main(["compare", tmp_path, "--out", tmp_path / "cmp"]) == 2
     err = capsys.readouterr().err

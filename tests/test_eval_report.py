@@ -12,7 +12,9 @@ from agents.experiments.curves import learning_curves
 from agents.experiments.evaluation import format_number
 from agents.experiments.runs import find_run_dirs
 from cli_tiny import run_main
-from eval_fixtures import write_run
+import yaml
+
+from eval_fixtures import run_config, write_run
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def test_report_of_a_dir_without_evaluated_runs_is_a_user_error(tmp_path, capsys
     assert "no run dirs" in capsys.readouterr().err
     run = tmp_path / "E" / "rims" / "seed0"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text("env: x\ncore: rims\nseed: 0\n")
+    (run / "config.yaml").write_text(yaml.safe_dump(run_config("rims", 0)))
     assert run_main(["report", tmp_path]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "rims-rl evaluate" in err and not (tmp_path / "report.html").exists()
@@ -106,8 +108,7 @@ def test_learning_curves_take_the_iqm_across_seeds_with_ci_bands_only_for_severa
 def test_learning_curves_of_a_periodic_shifted_evaluation_name_its_shifts(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    run = write_run(tmp_path, "gru", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
-    (run / "config.yaml").write_text((run / "config.yaml").read_text() + "eval: {shifts: distractors=2}\n")
+    run = write_run(tmp_path, "gru", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6}, eval_shifts="distractors=2")
     writer = SummaryWriter(str(run / "tb" / "train_1"))
     for step, value in ((1000, 0.2), (3000, 0.6)):
         writer.add_scalar("eval/success_rate", value, step)

@@ -172,3 +172,11 @@ def test_train_with_periodic_evaluation_keeps_the_best_model(tmp_path):
     acc.Reload()
     assert {"eval/mean_return", "eval/success_rate"} <= set(acc.Tags()["scalars"])
     assert {e.step for e in acc.Scalars("eval/success_rate")} <= {32, 48, 64}  # at training steps
+
+
+def test_evaluate_refuses_episode_seeds_past_the_largest_seed(demo_dir, tmp_path, capsys):
+    run = _run(demo_dir, "rims")
+    code = run_main(["evaluate", "--model", run, "--seed", 2**32 - 2, "--episodes", 3, "--out", tmp_path / "ev"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "last episode's reset seed" in err
+    assert not (tmp_path / "ev").exists()

@@ -126,11 +126,6 @@ class Result:
         """The results.csv row (no per-episode records)."""
         return {k: v for k, v in asdict(self).items() if k in RESULT_COLUMNS}
 
-    @property
-    def returns(self) -> list[float]:
-        """The episode returns in episode order."""
-        return [e["return"] for e in self.episode_records]
-
 
 def _to_list(spec: str | Sequence[str] | None) -> list[str]:
     if spec is None:

@@ -12,6 +12,7 @@ import textwrap
 from typing import Sequence
 
 from agents.experiments.config import CORES, DEFAULT_PRESET, UserError, get_value, list_presets, load_preset
+from agents.experiments.devices import DEVICES
 
 PROG = "rims-rl"
 
@@ -43,8 +44,12 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, width=100)
 
 
+def _add_device(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--device", metavar="|".join(DEVICES), help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``rims-rl`` parser with the subcommands train, evaluate, compare, report, record, demo, presets."""
+    """The ``rims-rl`` parser with the subcommands train, sweep, evaluate, compare, report, record, demo, presets."""
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=_Formatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     presets = ", ".join(list_presets())
@@ -73,7 +78,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run dir from its last checkpoint (same "
                    "config, step count and optimizer state; --timesteps may raise the budget, written to its config.yaml, "
                    "or stop this resume earlier, but not below the steps done)")
+    _add_device(p, _from_config("torch device: auto = CUDA when torch sees a GPU, else cpu; with --resume it "
+                                "only says where to continue", "device"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sweep", help="many runs at once on Ray: envs x cores x seeds", formatter_class=_Formatter,
+                       description=_wrap("Train every env x core x seed as one Ray task each, side by side (one CPU "
+                                   "and one torch thread per run), into ordinary run dirs <logdir>/<env>/<core>/seed<N>/ "
+                                   "with their output in train.log. Re-running the same command skips finished runs and "
+                                   "resumes interrupted ones; Ctrl-C checkpoints the running runs. A failed run is "
+                                   "retried from its checkpoint, and never stops the others. See docs/sweep.md."))
+    p.add_argument("grid", nargs="?", metavar="GRID.yaml",
+                   help="a grid file (keys: envs, cores, seeds, config, overrides, timesteps); flags override it")
+    p.add_argument("--env", nargs="+", help=_from_config("environment id(s)", "env"))
+    p.add_argument("--core", nargs="+", help=_from_config(f"recurrent core(s) ({', '.join(CORES)})", "core"))
+    p.add_argument("--seed", nargs="+", type=int, help=_from_config("seed(s)", "seed"))
+    p.add_argument("--config", help=f"a preset ({presets}) or a YAML file (default: the grid file's, else "
+                                    f"{DEFAULT_PRESET})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable; applied after the grid file's overrides)")
+    p.add_argument("--timesteps", type=int, help=_from_config("environment steps per run", "timesteps"))
+    p.add_argument("--logdir", default="runs", help="root of the run dirs (on a cluster: a path every node sees)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="evaluate each run after training (the config's eval.sweep), then compare per env")
+    p.add_argument("--episodes", type=int, help="episodes per evaluation setting (default: the config's eval.episodes)")
+    p.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all CPU cores)")
+    p.add_argument("--address", help="join this Ray cluster (e.g. auto, HOST:6379) instead of starting one")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                   help="torch device of the runs; with cuda or auto on GPUs Ray gives each run --gpus-per-run GPUs")
+    p.add_argument("--gpus-per-run", type=float, help="GPUs (a fraction shares one) per run (default: 1 when the "
+                                                      "device is CUDA, else 0)")
+    p.add_argument("--retries", type=int, default=1, help="retries of a run that raises or whose worker dies")
+    p.add_argument("--no-progress", action="store_true", help="no live status line")
 
     p = sub.add_parser("evaluate", help="evaluate a model across shift levels", formatter_class=_Formatter,
                        description=_wrap("Evaluate a model on the unshifted env and on each shift setting, on paired "
@@ -91,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-envs", type=int, default=64, help="sub-envs stepped at once (one batched predict per step)")
     p.add_argument("--out", help="output dir (default: <run dir>/eval)")
     p.add_argument("--env", help="environment id (default: the run's config.yaml)")
+    p.add_argument("--device", default="auto", metavar="|".join(DEVICES),
+                   help="torch device (auto = CUDA when torch sees a GPU, else cpu)")
 
     p = sub.add_parser("compare", help="compare evaluated runs: rliable aggregates with bootstrap CIs",
                        formatter_class=_Formatter,
@@ -126,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=500, help="stop after this many steps")
     p.add_argument("--fps", type=int, default=8, help="frames per second of the video")
     p.add_argument("--env", help="environment id (default: the run's config.yaml)")
+    p.add_argument("--device", default="auto", metavar="|".join(DEVICES),
+                   help="torch device (auto = CUDA when torch sees a GPU, else cpu)")
 
     p = sub.add_parser("demo", help="the main job (also what runs with no arguments)", formatter_class=_Formatter,
                        description=_wrap("Train a RIMs and an LSTM agent on the built-in distractor task, evaluate both "
@@ -155,17 +195,28 @@ def _dispatch(args: argparse.Namespace) -> None:
             config=args.config, overrides=args.overrides, cores=args.core, seeds=args.seed, logdir=args.logdir,
             resume=args.resume, progress=not args.no_progress, env=args.env, timesteps=args.timesteps,
             n_envs=args.n_envs, shifts=args.shifts, checkpoint_freq=args.checkpoint_freq,
-            eval__freq=args.eval_freq, eval__episodes=args.eval_episodes, eval__shifts=args.eval_shifts)
+            eval__freq=args.eval_freq, eval__episodes=args.eval_episodes, eval__shifts=args.eval_shifts,
+            device=args.device)
+    elif args.command == "sweep":
+        from agents.experiments.sweep import merge_grid, read_grid_file, sweep
+
+        grid = merge_grid(read_grid_file(args.grid) if args.grid else None, envs=args.env, cores=args.core,
+                          seeds=args.seed, config=args.config, overrides=args.overrides, timesteps=args.timesteps)
+        sweep(grid, logdir=args.logdir, evaluate=args.evaluate, episodes=args.episodes, workers=args.workers,
+              address=args.address, device=args.device, gpus_per_run=args.gpus_per_run, retries=args.retries,
+              progress=not args.no_progress)
     elif args.command == "evaluate":
         experiment.evaluate(args.model, shifts=args.shifts, episodes=args.episodes, seed=args.seed,
-                            deterministic=args.deterministic, out=args.out, env=args.env, n_envs=args.n_envs)
+                            deterministic=args.deterministic, out=args.out, env=args.env, n_envs=args.n_envs,
+                            device=args.device)
     elif args.command == "compare":
         experiment.compare(args.runs, out=args.out, reps=args.reps, seed=args.seed)
     elif args.command == "report":
         experiment.report(args.dir, out=args.out, reps=args.reps, seed=args.seed)
     elif args.command == "record":
         experiment.record(args.model, out=args.out, shifts=args.shifts, seed=args.seed,
-                          deterministic=args.deterministic, max_steps=args.max_steps, fps=args.fps, env=args.env)
+                          deterministic=args.deterministic, max_steps=args.max_steps, fps=args.fps, env=args.env,
+                          device=args.device)
     elif args.command == "demo":
         experiment.demo(config=args.config, overrides=args.overrides, cores=args.cores, seeds=args.seeds,
                         logdir=args.logdir, shifts=args.shifts, episodes=args.episodes,
@@ -177,7 +228,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rims-rl`` / ``python train_agent.py``; returns the exit code.
 
-    0 done; 1 training diverged (non-finite loss); 2 user error or an OS error such as a full disk,
+    0 done; 1 training diverged (non-finite loss) or some runs of a sweep failed; 2 user error or an OS error such as a full disk,
     a read-only dir or too little memory (one line on stderr); 130 (SIGINT) or 143 (SIGTERM):
     training interrupted after saving a checkpoint.
     """
@@ -186,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help()
         return 2
+    from agents.experiments.sweep import SweepFailed
     from agents.experiments.train import Interrupted, TrainingDiverged
 
     try:
@@ -216,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside training (setup, evaluation): nothing to save
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except TrainingDiverged as e:
+    except (TrainingDiverged, SweepFailed) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents.experiments.config import UserError
+from agents.experiments.devices import resolve_device
 from agents.experiments.evaluation import (EVAL_ENVS, EVAL_THREADS, Result, evaluate_model,
                                            log_results_to_tensorboard, print_results_table, success_ci_half_width,
                                            sweep_settings, torch_threads, write_results)
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, FINAL_MODEL, TB_DIR, find_run_dirs, is_run_dir,
-                                     load_model, read_run_config, resolve_model_path, run_dir_for)
+                                     load_model, read_run_config, resolve_model_path, run_dir_for,
+                                     run_state)
 from agents.experiments.train import EVAL_SEED, _run_config, check_logdir, check_seed, resolve_config, train_run
 
 MAX_REPS = 100_000  # bootstrap resamples of `compare` (more only costs memory: 2,000 give stable CIs)
@@ -45,6 +47,7 @@ def evaluate(
     n_envs: int = EVAL_ENVS,
     quiet: bool = False,
     baseline_cache: str | os.PathLike | None = None,
+    device: str = "auto",
 ) -> list[Result]:
     """The ``evaluate`` command: sweep shift settings on paired episodes, write results.csv/json, a
     plot and TB scalars.
@@ -52,7 +55,8 @@ def evaluate(
     ``model``: a model file or a run dir. Outputs go to ``out`` (default ``<run>/eval``); the TB
     scalars to ``<run>/tb/eval`` (or ``<out>/tb``). The random-policy baseline is cached in
     ``baseline_cache`` (default ``<logdir>/<env>/random_baseline.json`` beside the run, else
-    ``<out>/random_baseline.json``).
+    ``<out>/random_baseline.json``). ``device``: auto, cpu, cuda or
+    cuda:N.
     """
     from stable_baselines3.common.utils import set_random_seed
 
@@ -73,7 +77,7 @@ def evaluate(
     settings = sweep_settings(env, shifts)
     out_dir = Path(out) if out is not None else (run_dir / EVAL_DIR if run_dir else model_file.parent / EVAL_DIR)
     check_out_dir(out_dir, ("results.csv", "results.json", "returns.png"))
-    agent = load_model(model_file, env_id=env)
+    agent = load_model(model_file, env_id=env, device=resolve_device(device))
     tb_dir = run_dir / TB_DIR / "eval" if run_dir else out_dir / "tb"
     cache = Path(baseline_cache) if baseline_cache is not None else baseline_cache_path(run_dir, out_dir)
 
@@ -180,22 +184,6 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, r
 
 # ---------------------------------------------------------------- demo (the main job)
 
-def _matching_run(run_dir: Path, cfg: dict) -> str:
-    """``new``, ``done`` or ``resume`` for an existing demo run dir with the same config."""
-    if not run_dir.exists():
-        return "new"
-    if not is_run_dir(run_dir):
-        raise UserError(f"{run_dir} exists but is not a run dir; choose another --logdir")
-    old = read_run_config(run_dir)
-    if old != cfg:
-        keys = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
-        raise UserError(f"{run_dir} holds a run with a different config (differs in: {', '.join(keys)}); "
-                        f"choose another --logdir")
-    if (run_dir / FINAL_MODEL).is_file():
-        return "done"
-    return "resume"
-
-
 def demo(
     config: str = "demo",
     overrides: Sequence[str] = (),
@@ -219,7 +207,7 @@ def demo(
     sweep_settings(base["env"], sweep)  # validate before training
     runs = [(_run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed))
             for core in cores for seed in seeds]
-    states = [_matching_run(run_dir, cfg) for cfg, run_dir in runs]
+    states = [run_state(run_dir, cfg) for cfg, run_dir in runs]
     print(f"rims-rl demo: {', '.join(cores)} x seeds {', '.join(map(str, seeds))} on {base['env']}, "
           f"{base['timesteps']} steps each, results under {logdir}")
     for (cfg, run_dir), state in zip(runs, states):
@@ -270,6 +258,7 @@ def record(
     max_steps: int = 500,
     fps: int = 8,
     env: str | None = None,
+    device: str = "auto",
 ) -> Path:
     """The ``record`` command: one episode as GIF or MP4 with the RIMs activation strip under each frame."""
     from envs import parse_shifts
@@ -289,7 +278,7 @@ def record(
         raise UserError(f"--max-steps and --fps must be >= 1, got {max_steps} and {fps}")
     check_seed(seed)
     check_out_dir(out_path.parent, (out_path.name,))
-    agent = load_model(model_file, env_id=env)
+    agent = load_model(model_file, env_id=env, device=resolve_device(device))
     with torch_threads(EVAL_THREADS):
         info = record_episode(agent, env, shift_map, out_path, seed=seed, deterministic=deterministic,
                               max_steps=max_steps, fps=fps)

@@ -9,6 +9,10 @@ Layout of one run (``<logdir>/<env>/<core>/seed<N>/``; ``/`` in an env id become
     tb/train_1/            TensorBoard events of training (resumed runs append to the same dir)
     tb/eval/               TensorBoard events of `evaluate`
     eval/                  results.csv, results.json, returns.png of `evaluate`
+    train.log              the output of a `sweep` run (its progress lines, resume notes, errors)
+
+Beside the run dir, ``.seed<N>.lock`` is its writer lock (:func:`run_dir_lock`): one process at a
+time trains or resumes a run dir.
 
 Every model file is written atomically: to a temp file in the same dir, fsync, ``os.replace``.
 A crash at any moment leaves either the previous file or the new one, never a half-written one.
@@ -16,8 +20,9 @@ A crash at any moment leaves either the previous file or the new one, never a ha
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from agents.experiments.config import UserError, read_config_file
 from agents.experiments.files import atomic_open
@@ -29,6 +34,8 @@ BEST_MODEL = "best_model.zip"
 TB_DIR = "tb"
 TRAIN_TB_NAME = "train"
 EVAL_DIR = "eval"
+TRAIN_LOG = "train.log"
+RUNTIME_KEYS = ("device",)  # config keys a run may change between sessions (a resume on another machine)
 
 
 def env_dirname(env_id: str) -> str:
@@ -47,12 +54,110 @@ def is_run_dir(path: str | os.PathLike) -> bool:
 
 
 def refuse_existing(run_dir: Path) -> None:
-    """Raise UserError if ``run_dir`` exists (a run is never overwritten silently)."""
+    """Raise UserError if ``run_dir`` exists (a run is never overwritten silently).
+
+    A run dir that another process is training is reported with that process's PID.
+    """
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        raise UserError(_in_use_message(run_dir, holder))
     if run_dir.exists():
         raise UserError(
             f"run dir {run_dir} already exists; continue it with --resume {run_dir}, "
             f"or choose another --logdir or --seed"
         )
+
+
+def run_state(run_dir: Path, cfg: dict) -> str:
+    """``new``, ``done`` (model.zip written) or ``resume`` for ``run_dir`` meant to hold a run of ``cfg``.
+
+    Raises UserError if ``run_dir`` exists but is not a run dir, or holds a run of another config
+    (naming the keys that differ): a re-run never mixes two configs in one run dir. The keys of
+    :data:`RUNTIME_KEYS` (where a run trains, not what it computes) may differ.
+    """
+    if not run_dir.exists():
+        return "new"
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir} exists but is not a run dir; choose another --logdir")
+    old, new = ({k: v for k, v in c.items() if k not in RUNTIME_KEYS} for c in (read_run_config(run_dir), cfg))
+    if old != new:
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise UserError(f"{run_dir} holds a run with a different config (differs in: {', '.join(keys)}); "
+                        f"choose another --logdir")
+    if (run_dir / FINAL_MODEL).is_file():
+        return "done"
+    return "resume"
+
+
+# ---------------------------------------------------------------- one writer per run dir
+
+def lock_path(run_dir: str | os.PathLike) -> Path:
+    """The writer lock of ``run_dir``: ``.<name>.lock`` beside it (so a fresh run can lock before it exists)."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _in_use_message(run_dir: Path, pid: int | None) -> str:
+    known = pid is not None and pid > 0
+    who = f"process {pid}" if known else "another process"
+    return (f"run dir {run_dir} is in use: {who} is training it; wait for it to end or stop it "
+            f"(kill {pid if known else 'PID'})")
+
+
+@contextmanager
+def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the exclusive writer lock of ``run_dir`` for the body (an OS lock: released on process death).
+
+    A second writer gets UserError naming the holder's PID (``train``, ``train --resume``,
+    ``demo`` and ``sweep`` all train through it). The lock file holds the holder's PID. The holder
+    may take it again (nested, e.g. a sweep task around ``train_run``).
+    """
+    from filelock import FileLock, Timeout
+
+    path = lock_path(run_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path, timeout=0, on_acquired=_write_pid, is_singleton=True)  # re-entrant in a process
+        lock.acquire()
+    except Timeout:
+        raise UserError(_in_use_message(Path(run_dir), _read_pid(path))) from None
+    except OSError as e:
+        raise UserError(f"cannot lock run dir {run_dir} ({path}): {e.strerror or e}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def lock_holder(run_dir: str | os.PathLike) -> int | None:
+    """The PID of the process holding ``run_dir``'s writer lock (-1 if unknown), or None if it is free."""
+    from filelock import FileLock, Timeout
+
+    path = lock_path(run_dir)
+    if not path.is_file():
+        return None
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        pid = _read_pid(path)
+        return -1 if pid is None else pid
+    except OSError:
+        return None
+    lock.release()
+    return None
 
 
 def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
@@ -127,7 +232,8 @@ def _read_zip_data(path: Path) -> dict[str, Any]:
 
 
 def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = None, device: str = "cpu"):
-    """Load a RecurrentPPO model (weights, optimizer state, step count); UserError if unreadable or unsafe.
+    """Load a RecurrentPPO model (weights, optimizer state, step count) onto the torch ``device``;
+    UserError if unreadable or unsafe. A model saved on any device loads on any other.
 
     Nothing in the file is unpickled (:mod:`agents.serialization`). A file in SB3's own format (an
     older rims-rl) has its spaces only as pickles: they are taken from ``env``, else from a fresh

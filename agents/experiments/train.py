@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents.experiments.config import CORES, UserError, apply_overrides, dump_config, load_config, set_value
+from agents.experiments.devices import check_device_name, resolve_device
 from agents.experiments.evaluation import torch_threads
 from agents.experiments.files import remove_stale_temp_files
 from agents.experiments.runs import (CHECKPOINT, CONFIG_FILE, FINAL_MODEL, TB_DIR, TRAIN_TB_NAME, atomic_save,
                                      is_run_dir, load_model, read_num_timesteps, read_run_config, refuse_existing,
-                                     run_dir_for)
+                                     run_dir_for, run_dir_lock)
 
 EVAL_SEED = 1000  # evaluation env seeds differ from the training seeds (0, 1, ...)
 SCHEDULES = ("linear", "constant")  # ppo.lr_schedule, ppo.clip_schedule
@@ -86,6 +87,7 @@ def validate_config(cfg: dict) -> None:
     for key in ("checkpoint_freq",):
         if cfg[key] < 0:
             raise UserError(f"{key} must be >= 0, got {cfg[key]}")
+    check_device_name(cfg.get("device", "auto"))  # config.yaml of runs made before the key existed: auto
     if cfg["threads"] < 0:
         raise UserError(f"threads must be >= 0 (0 = torch's default), got {cfg['threads']}")
     if cfg["eval"]["freq"] < 0:
@@ -231,8 +233,8 @@ def schedule(value: float, kind: str):
     return LinearSchedule(value, 0.0, 1.0) if kind == "linear" else value
 
 
-def build_model(cfg: dict, env, run_dir: Path):
-    """A fresh RecurrentPPO for ``cfg`` on ``env`` logging TensorBoard events to ``<run>/tb``.
+def build_model(cfg: dict, env, run_dir: Path, device: str = "cpu"):
+    """A fresh RecurrentPPO for ``cfg`` on ``env`` and torch ``device``, logging TensorBoard events to ``<run>/tb``.
 
     ``ppo.lr_schedule`` applies to the learning rate; ``ppo.clip_schedule`` to ``clip_range`` and
     ``clip_range_vf`` (as Kostrikov's and baselines' clip decay scale both).
@@ -249,7 +251,7 @@ def build_model(cfg: dict, env, run_dir: Path):
         cfg["policy"], env, core=cfg["core"], core_kwargs=dict(cfg["cores"][cfg["core"]]) or None,
         learning_rate=learning_rate,
         policy_kwargs=policy_kwargs_for(cfg),
-        tensorboard_log=str(run_dir / TB_DIR), seed=cfg["seed"], device="cpu", verbose=0, **ppo,
+        tensorboard_log=str(run_dir / TB_DIR), seed=cfg["seed"], device=device, verbose=0, **ppo,
     )
 
 
@@ -269,8 +271,14 @@ def check_logdir(logdir: str | os.PathLike) -> None:
             raise UserError(f"--logdir {logdir}: {path} is a file, not a directory")
 
 
-def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = True) -> TrainOutcome:
+def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = True, device: str | None = None,
+              callbacks: Sequence[Any] = ()) -> TrainOutcome:
     """Train (or continue) the run in ``run_dir`` up to ``cfg['timesteps']`` steps.
+
+    The run dir is locked for the whole call (:func:`agents.experiments.runs.run_dir_lock`): a second
+    process training or resuming it gets a one-line UserError naming this one's PID.
+    ``device``: the torch device (default: the config's ``device``, ``auto`` for old runs); checked
+    before anything is created. ``callbacks``: extra SB3 callbacks (the sweep's progress reports).
 
     Fresh: ``run_dir`` must not exist; it is created with ``config.yaml``. Resume: the run's
     ``checkpoints/last.zip`` (weights, optimizer state, step count) is loaded and ``learn`` continues
@@ -280,6 +288,13 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
     at the end. SIGINT/SIGTERM: checkpoint, then :class:`Interrupted`. Non-finite loss:
     :class:`TrainingDiverged`, the last good checkpoint untouched.
     """
+    device = resolve_device(device if device is not None else cfg.get("device", "auto"))
+    with run_dir_lock(run_dir):
+        return _train_locked(cfg, run_dir, resume, progress, device, list(callbacks))
+
+
+def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device: str,
+                  extra_callbacks: list[Any]) -> TrainOutcome:
     from envs import make_vec_env, parse_shifts
     from stable_baselines3.common.callbacks import CallbackList
 
@@ -287,24 +302,25 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
                                   PurgeStaleEventsCallback, StopOnSignalCallback)
 
     checkpoint = run_dir / CHECKPOINT
+    if not resume:
+        refuse_existing(run_dir)
     if resume and run_dir.is_dir():
         for stale in remove_stale_temp_files(run_dir):
             print(f"removed {stale} (left by an interrupted write)")
     env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=cfg["seed"], shifts=cfg["shifts"], training=True)
     if resume and checkpoint.is_file():
-        model = load_model(checkpoint, env=env)
+        model = load_model(checkpoint, env=env, device=device)
         model.tensorboard_log = str(run_dir / TB_DIR)
         print(f"resuming {run_dir} from step {model.num_timesteps} ({checkpoint})")
     else:
-        if not resume:
-            refuse_existing(run_dir)
-        model = build_model(cfg, env, run_dir)
+        model = build_model(cfg, env, run_dir, device)
         if resume:
             print(f"{run_dir} has no checkpoint yet: training from step 0")
     created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if created or cfg["timesteps"] > read_run_config(run_dir)["timesteps"]:  # a resume only raises the budget
+        if (created or not is_run_dir(run_dir)  # a sweep run dir holding only its train.log
+                or cfg["timesteps"] > read_run_config(run_dir)["timesteps"]):  # a resume only raises the budget
             dump_config(cfg, run_dir / CONFIG_FILE)
     except OSError:
         env.close()
@@ -313,7 +329,7 @@ def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = T
                 directory.rmdir()
         raise
     remaining = cfg["timesteps"] - model.num_timesteps
-    callbacks = [CheckpointCallback(run_dir, cfg["checkpoint_freq"])]
+    callbacks = [CheckpointCallback(run_dir, cfg["checkpoint_freq"]), *extra_callbacks]
     if model.num_timesteps > 0:
         callbacks.append(PurgeStaleEventsCallback())
     if cfg["eval"]["freq"] > 0:
@@ -363,18 +379,19 @@ def train(
     """The ``train`` command: one run per (core, seed), or continue the run dir ``resume``.
 
     ``flags``: config keys given as flags (``env``, ``timesteps``, ``n_envs``, ``shifts``,
-    ``checkpoint_freq``, ``eval__freq``, ``eval__episodes``, ``eval__shifts``); None = from config.
-    Every run dir is checked before the first run starts.
+    ``checkpoint_freq``, ``eval__freq``, ``eval__episodes``, ``eval__shifts``, ``device``); None = from
+    config. Every run dir is checked before the first run starts. With ``resume`` only ``timesteps``
+    and ``device`` (where to continue it, not stored in its config) may be given.
     """
     if resume is not None:
-        extra = [k for k, v in flags.items() if v is not None and k != "timesteps"]
+        extra = [k for k, v in flags.items() if v is not None and k not in ("timesteps", "device")]
         extra += ["--config"] * (config is not None)
         extra += ["--set"] * bool(overrides) + ["--core"] * bool(cores) + ["--seed"] * bool(seeds)
         if extra:
             names = ", ".join(e if e.startswith("--") else "--" + e.replace("__", "-").replace("_", "-")
                               for e in extra)
             raise UserError(f"--resume continues a run with its own config.yaml; drop {names} "
-                            f"(only --timesteps may be given)")
+                            f"(only --timesteps and --device may be given)")
         run_dir = Path(resume)
         if not is_run_dir(run_dir):
             raise UserError(f"--resume {run_dir}: not a run dir ({CONFIG_FILE} is missing)")
@@ -389,7 +406,7 @@ def train(
         if cfg["timesteps"] < done:
             raise UserError(f"--timesteps {cfg['timesteps']} is below the {done} steps {run_dir} has done; "
                             f"give at least {done}")
-        return [train_run(cfg, run_dir, resume=True, progress=progress)]
+        return [train_run(cfg, run_dir, resume=True, progress=progress, device=flags.get("device"))]
     base = resolve_config(config, overrides, **flags)
     check_logdir(logdir)
     plan = [(core, seed) for core in (cores or [base["core"]]) for seed in (seeds or [base["seed"]])]

@@ -1,0 +1,158 @@
+"""`rims-rl sweep` on a real local Ray instance: runs side by side, skip on re-run, retries, failures, bad grids.
+
+The Ray tests run the CLI in a subprocess (which starts and shuts down its own Ray instance with
+``address="local"``, so two of them can run at once) on the tiny config of cli_tiny.py.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import yaml
+
+from agents.experiments.config import dump_config
+from agents.experiments.runs import CHECKPOINT, FINAL_MODEL, lock_path, read_num_timesteps, read_run_config
+from cli_tiny import REPO, run_main, run_script, tiny_config
+
+ENV = "RedBallDistractors-v0"
+EVAL = {"sweep": "none", "episodes": 2}  # the evaluation of the tiny runs: unshifted only
+
+
+def _ray_env() -> None:
+    # Ray workers import the package from this checkout, whatever an editable install points at.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
+
+def _one_line_error(code: int, err: str, words: list[str]) -> str:
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+# ---------------------------------------------------------------- no Ray: bad grids fail before it starts
+
+def _grid(tmp_path, **keys) -> str:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"config": str(tiny_config(tmp_path)), **keys}))
+    return str(path)
+
+
+@pytest.mark.parametrize("grid, flags, words", [
+    ({"envs": ["NoSuchEnv-v9"]}, [], ["NoSuchEnv-v9"]),
+    ({"cores": ["rims", "transformer"]}, [], ["transformer", "lstm"]),
+    ({"overrides": {"ppo": {"bogus": 1}}}, [], ["ppo.bogus", "learning_rate"]),
+    ({"overrides": ["timesteps=many"]}, [], ["timesteps", "many"]),
+    ({"sedes": [0, 1]}, [], ["sedes", "seeds"]),
+    ({"seeds": []}, [], ["seeds", "empty"]),
+    ({"cores": []}, [], ["cores", "empty"]),
+    ({"seeds": ["one"]}, [], ["seeds", "integers"]),
+    ({}, ["--core", "lstm", "--set", "cores.lstm.hidden_size=big"], ["hidden_size", "big"]),
+    ({}, ["--device", "tpu"], ["tpu", "cuda"]),
+    ({}, ["--device", "cuda:1"], ["cuda:1", "--device cuda"]),
+    ({}, ["--retries", "-1"], ["--retries"]),
+])
+def test_a_bad_grid_fails_in_one_line_before_ray_starts(grid, flags, words, tmp_path, capsys):
+    import ray
+
+    t0 = time.perf_counter()
+    code = run_main(["sweep", _grid(tmp_path, **grid), *flags, "--logdir", tmp_path / "runs"])
+    _one_line_error(code, capsys.readouterr().err, words)
+    assert not ray.is_initialized() and time.perf_counter() - t0 < 10
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_sweep_on_cuda_without_a_gpu_fails_before_ray_starts(tmp_path, capsys):
+    code = run_main(["sweep", _grid(tmp_path), "--device", "cuda", "--logdir", tmp_path / "runs"])
+    _one_line_error(code, capsys.readouterr().err, ["cuda", "not available"])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_dir_with_another_config_is_refused_before_ray_starts(tmp_path, capsys):
+    from agents.experiments.train import _run_config, resolve_config
+
+    cfg = _run_config(resolve_config(str(tiny_config(tmp_path))), "lstm", 1)
+    run = tmp_path / "runs" / ENV / "lstm" / "seed1"
+    run.mkdir(parents=True)
+    dump_config({**cfg, "n_envs": 4}, run / "config.yaml")
+    code = run_main(["sweep", _grid(tmp_path, cores=["lstm"], seeds=[0, 1]), "--logdir", tmp_path / "runs"])
+    _one_line_error(code, capsys.readouterr().err, [str(run), "n_envs"])
+    assert not (run.parent / "seed0").exists()
+
+
+# ---------------------------------------------------------------- real Ray
+
+def test_sweep_runs_side_by_side_evaluates_compares_and_skips_on_rerun(tmp_path):
+    _ray_env()
+    tiny = tiny_config(tmp_path, eval=EVAL)
+    args = ["sweep", "--config", tiny, "--core", "rims", "lstm", "--seed", 0, 1, "--logdir", tmp_path / "runs",
+            "--workers", 2, "--evaluate", "--no-progress"]
+    first = run_script(args, timeout=240)
+    assert first.returncode == 0, first.stdout + first.stderr
+    runs = sorted((tmp_path / "runs" / ENV).glob("*/seed*"))
+    assert [f"{r.parent.name}/{r.name}" for r in runs] == ["lstm/seed0", "lstm/seed1", "rims/seed0", "rims/seed1"]
+    for run in runs:
+        assert read_num_timesteps(run / FINAL_MODEL) == 64
+        assert read_run_config(run)["core"] == run.parent.name
+        assert (run / "eval" / "results.json").is_file() and (run / "tb").is_dir()
+        assert "done: 64 steps" in (run / "train.log").read_text()
+    assert (tmp_path / "runs" / ENV / "compare" / "compare.csv").is_file()
+    assert "4 done (of 4 runs)" in first.stdout
+
+    stamps = {r: (r / FINAL_MODEL).stat().st_mtime_ns for r in runs}
+    t0 = time.perf_counter()
+    second = run_script(args, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "4 already done, 0 to run" in second.stdout and "4 skipped (of 4 runs)" in second.stdout
+    assert "Ray started" not in second.stdout  # nothing to run: Ray is not even started
+    assert time.perf_counter() - t0 < 60
+    assert stamps == {r: (r / FINAL_MODEL).stat().st_mtime_ns for r in runs}
+
+
+def test_a_killed_worker_is_retried_from_its_checkpoint_and_a_failing_run_stops_no_other(tmp_path):
+    """lstm seed0's worker is SIGKILLed mid-training; seed1 has a corrupt checkpoint; seed2 is healthy."""
+    from agents.experiments.train import _run_config, resolve_config
+    from cli_tiny import popen
+
+    _ray_env()
+    budget = 960
+    tiny = tiny_config(tmp_path, timesteps=budget)
+    broken = tmp_path / "runs" / ENV / "lstm" / "seed1"
+    (broken / "checkpoints").mkdir(parents=True)
+    dump_config(_run_config(resolve_config(str(tiny)), "lstm", 1), broken / "config.yaml")
+    (broken / CHECKPOINT).write_bytes(b"PK\x03\x04 not a model")
+
+    victim = tmp_path / "runs" / ENV / "lstm" / "seed0"
+    proc = popen(["sweep", "--config", tiny, "--core", "lstm", "--seed", 0, 1, 2, "--logdir", tmp_path / "runs",
+                  "--workers", 2, "--retries", 1, "--no-progress"], tmp_path / "sweep")
+    try:
+        deadline = time.time() + 180
+        while not ((victim / CHECKPOINT).is_file() and read_num_timesteps(victim / CHECKPOINT) < budget):
+            assert proc.poll() is None and time.time() < deadline, "no checkpoint of seed0 before the end"
+            time.sleep(0.05)
+        worker = int(lock_path(victim).read_text())
+        assert worker != proc.pid
+        os.kill(worker, signal.SIGKILL)
+        killed_at = read_num_timesteps(victim / CHECKPOINT)
+        code = proc.wait(timeout=240)
+    finally:
+        proc.kill()
+    out, err = (tmp_path / "sweep.out").read_text(), (tmp_path / "sweep.err").read_text()
+    assert code == 1, out + err
+    assert len(err.strip().splitlines()) == 1 and "1 of 3 runs failed" in err and str(broken) in err, err
+    table = {line.split()[2]: line.split() for line in out.splitlines() if line.startswith("  ") and ENV in line}
+    assert table[str(victim)][:2] == ["done", str(budget)]
+    assert table[str(victim.parent / "seed2")][:2] == ["done", str(budget)]
+    assert table[str(broken)][0] == "failed" and "corrupt" in out and str(broken / "train.log") in out
+    assert read_num_timesteps(victim / FINAL_MODEL) == budget
+    log = (victim / "train.log").read_text()
+    assert log.count("sweep task") == 2, log  # the first attempt and the retry
+    assert f"resuming {victim} from step" in log
+    resumed_from = int(log.split(f"resuming {victim} from step ")[1].split()[0])
+    assert 0 < resumed_from and resumed_from >= killed_at
+    assert not (broken / FINAL_MODEL).exists()

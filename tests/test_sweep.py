@@ -156,3 +156,29 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_and_a_failing_run_stops_
     resumed_from = int(log.split(f"resuming {victim} from step ")[1].split()[0])
     assert 0 < resumed_from and resumed_from >= killed_at
     assert not (broken / FINAL_MODEL).exists()
+
+
+def test_sweep_joins_a_multi_node_cluster_with_address(tmp_path):
+    """Two simulated nodes (ray.cluster_utils.Cluster, both on this machine) with one CPU each."""
+    from ray.cluster_utils import Cluster
+
+    _ray_env()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        address = cluster.address
+        result = run_script(["sweep", "--config", tiny_config(tmp_path, timesteps=32), "--core", "lstm",
+                             "--seed", 0, 1, "--logdir", tmp_path / "runs", "--address", address,
+                             "--no-progress"], timeout=240)
+    finally:
+        cluster.shutdown()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"joined at {address}" in result.stdout
+    nodes = set()
+    for seed in (0, 1):
+        run = tmp_path / "runs" / ENV / "lstm" / f"seed{seed}"
+        assert read_num_timesteps(run / FINAL_MODEL) == 32
+        nodes.add((run / "train.log").read_text().split("Ray node ")[1].split(")")[0])
+    assert len(nodes) == 2  # one run on each node

@@ -78,6 +78,8 @@ def run_state(run_dir: Path, cfg: dict) -> str:
     if not run_dir.exists():
         return "new"
     if not is_run_dir(run_dir):
+        if run_dir.is_dir() and set(os.listdir(run_dir)) <= {TRAIN_LOG}:
+            return "new"  # a sweep run stopped before it wrote its config: only its log is there
         raise UserError(f"{run_dir} exists but is not a run dir; choose another --logdir")
     old, new = ({k: v for k, v in c.items() if k not in RUNTIME_KEYS} for c in (read_run_config(run_dir), cfg))
     if old != new:
@@ -142,7 +144,8 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[None]:
 
 
 def lock_holder(run_dir: str | os.PathLike) -> int | None:
-    """The PID of the process holding ``run_dir``'s writer lock (-1 if unknown), or None if it is free."""
+    """The PID of another process holding ``run_dir``'s writer lock (-1 if unknown), or None if it is free
+    (or held by this process)."""
     from filelock import FileLock, Timeout
 
     path = lock_path(run_dir)
@@ -153,6 +156,8 @@ def lock_holder(run_dir: str | os.PathLike) -> int | None:
         lock.acquire()
     except Timeout:
         pid = _read_pid(path)
+        if pid == os.getpid():
+            return None
         return -1 if pid is None else pid
     except OSError:
         return None

@@ -249,7 +249,8 @@ def run_task(cfg: dict, run_dir: str, device: str, evaluation: dict | None, boar
             return {"status": "failed", "reason": _one_line(e), "steps": None}
         stack.enter_context(contextlib.redirect_stdout(log))
         stack.enter_context(contextlib.redirect_stderr(log))
-        print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} sweep task {name} (pid {os.getpid()}, device {device})")
+        print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} sweep task {name} (pid {os.getpid()}, device {device}, "
+              f"Ray node {_node_id()})")
         try:
             if not (path / FINAL_MODEL).is_file():
                 train_run(cfg, path, resume=True, progress=True, device=device,
@@ -263,14 +264,25 @@ def run_task(cfg: dict, run_dir: str, device: str, evaluation: dict | None, boar
             board.report.remote(name, 0, False)
             return {"status": "failed", "reason": _one_line(e), "steps": None}
         except (Interrupted, KeyboardInterrupt) as e:
-            print(f"interrupted: {e}")
-            return {"status": "interrupted", "reason": str(e) or "interrupted", "steps": None}
+            print(f"interrupted: {e or type(e).__name__}")
+            steps = _steps_of_checkpoint(path)
+            saved = f"checkpoint at step {steps}" if steps is not None else "no checkpoint yet"
+            return {"status": "interrupted", "reason": f"stopped by Ctrl-C; {saved}", "steps": steps}
         except BaseException:
             traceback.print_exc()
             print("the task failed; Ray retries it while retries are left (resuming from the checkpoint)")
             raise
         print(f"done: {steps} steps in {time.time() - t0:.1f} s")
     return {"status": "done", "reason": None, "steps": steps}
+
+
+def _node_id() -> str:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (a direct call)
+        return "-"
 
 
 def _one_line(error: BaseException) -> str:
@@ -363,7 +375,9 @@ def sweep(
     todo = [p for p in plan if p.todo]
     print(f"rims-rl sweep: {len(plan)} runs ({len({p.cfg['env'] for p in plan})} env(s) x "
           f"{len({p.cfg['core'] for p in plan})} core(s) x {len({p.cfg['seed'] for p in plan})} seed(s)) "
-          f"under {logdir}: {len(plan) - len(todo)} already done, {len(todo)} to run")
+          f"under {logdir}: {len(plan) - len(todo)} already done, {len(todo)} to run "
+          f"({sum(p.state == 'resume' for p in todo)} to resume, {sum(p.state == 'done' for p in todo)} "
+          f"to evaluate only)")
     outcomes = {id(p): RunOutcome(p, "skipped", _steps_of(p.run_dir)) for p in plan if not p.todo}
     if todo:
         outcomes.update(_run_on_ray(todo, evaluate, episodes, workers, address, device, gpus_per_run, retries,
@@ -448,7 +462,8 @@ def _wait_for_runs(refs: dict[Any, PlannedRun], board: Any, progress: bool) -> d
         except KeyboardInterrupt:
             pass
         for run in refs.values():
-            outcomes.setdefault(id(run), RunOutcome(run, "interrupted", reason="interrupted"))
+            outcomes.setdefault(id(run), RunOutcome(run, "interrupted", _steps_of_checkpoint(run.run_dir),
+                                                    "stopped by Ctrl-C"))
         print_outcomes([outcomes[id(r)] for r in refs.values()])
         raise Interrupted("SIGINT: sweep stopped, the running runs saved checkpoints; "
                           "run the same command again to resume") from None
@@ -464,10 +479,10 @@ def _collect(ref: Any, run: PlannedRun, interrupted: bool = False) -> RunOutcome
     try:
         result = ray.get(ref)
     except rex.TaskCancelledError:
-        return RunOutcome(run, "interrupted", _steps_of_checkpoint(run.run_dir), "interrupted")
+        return RunOutcome(run, "interrupted", _steps_of_checkpoint(run.run_dir), "cancelled before it started")
     except rex.RayError as e:
         if interrupted:
-            return RunOutcome(run, "interrupted", _steps_of_checkpoint(run.run_dir), "interrupted")
+            return RunOutcome(run, "interrupted", _steps_of_checkpoint(run.run_dir), "stopped by Ctrl-C")
         return RunOutcome(run, "failed", None, _task_failure_reason(e))
     return RunOutcome(run, result["status"], result["steps"], result["reason"])
 
@@ -554,7 +569,8 @@ def print_outcomes(outcomes: Sequence[RunOutcome]) -> None:
         steps = "-" if o.steps is None else str(o.steps)
         note = ""
         if o.status in ("failed", "interrupted"):
-            note = f"{o.reason} (log: {o.run.run_dir / TRAIN_LOG})"
+            log = o.run.run_dir / TRAIN_LOG
+            note = f"{o.reason} (log: {log})" if log.is_file() else str(o.reason)
         elif o.status == "skipped":
             note = "already done"
         print(f"  {o.status:11s} {steps:>9s}  {str(o.run.run_dir):{width}s}  {note}".rstrip())

@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", default="runs/demo", help="where the runs and the comparison go")
     p.add_argument("--shifts", nargs="+", metavar="SPEC", help="evaluation settings (default: the config's eval.sweep)")
     p.add_argument("--episodes", type=int, help="episodes per setting (default: the config's eval.episodes)")
+    p.add_argument("--workers", type=int, help="runs trained side by side on a local Ray instance, as `sweep` "
+                                               "does (default: all CPU cores; 1 = one after another in this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("presets", help="list the presets, or print one", formatter_class=_Formatter)
@@ -220,7 +222,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "demo":
         experiment.demo(config=args.config, overrides=args.overrides, cores=args.cores, seeds=args.seeds,
                         logdir=args.logdir, shifts=args.shifts, episodes=args.episodes,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, workers=args.workers)
     elif args.command == "presets":
         experiment.show_presets(args.name)
 

@@ -194,11 +194,14 @@ def demo(
     episodes: int | None = None,
     progress: bool = True,
     reps: int = 2000,
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
     """The main job: train each core x seed, evaluate across the shift ladder, compare, write the
     report and print where everything is.
 
-    Re-running it with the same config reuses finished runs and resumes interrupted ones.
+    Re-running it with the same config reuses finished runs and resumes interrupted ones. Two or
+    more runs to train are trained side by side on the sweep's engine (a local Ray instance with
+    ``workers`` CPUs, default all cores); one run, or ``workers=1``, trains in this process.
     """
     base = resolve_config(config, overrides)
     check_logdir(logdir)
@@ -210,12 +213,22 @@ def demo(
     states = [run_state(run_dir, cfg) for cfg, run_dir in runs]
     print(f"rims-rl demo: {', '.join(cores)} x seeds {', '.join(map(str, seeds))} on {base['env']}, "
           f"{base['timesteps']} steps each, results under {logdir}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
     for (cfg, run_dir), state in zip(runs, states):
         if state == "done":
             print(f"{run_dir}: already trained, reusing {run_dir / FINAL_MODEL}")
-            continue
-        print(f"training {cfg['core']} (seed {cfg['seed']}) -> {run_dir}")
-        train_run(cfg, run_dir, resume=state == "resume", progress=progress)
+    to_train = [(cfg, run_dir, state) for (cfg, run_dir), state in zip(runs, states) if state != "done"]
+    if len(to_train) > 1 and (workers or os.cpu_count() or 1) > 1:
+        from agents.experiments.sweep import PlannedRun, run_planned
+
+        print(f"training {len(to_train)} runs side by side on Ray (output of each in <run dir>/train.log)")
+        run_planned([PlannedRun(cfg, run_dir.resolve(), state) for cfg, run_dir, state in to_train],
+                    workers=workers, progress=progress)
+    else:
+        for cfg, run_dir, state in to_train:
+            print(f"training {cfg['core']} (seed {cfg['seed']}) -> {run_dir}")
+            train_run(cfg, run_dir, resume=state == "resume", progress=progress)
     for _, run_dir in runs:
         evaluate(run_dir, shifts=sweep, episodes=episodes, quiet=True)
         print(f"evaluated {run_dir}: {run_dir / EVAL_DIR / 'results.csv'}")

@@ -386,11 +386,29 @@ def sweep(
     print_outcomes(ordered)
     if evaluate:
         _compare_per_env(ordered, logdir)
-    failed = [o for o in ordered if o.status == "failed"]
+    _raise_if_failed(ordered)
+    return ordered
+
+
+def run_planned(runs: list[PlannedRun], workers: int | None = None, device: str = "auto", retries: int = 1,
+                progress: bool = True) -> list[RunOutcome]:
+    """Train ``runs`` (planned and checked by the caller, e.g. ``demo``) on a local Ray instance; the final table.
+
+    Raises :class:`SweepFailed` if any run failed, after all others ended.
+    """
+    outcomes = _run_on_ray(runs, False, None, workers, None, check_device_name(device), None, retries, progress)
+    ordered = [outcomes[id(p)] for p in runs]
+    print_outcomes(ordered)
+    _raise_if_failed(ordered)
+    return ordered
+
+
+def _raise_if_failed(outcomes: Sequence[RunOutcome]) -> None:
+    failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         names = ", ".join(str(o.run.run_dir) for o in failed)
-        raise SweepFailed(f"{len(failed)} of {len(plan)} runs failed: {names} (reasons and logs in the table above)")
-    return ordered
+        raise SweepFailed(f"{len(failed)} of {len(outcomes)} runs failed: {names} "
+                          f"(reasons and logs in the table above)")
 
 
 def _steps_of(run_dir: Path) -> int | None:

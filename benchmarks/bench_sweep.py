@@ -6,14 +6,14 @@ its own logdir, in interleaved rounds:
 
 - ``sweep``: ``rims-rl sweep --workers 2`` (Ray local instance, 2 runs at a time);
 - ``train``: ``rims-rl train --core rims lstm --seed 0 1`` (one run after another, 1 thread each: the
-  same runs with the same config);
-- ``train x2``: the same with ``--set threads=2``, so that sequential training also uses both cores.
+  same runs with the same config). (``--set threads=2`` is no fair alternative for these small
+  networks: a second thread slows them down, badly so on a shared machine; see docs/cli.md.)
 
 It also times Ray's start-up alone (``ray.init(address="local", num_cpus=2)`` + ``ray.shutdown()``
 in a fresh process, minus the same process without Ray). Prints the median wall time of each and the
 speed-up of the sweep over each sequential baseline (goal: >= 1.7x over ``train``).
 
-    python benchmarks/bench_sweep.py --timesteps 8192 --rounds 2
+    python benchmarks/bench_sweep.py --timesteps 16384 --rounds 2
 """
 from __future__ import annotations
 
@@ -52,15 +52,13 @@ RAY_START = ("import ray, logging; ray.init(address='local', num_cpus=2, include
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timesteps", type=int, default=8192, help="steps per run")
+    parser.add_argument("--timesteps", type=int, default=16384, help="steps per run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (the median is shown)")
     args = parser.parse_args()
     common = ["--core", "rims", "lstm", "--seed", "0", "1", "--timesteps", str(args.timesteps), "--no-progress"]
     ways = {
         "sweep (Ray, 2 workers)": lambda d: [str(SCRIPT), "sweep", *common, "--workers", "2", "--logdir", d],
         "train (sequential)": lambda d: [str(SCRIPT), "train", *common, "--logdir", d],
-        "train x2 (sequential, threads=2)": lambda d: [str(SCRIPT), "train", *common, "--set", "threads=2",
-                                                       "--logdir", d],
         "ray start-up": lambda d: ["-c", RAY_START],
         "python start-up": lambda d: ["-c", "import ray"],
     }
@@ -79,7 +77,7 @@ def main() -> None:
     sweep = med["sweep (Ray, 2 workers)"]
     print(f"\n4 runs (rims, lstm x seeds 0, 1) of {args.timesteps} steps, minigrid preset, {os.cpu_count()} CPUs, "
           f"median of {args.rounds} interleaved round(s); each a fresh process")
-    for name in ("sweep (Ray, 2 workers)", "train (sequential)", "train x2 (sequential, threads=2)"):
+    for name in ("sweep (Ray, 2 workers)", "train (sequential)"):
         print(f"  {name:34s} {med[name]:7.1f} s   sweep speed-up {med[name] / sweep:4.2f}x")
     print(f"  Ray start-up + shutdown            {med['ray start-up'] - med['python start-up']:7.1f} s "
           f"(beyond importing ray)")

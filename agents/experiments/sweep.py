@@ -308,8 +308,8 @@ def _start_ray(address: str | None, workers: int) -> None:
 
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token warning for a private local instance
     if address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token warning for a private local instance
         # Workers import this package like the driver does: an installed package needs nothing, a
         # source checkout run with `python train_agent.py` gets its root on the workers' path.
         root = str(Path(__file__).resolve().parents[2])

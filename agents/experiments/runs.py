@@ -129,18 +129,42 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     path = lock_path(run_dir)
+    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    lock_existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(path, timeout=0, on_acquired=_write_pid, is_singleton=True)  # re-entrant in a process
         lock.acquire()
     except Timeout:
         raise UserError(_in_use_message(Path(run_dir), _read_pid(path))) from None
-    except OSError as e:
+    except OSError as e:  # e.g. a full disk: the PID could not be written
+        if not lock_existed:
+            _unlink_quietly(path)
+        _remove_empty_dirs(created)
         raise UserError(f"cannot lock run dir {run_dir} ({path}): {e.strerror or e}") from None
     try:
         yield
     finally:
         lock.release()
+        if not lock.is_locked and not Path(run_dir).exists():  # no run was set up (a full disk...): leave nothing
+            _unlink_quietly(path)
+            _remove_empty_dirs(created)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove each of ``dirs`` (deepest first) that exists and is empty."""
+    for directory in dirs:
+        try:
+            directory.rmdir()
+        except OSError:
+            pass
 
 
 def lock_holder(run_dir: str | os.PathLike) -> int | None:

@@ -32,7 +32,7 @@ from agents.experiments.config import CORES, UserError
 from agents.experiments.devices import check_device_name, cuda_available, resolve_device
 from agents.experiments.runs import (EVAL_DIR, FINAL_MODEL, TRAIN_LOG, env_dirname, read_num_timesteps, run_dir_for,
                                      run_dir_lock, run_state)
-from agents.experiments.train import Interrupted, _run_config, resolve_config
+from agents.experiments.train import Interrupted, _run_config, check_logdir, resolve_config
 
 GRID_KEYS = ("envs", "cores", "seeds", "config", "overrides", "timesteps")
 RESULTS_FILE = "results.json"
@@ -370,6 +370,7 @@ def sweep(
         raise UserError(f"--gpus-per-run {gpus_per_run} with --device cpu: the runs would not use their GPUs")
     if address is None and device == "cuda":
         resolve_device(device)  # one line if this machine has no GPU, before Ray starts
+    check_logdir(logdir)
     logdir = Path(logdir).resolve() if address is None else Path(logdir).absolute()
     plan = plan_sweep(grid, logdir, evaluate, episodes)
     todo = [p for p in plan if p.todo]

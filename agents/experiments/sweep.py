@@ -527,6 +527,7 @@ class LiveLine:
         self.runs = {r.name: r for r in runs}
         self.console = Console()
         self.done = self.failed = 0
+        self.ended: set[str] = set()
         self.steps: dict[str, int] = {}
         self.running: set[str] = set()
         self.history: list[tuple[float, int]] = []
@@ -539,7 +540,8 @@ class LiveLine:
             self.live.start()
 
     def _text(self) -> str:
-        total = sum(r.cfg["timesteps"] for r in self.runs.values())
+        total = sum(r.cfg["timesteps"] for name, r in self.runs.items() if name not in self.ended or
+                    self.steps.get(name))  # a failed run no longer counts
         now_steps = sum(self.steps.values())
         fps = 0.0
         if len(self.history) >= 2:
@@ -549,12 +551,12 @@ class LiveLine:
         eta = f"{remaining / fps:.0f} s" if fps > 0 else "-"
         waiting = len(self.runs) - self.done - self.failed - len(self.running)
         return (f"sweep: {self.done} done, {len(self.running)} running, {self.failed} failed, {max(0, waiting)} waiting"
-                f" | {now_steps}/{total} steps | {fps:.0f} fps | ETA {eta} | {time.perf_counter() - self.t0:.0f} s")
+                f" | {now_steps}/{total} steps, {fps:.0f} fps, ETA {eta}")
 
     def update(self, snapshot: tuple[dict[str, int], set[str]]) -> None:
         steps, running = snapshot
-        self.steps.update(steps)
-        self.running = running
+        self.steps.update({name: n for name, n in steps.items() if name not in self.ended})
+        self.running = running - self.ended
         now = time.perf_counter()
         self.history = [h for h in self.history if now - h[0] <= 20.0] + [(now, sum(self.steps.values()))]
         if self.live is not None:
@@ -569,6 +571,7 @@ class LiveLine:
             self.failed += 1
             self.steps[outcome.run.name] = 0
         self.running.discard(outcome.run.name)
+        self.ended.add(outcome.run.name)
         detail = f"{outcome.steps} steps" if outcome.status == "done" else outcome.reason
         self.console.print(f"{outcome.status}: {outcome.run.run_dir} ({detail})", highlight=False, soft_wrap=True)
 

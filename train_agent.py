@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, help="episodes per evaluation setting (default: the config's eval.episodes)")
     p.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all CPU cores)")
     p.add_argument("--address", help="join this Ray cluster (e.g. auto, HOST:6379) instead of starting one")
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
-                   help="torch device of the runs; with cuda or auto on GPUs Ray gives each run --gpus-per-run GPUs")
+    p.add_argument("--device", metavar="auto|cpu|cuda",
+                   help=_from_config("torch device of the runs; with cuda or auto on GPUs Ray gives each run "
+                                     "--gpus-per-run GPUs", "device"))
     p.add_argument("--gpus-per-run", type=float, help="GPUs (a fraction shares one) per run (default: 1 when the "
                                                       "device is CUDA, else 0)")
     p.add_argument("--retries", type=int, default=1, help="retries of a run that raises or whose worker dies")

@@ -183,3 +183,15 @@ def test_sweep_joins_a_multi_node_cluster_with_address(tmp_path):
         assert read_num_timesteps(run / FINAL_MODEL) == 32
         nodes.add((run / "train.log").read_text().split("Ray node ")[1].split(")")[0])
     assert len(nodes) == 2  # one run on each node
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_the_config_device_is_the_sweep_device_unless_the_flag_says_otherwise(tmp_path, capsys):
+    code = run_main(["sweep", _grid(tmp_path, overrides=["device=cuda"]), "--logdir", tmp_path / "runs"])
+    _one_line_error(code, capsys.readouterr().err, ["cuda", "not available"])
+    code = run_main(["sweep", _grid(tmp_path, overrides=["device=cuda:0"]), "--logdir", tmp_path / "runs"])
+    _one_line_error(code, capsys.readouterr().err, ["cuda:0", "--device cuda"])
+    code = run_main(["sweep", _grid(tmp_path, overrides=["device=cpu"]), "--gpus-per-run", 1,
+                     "--logdir", tmp_path / "runs"])
+    _one_line_error(code, capsys.readouterr().err, ["--gpus-per-run", "cpu"])
+    assert not (tmp_path / "runs").exists()

@@ -346,14 +346,15 @@ def sweep(
     episodes: int | None = None,
     workers: int | None = None,
     address: str | None = None,
-    device: str = "auto",
+    device: str | None = None,
     gpus_per_run: float | None = None,
     retries: int = 1,
     progress: bool = True,
 ) -> list[RunOutcome]:
     """The ``sweep`` command: train (and evaluate) every run of ``grid`` as Ray tasks, then compare per env.
 
-    Raises :class:`SweepFailed` naming the failed runs after all others ended, and
+    ``device``: auto, cpu or cuda for every run (None: the config's ``device``). Raises
+    :class:`SweepFailed` naming the failed runs after all others ended, and
     :class:`agents.experiments.train.Interrupted` on Ctrl-C once the running runs have checkpointed.
     """
     if retries < 0:
@@ -362,17 +363,12 @@ def sweep(
         raise UserError(f"--workers must be >= 1, got {workers}")
     if gpus_per_run is not None and gpus_per_run < 0:
         raise UserError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
-    device = check_device_name(device)
-    if device.startswith("cuda:"):
-        raise UserError(f"--device {device}: in a sweep Ray gives each run its GPU; use --device cuda "
-                        f"(or auto) and --gpus-per-run")
-    if device == "cpu" and gpus_per_run:
-        raise UserError(f"--gpus-per-run {gpus_per_run} with --device cpu: the runs would not use their GPUs")
-    if address is None and device == "cuda":
-        resolve_device(device)  # one line if this machine has no GPU, before Ray starts
+    if device is not None:
+        check_device_name(device)
     check_logdir(logdir)
     logdir = Path(logdir).resolve() if address is None else Path(logdir).absolute()
     plan = plan_sweep(grid, logdir, evaluate, episodes)
+    device = sweep_device(device, plan, address, gpus_per_run)
     todo = [p for p in plan if p.todo]
     print(f"rims-rl sweep: {len(plan)} runs ({len({p.cfg['env'] for p in plan})} env(s) x "
           f"{len({p.cfg['core'] for p in plan})} core(s) x {len({p.cfg['seed'] for p in plan})} seed(s)) "
@@ -391,13 +387,30 @@ def sweep(
     return ordered
 
 
-def run_planned(runs: list[PlannedRun], workers: int | None = None, device: str = "auto", retries: int = 1,
+def sweep_device(device: str | None, plan: list[PlannedRun], address: str | None, gpus_per_run: float | None) -> str:
+    """The device of a sweep's runs: ``device``, else the runs' config ``device``; UserError (before Ray
+    starts) for ``cuda:N``, for GPUs with ``cpu``, and for ``cuda`` on a local machine without CUDA."""
+    if device is None:
+        device = plan[0].cfg.get("device", "auto") if plan else "auto"
+    device = check_device_name(device)
+    if device.startswith("cuda:"):
+        raise UserError(f"device {device}: in a sweep Ray gives each run its GPU; use --device cuda "
+                        f"(or auto) and --gpus-per-run")
+    if device == "cpu" and gpus_per_run:
+        raise UserError(f"--gpus-per-run {gpus_per_run} with --device cpu: the runs would not use their GPUs")
+    if address is None and device == "cuda":
+        resolve_device(device)  # one line if this machine has no GPU
+    return device
+
+
+def run_planned(runs: list[PlannedRun], workers: int | None = None, device: str | None = None, retries: int = 1,
                 progress: bool = True) -> list[RunOutcome]:
     """Train ``runs`` (planned and checked by the caller, e.g. ``demo``) on a local Ray instance; the final table.
 
     Raises :class:`SweepFailed` if any run failed, after all others ended.
     """
-    outcomes = _run_on_ray(runs, False, None, workers, None, check_device_name(device), None, retries, progress)
+    device = sweep_device(device, runs, None, None)
+    outcomes = _run_on_ray(runs, False, None, workers, None, device, None, retries, progress)
     ordered = [outcomes[id(p)] for p in runs]
     print_outcomes(ordered)
     _raise_if_failed(ordered)

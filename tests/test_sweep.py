@@ -55,6 +55,14 @@ def _grid(tmp_path, **keys) -> str:
     ({}, ["--device", "tpu"], ["tpu", "cuda"]),
     ({}, ["--device", "cuda:1"], ["cuda:1", "--device cuda"]),
     ({}, ["--retries", "-1"], ["--retries"]),
+    ({"tasks": []}, [], ["tasks", "non-empty"]),
+    ({"tasks": [{"timesteps": 64}]}, [], ["task 1", "env"]),
+    ({"tasks": [{"env": ENV, "budget": 64}]}, [], ["task 1", "budget", "timesteps"]),
+    ({"tasks": [{"env": ENV}, {"env": ENV}]}, [], ["task 2", ENV, "earlier"]),
+    ({"tasks": [{"env": ENV, "timesteps": "long"}]}, [], ["task 1", "timesteps", "long"]),
+    ({"tasks": [{"env": ENV}], "envs": [ENV]}, [], ["envs or tasks"]),
+    ({"tasks": [{"env": ENV}]}, ["--env", "MiniGrid-DoorKey-5x5-v0"], ["MiniGrid-DoorKey-5x5-v0", ENV]),
+    ({"tasks": [{"env": ENV, "overrides": {"ppo": {"n_epochs": 0}}}]}, [], ["n_epochs"]),
 ])
 def test_a_bad_grid_fails_in_one_line_before_ray_starts(grid, flags, words, tmp_path, capsys):
     import ray
@@ -63,6 +71,28 @@ def test_a_bad_grid_fails_in_one_line_before_ray_starts(grid, flags, words, tmp_
     code = run_main(["sweep", _grid(tmp_path, **grid), *flags, "--logdir", tmp_path / "runs"])
     _one_line_error(code, capsys.readouterr().err, words)
     assert not ray.is_initialized() and time.perf_counter() - t0 < 10
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tasks_give_each_env_its_own_budget_and_overrides(tmp_path):
+    from agents.experiments.sweep import merge_grid, plan_sweep, read_grid_file
+    from agents.experiments.train import resolve_config
+
+    door = "MiniGrid-DoorKey-5x5-v0"
+    path = _grid(tmp_path, cores=["lstm"], seeds=[0, 1], overrides={"ppo": {"n_epochs": 2}}, tasks=[
+        {"env": ENV, "timesteps": 96},
+        {"env": door, "timesteps": 160, "overrides": {"ppo": {"learning_rate": 0.0003}}},
+    ])
+    plan = plan_sweep(merge_grid(read_grid_file(path)), tmp_path / "runs")
+    budgets = {(p.cfg["env"], p.cfg["seed"]): (p.cfg["timesteps"], p.cfg["ppo"]["learning_rate"],
+                                                p.cfg["ppo"]["n_epochs"]) for p in plan}
+    tiny_lr = resolve_config(str(tiny_config(tmp_path)))["ppo"]["learning_rate"]
+    assert budgets == {(ENV, 0): (96, tiny_lr, 2), (ENV, 1): (96, tiny_lr, 2),
+                       (door, 0): (160, 0.0003, 2), (door, 1): (160, 0.0003, 2)}
+    assert {p.run_dir.parent.parent.name for p in plan} == {ENV, door}
+    # --env picks tasks; an explicit --timesteps replaces every task's budget
+    picked = plan_sweep(merge_grid(read_grid_file(path), envs=[door], timesteps=64), tmp_path / "runs")
+    assert {(p.cfg["env"], p.cfg["timesteps"]) for p in picked} == {(door, 64)}
     assert not (tmp_path / "runs").exists()
 
 

@@ -34,20 +34,34 @@ from agents.experiments.runs import (EVAL_DIR, FINAL_MODEL, TRAIN_LOG, env_dirna
                                      run_dir_lock, run_state)
 from agents.experiments.train import Interrupted, _run_config, check_logdir, resolve_config
 
-GRID_KEYS = ("envs", "cores", "seeds", "config", "overrides", "timesteps")
+GRID_KEYS = ("envs", "tasks", "cores", "seeds", "config", "overrides", "timesteps")
+TASK_KEYS = ("env", "timesteps", "overrides", "config")
 RESULTS_FILE = "results.json"
 
 
 # ---------------------------------------------------------------- the grid
 
 @dataclass
-class Grid:
-    """What to run: every env x core x seed of one config (a preset or YAML file plus ``--set`` overrides).
+class Task:
+    """One env of a grid with its own budget, overrides (applied after the grid's) and config."""
 
-    ``envs`` None = the config's env; ``cores``/``seeds`` None = the config's core/seed.
+    env: str
+    timesteps: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    config: str | None = None
+
+
+@dataclass
+class Grid:
+    """What to run: every env (or task) x core x seed of one config (a preset or YAML file plus overrides).
+
+    ``envs`` None = the config's env; ``cores``/``seeds`` None = the config's core/seed. ``tasks``
+    (instead of ``envs``) gives each env its own budget, overrides and config; ``envs`` then picks
+    some of the tasks (``--env``).
     """
 
     envs: list[str] | None = None
+    tasks: list[Task] | None = None
     cores: list[str] | None = None
     seeds: list[int] | None = None
     config: str | None = None
@@ -83,25 +97,65 @@ def read_grid_file(path: str | os.PathLike) -> Grid:
             raise UserError(f"grid file {path}: {key} is an empty list; give at least one value or drop the key")
         return value
 
-    overrides = data.get("overrides") or []
-    if isinstance(overrides, dict):
-        overrides = [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-                     for key, value in _flatten(overrides)]
-    elif not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise UserError(f"grid file {path}: overrides must be a mapping of config keys or a list of key=value")
+    overrides = _read_overrides(data.get("overrides"), f"grid file {path}")
     seeds = as_list("seeds")
     if seeds is not None and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"grid file {path}: seeds must be integers, got {seeds}")
-    timesteps = data.get("timesteps")
-    if timesteps is not None and (not isinstance(timesteps, int) or isinstance(timesteps, bool)):
-        raise UserError(f"grid file {path}: timesteps must be an integer, got {timesteps!r}")
-    config = data.get("config")
-    if config is not None:  # a config file named in a grid file is relative to the grid file
-        candidate = path.parent / str(config)
-        config = str(candidate) if candidate.is_file() else str(config)
+    timesteps = _read_timesteps(data.get("timesteps"), f"grid file {path}")
+    config = _config_beside(data.get("config"), path)
     envs, cores = as_list("envs"), as_list("cores")
-    return Grid(envs=[str(e) for e in envs] if envs else None, cores=[str(c) for c in cores] if cores else None,
+    tasks = _read_tasks(data.get("tasks"), path) if "tasks" in data else None
+    if tasks is not None and envs is not None:
+        raise UserError(f"grid file {path}: give envs or tasks, not both (tasks name their own env)")
+    return Grid(envs=[str(e) for e in envs] if envs else None, tasks=tasks,
+                cores=[str(c) for c in cores] if cores else None,
                 seeds=seeds, config=config, overrides=list(overrides), timesteps=timesteps)
+
+
+def _read_overrides(value: Any, where: str) -> list[str]:
+    """``overrides`` of a grid or task: a mapping of config keys or a list of ``key=value`` strings."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [f"{key}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for key, v in _flatten(value)]
+    if not isinstance(value, list) or not all(isinstance(o, str) for o in value):
+        raise UserError(f"{where}: overrides must be a mapping of config keys or a list of key=value")
+    return list(value)
+
+
+def _read_timesteps(value: Any, where: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise UserError(f"{where}: timesteps must be an integer, got {value!r}")
+    return value
+
+
+def _config_beside(config: Any, grid_path: Path) -> str | None:
+    """A config file named in a grid file is relative to the grid file (a preset name stays as it is)."""
+    if config is None:
+        return None
+    candidate = grid_path.parent / str(config)
+    return str(candidate) if candidate.is_file() else str(config)
+
+
+def _read_tasks(value: Any, path: Path) -> list[Task]:
+    """The ``tasks`` list of a grid file: mappings with ``env`` and optionally the other :data:`TASK_KEYS`."""
+    if not isinstance(value, list) or not value:
+        raise UserError(f"grid file {path}: tasks must be a non-empty list of mappings with an env")
+    tasks: list[Task] = []
+    for i, item in enumerate(value):
+        where = f"grid file {path}: task {i + 1}"
+        if not isinstance(item, dict) or not isinstance(item.get("env"), str):
+            raise UserError(f"{where} must be a mapping with an env, got {item!r}")
+        unknown = sorted(set(item) - set(TASK_KEYS))
+        if unknown:
+            raise UserError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(TASK_KEYS)}")
+        if any(t.env == item["env"] for t in tasks):
+            raise UserError(f"{where}: env {item['env']!r} is named by an earlier task")
+        tasks.append(Task(env=item["env"], timesteps=_read_timesteps(item.get("timesteps"), where),
+                          overrides=_read_overrides(item.get("overrides"), where),
+                          config=_config_beside(item.get("config"), path)))
+    return tasks
 
 
 def _flatten(data: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -120,6 +174,9 @@ def merge_grid(file_grid: Grid | None, **flags: Any) -> Grid:
     ``overrides`` (``--set``) are applied after the grid file's.
     """
     grid = file_grid or Grid()
+    if flags.get("timesteps") is not None:  # an explicit budget applies to every task
+        for task in grid.tasks or ():
+            task.timesteps = None
     for name, value in flags.items():
         if name == "overrides":
             grid.overrides = [*grid.overrides, *(value or [])]
@@ -132,6 +189,20 @@ def merge_grid(file_grid: Grid | None, **flags: Any) -> Grid:
 
 
 # ---------------------------------------------------------------- the plan (no Ray)
+
+def grid_tasks(grid: Grid) -> list[Task]:
+    """The envs of ``grid`` as tasks: its ``tasks`` (those named by ``envs`` when both are set), or one
+    task per env of ``envs`` (None: the config's env) with the grid's own budget."""
+    if grid.tasks is None:
+        return [Task(env=env) for env in grid.envs or [None]]  # type: ignore[list-item]
+    if grid.envs is None:
+        return grid.tasks
+    names = [t.env for t in grid.tasks]
+    unknown = [e for e in grid.envs if e not in names]
+    if unknown:
+        raise UserError(f"--env {unknown[0]} is not a task of the grid file; its tasks: {', '.join(names)}")
+    return [t for t in grid.tasks if t.env in grid.envs]
+
 
 @dataclass
 class PlannedRun:
@@ -178,8 +249,9 @@ def plan_sweep(grid: Grid, logdir: str | os.PathLike, evaluate: bool = False,
         if core not in CORES:
             raise UserError(f"unknown core {core!r}; valid cores: {', '.join(CORES)}")
     plan: list[PlannedRun] = []
-    for env in grid.envs or [None]:
-        base = resolve_config(grid.config, grid.overrides, env=env, timesteps=grid.timesteps)
+    for task in grid_tasks(grid):
+        base = resolve_config(task.config or grid.config, [*grid.overrides, *task.overrides], env=task.env,
+                              timesteps=task.timesteps if task.timesteps is not None else grid.timesteps)
         for core in grid.cores or [base["core"]]:
             for seed in grid.seeds if grid.seeds is not None else [base["seed"]]:
                 cfg = _run_config(base, core, seed)

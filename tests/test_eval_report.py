@@ -131,3 +131,32 @@ def test_undertrained_flag_on_negative_returns_uses_the_distance_above_the_rando
     assert len(notes) == 1 and "rims looks undertrained" in notes[0] and "above the random policy" in notes[0]
     summary[0]["iqm"] = -12.0  # 9 of 11: above 80% of the best, not flagged
     assert caveats({"summary": summary, "runs": runs}, baselines) == []
+
+
+def test_report_writes_runs_csv_with_each_runs_unshifted_success_and_return(study):
+    with open(study.parent / "report" / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["core"], r["seed"]) for r in rows] == [("lstm", "0"), ("lstm", "1"), ("rims", "0"), ("rims", "1")]
+    for r in rows:
+        expected = 0.9 if r["core"] == "rims" else 0.4  # the fixture's unshifted success share (return 1 each)
+        assert float(r["success_rate"]) == pytest.approx(expected)
+        assert float(r["mean_return"]) == pytest.approx(expected)
+        assert (r["timesteps"], r["budget"]) == ("3000", "3000")
+        assert r["wall_seconds"] == ""  # the fixture logged no time/fps: no wall time is made up
+
+
+def test_training_wall_seconds_adds_every_training_process(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.experiments.curves import training_wall_seconds
+
+    tb = tmp_path / "tb" / "train_1"
+    # first process: rollouts of 100 steps at 50 fps, events 10 s apart; a resume: one more event file
+    for start_step, walls in ((100, (1000.0, 1010.0, 1020.0)), (400, (2000.0, 2004.0))):
+        writer = SummaryWriter(str(tb), filename_suffix=f".{start_step}")
+        for i, wall in enumerate(walls):
+            writer.add_scalar("time/fps", 50.0, start_step + 100 * i, walltime=wall)
+        writer.close()
+    # (1020 - 1000 + 100/50) + (2004 - 2000 + 100/50)
+    assert training_wall_seconds(tmp_path, rollout_steps=100) == pytest.approx(22.0 + 6.0)
+    assert training_wall_seconds(tmp_path / "nothing", rollout_steps=100) is None

@@ -76,3 +76,23 @@ def learning_curves(run_dirs: list[Path], reps: int = CURVE_REPS) -> dict[str, d
                 name = f"{label} ({mine[0][0]})" if tag.startswith("eval/") else label
                 out.setdefault(env, {}).setdefault(name, {})[core] = {"steps": grid.tolist(), **iqm_curve(values, reps)}
     return out
+
+
+def training_wall_seconds(run_dir: str | os.PathLike, rollout_steps: int) -> float | None:
+    """Seconds a run spent training, from its training events (None without any).
+
+    Each training process (the first run and every resume) writes its own event file; its time is the
+    span between its first and last ``time/fps`` events plus its first rollout (``rollout_steps``
+    env steps at the first logged fps). Set-up and evaluation are not counted.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    total, found = 0.0, False
+    for events_file in sorted(Path(run_dir, TB_DIR).glob(f"{TRAIN_TB_NAME}_*/events.out.tfevents.*")):
+        points = [(event.wall_time, value.simple_value) for event in LegacyEventFileLoader(str(events_file)).Load()
+                  for value in event.summary.value if value.tag == "time/fps"]
+        if points:
+            found = True
+            (first_wall, first_fps), (last_wall, _) = points[0], points[-1]
+            total += last_wall - first_wall + (rollout_steps / first_fps if first_fps > 0 else 0.0)
+    return total if found else None

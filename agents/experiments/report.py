@@ -23,7 +23,9 @@ from agents.experiments.evaluation import UNSHIFTED, format_number, read_results
 from agents.experiments.files import atomic_write_text
 from agents.experiments.runs import EVAL_DIR
 
-REPORT_FILES = ("report.html", "report.md", "report_curves.png", "report_ladder.png", "report_profiles.png")
+REPORT_FILES = ("report.html", "report.md", "runs.csv", "report_curves.png", "report_ladder.png",
+                "report_profiles.png")
+RUNS_COLUMNS = ("env", "core", "seed", "timesteps", "budget", "wall_seconds", "success_rate", "mean_return")
 UNDERTRAINED_FRACTION = 0.8  # a core below this share of the best core's unshifted score is flagged
 FEW_SEEDS = 5
 
@@ -272,10 +274,44 @@ def write_report(comparison: dict[str, Any], run_dirs: list[Path], out_dir: str 
         images["ladder"] = plot_compare(comparison["summary"], out / "report_ladder.png")
     if any(comparison["profiles"].values()):
         images["profiles"] = plot_profiles(comparison["profiles"], out / "report_profiles.png")
+    write_runs_table(run_dirs, out / "runs.csv")
     blocks = build_blocks(comparison, images, package_commit())
     md = atomic_write_text(out / "report.md", render_markdown(blocks, out))
     page = atomic_write_text(out / "report.html", render_html(blocks))
     return page, md
+
+
+def run_rows(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One row per run (:data:`RUNS_COLUMNS`): env, core, seed, trained steps, budget, training wall
+    seconds (from the TensorBoard events) and the final model's unshifted success rate and mean return
+    (from ``eval/results.json``; success empty where the env has none)."""
+    from agents.experiments.curves import training_wall_seconds
+    from agents.experiments.runs import read_run_config
+
+    rows = []
+    for run in run_dirs:
+        cfg = read_run_config(run)
+        data = read_results(run / EVAL_DIR / "results.json")
+        unshifted = next((r for r in data["results"] if r["shift"] == UNSHIFTED and r["level"] == 0), {})
+        wall = training_wall_seconds(run, cfg["n_envs"] * cfg["ppo"]["n_steps"])
+        rows.append({"env": cfg["env"], "core": cfg["core"], "seed": cfg["seed"],
+                     "timesteps": data.get("num_timesteps"), "budget": cfg["timesteps"],
+                     "wall_seconds": None if wall is None else round(wall, 1),
+                     "success_rate": unshifted.get("success_rate"), "mean_return": unshifted.get("mean_return")})
+    return sorted(rows, key=lambda r: (r["env"], r["core"], r["seed"]))
+
+
+def write_runs_table(run_dirs: list[Path], path: str | os.PathLike) -> Path:
+    """``runs.csv``: :func:`run_rows` with the columns :data:`RUNS_COLUMNS`, written atomically."""
+    import csv
+
+    from agents.experiments.files import atomic_open
+
+    with atomic_open(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(RUNS_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(run_rows(run_dirs))
+    return Path(path)
 
 
 def read_comparison(path: str | os.PathLike) -> dict[str, Any]:

@@ -4,7 +4,7 @@
     venv = make_vec_env("ALE/Breakout-v5", n_envs=8, seed=0, shifts="colour=2,sprites=1")
 
 Importing this package registers the ALE ids (needed in SubprocVecEnv workers too) and the
-built-in task DEFAULT_ENV_ID.
+built-in tasks DEFAULT_ENV_ID (RedBallDistractors-v0) and PICKUP_ENV_ID (PickupDistractors-v0).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from envs.errors import bad_value
 from envs.ids import env_kind, is_atari
-from envs.minigrid import DEFAULT_ENV_ID, make_minigrid_vec_env
+from envs.minigrid import BUILT_IN_IDS, DEFAULT_ENV_ID, PICKUP_ENV_ID, make_minigrid_vec_env, resolve_instructions
 from envs.shifts import ShiftInfo, list_shifts, parse_shifts, shift_table_markdown
 from envs.shifts import minigrid_layout
 from envs.shifts.minigrid_floor import FLOOR_FRACTION
@@ -27,29 +27,47 @@ from envs.vec import LIFE_LOST
 
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per emulator
-if DEFAULT_ENV_ID not in gym.registry:
-    gym.register(id=DEFAULT_ENV_ID, entry_point="envs.minigrid:RedBallDistractorsEnv")
+for _id, _entry_point in BUILT_IN_IDS.items():
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_entry_point)
 
-__all__ = ["DEFAULT_ENV_ID", "ShiftInfo", "episode_starts", "is_atari", "list_shifts", "make_vec_env", "parse_shifts",
-           "shift_table_markdown"]
+__all__ = ["DEFAULT_ENV_ID", "PICKUP_ENV_ID", "ShiftInfo", "episode_starts", "is_atari", "list_shifts", "make_vec_env",
+           "parse_shifts", "shift_table_markdown", "uses_instructions"]
 
 RENDER_MODES = (None, "rgb_array")
 OBSERVATIONS = ("symbolic", "rgb")
 
 
+def uses_instructions(env_id: str, instructions: bool | str = "auto") -> bool:
+    """Whether make_vec_env(env_id, instructions=...) gives dict observations with the mission.
+
+    "auto": MiniGrid/BabyAI ids whose mission varies between episodes (envs.minigrid.mission_varies);
+    True/False (or "true"/"false"): as asked. Atari ids have no mission: True is a ValueError.
+    """
+    if env_kind(env_id) == "atari":
+        if instructions is True or str(instructions).lower() == "true":
+            raise ValueError(f"instructions=true does not apply to {env_id}: Atari games have no mission; valid: auto, false")
+        return False
+    return resolve_instructions(env_id, instructions)
+
+
 def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0, shifts: str | Mapping[str, int] | None = None,
-                 training: bool = True, render_mode: str | None = None, **env_kwargs: Any) -> VecEnv:
+                 training: bool = True, render_mode: str | None = None, instructions: bool | str = "auto",
+                 **env_kwargs: Any) -> VecEnv:
     """SB3 VecEnv of `n_envs` copies of `env_id`, every sub-env shifted by `shifts`.
 
     Atari (`ALE/<Game>-v5`, `<Game>NoFrameskip-v4`): obs uint8 [n, 4, 84, 84]; training=True adds
     episodic life and reward clipping. env_kwargs: backend ("auto"|"native"|"python"), mode,
     difficulty, noop_max, num_threads.
-    MiniGrid/BabyAI ids and DEFAULT_ENV_ID: obs uint8 [n, 7, 7, 3] (symbolic egocentric view), or
-    [n, 56, 56, 3] with observation="rgb"; other env_kwargs go to the env constructor.
+    MiniGrid/BabyAI ids and the built-in tasks: obs uint8 [n, 7, 7, 3] (symbolic egocentric view), or
+    [n, 56, 56, 3] with observation="rgb"; other env_kwargs go to the env constructor. Where the
+    mission varies (instructions="auto"; or instructions=True) obs is a dict {"image": that view,
+    "mission": int64 [n, MISSION_LENGTH] token ids, zero-padded} (envs.missions decodes them).
     At each real episode end info["episode"] = {"r": unclipped return, "l": length, "t": seconds}.
     The same seed gives the same observations; level 0 of any shift is the unshifted env.
     """
     kind = env_kind(env_id)
+    with_mission = uses_instructions(env_id, instructions)
     if not isinstance(n_envs, int) or n_envs < 1:
         raise ValueError(f"bad n_envs {n_envs!r}; valid: an int >= 1")
     if render_mode not in RENDER_MODES:
@@ -68,7 +86,7 @@ def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0, shifts: str | Mapp
     kwargs = {**env_kwargs, **minigrid_layout.env_kwargs(env_id, levels)}
     try:
         return make_minigrid_vec_env(env_id, n_envs, seed, kwargs, FLOOR_FRACTION[levels.get("floor_noise", 0)],
-                                     observation, render_mode)
+                                     observation, render_mode, instructions=with_mission)
     except TypeError as err:  # an argument the env's constructor does not take
         raise ValueError(f"bad env_kwargs {env_kwargs} for {env_id}: {err}") from None
 

@@ -7,7 +7,8 @@ import gymnasium as gym
 
 from envs.errors import bad_value
 
-VALID_IDS = ("ALE/<Game>-v5", "<Game>NoFrameskip-v4", "MiniGrid-*", "BabyAI-*", "RedBallDistractors-v0")
+VALID_IDS = ("ALE/<Game>-v5", "<Game>NoFrameskip-v4", "MiniGrid-*", "BabyAI-*", "RedBallDistractors-v0",
+             "PickupDistractors-v0")
 
 
 def is_atari(env_id: str) -> bool:

@@ -1,102 +1,34 @@
-"""MiniGrid/BabyAI: the built-in red-ball distractor task, observation wrappers and the VecEnv factory.
+"""MiniGrid/BabyAI: observation wrappers, which ids need their mission, and the VecEnv factory.
 
 Observations are the agent's egocentric 7x7 view, symbolic uint8 [7, 7, 3] (object, colour, state)
-by default, or RGB uint8 [56, 56, 3] with observation="rgb".
+by default, or RGB uint8 [56, 56, 3] with observation="rgb". With instructions=True they are a dict
+{"image": that view, "mission": int64 [MISSION_LENGTH] token ids of the mission (envs.missions)}.
+The built-in tasks live in envs.tasks.
 """
 from __future__ import annotations
 
 import contextlib
 import io
-from collections import deque
+import re
+from functools import lru_cache
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from minigrid.core.grid import Grid
-from minigrid.core.mission import MissionSpace
-from minigrid.core.world_object import Ball, Box, Key
-from minigrid.minigrid_env import MiniGridEnv
 from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from envs.minigrid_fast_obs import BoundFastGenObs, replaceable
+from envs.missions import MISSION_LENGTH, VOCABULARY, encode_mission
 from envs.shifts.minigrid_floor import FloorNoise
-from envs.shifts.minigrid_layout import NOVEL_COLOURS, TRAIN_COLOURS
+from envs.tasks import PickupDistractorsEnv, RedBallDistractorsEnv  # noqa: F401  (entry points, old imports)
 
 DEFAULT_ENV_ID = "RedBallDistractors-v0"
-DISTRACTOR_TYPES = ("key", "ball", "box")
-OBJECT_CLASSES = {"key": Key, "ball": Ball, "box": Box}
-
-
-class RedBallDistractorsEnv(MiniGridEnv):
-    """Go to the red ball in one small room with `num_dists` distractor objects.
-
-    Like BabyAI GoToRedBall, but small (size 6: a 4x4 floor), three actions (left, right, forward),
-    short episodes and controllable distractor colours, so an image-only agent can learn it in
-    minutes. Success: the agent faces the red ball (reward 1 - 0.9 * steps / max_steps).
-
-    novel_fraction: probability that a distractor takes a colour from `novel_colours` instead of
-    TRAIN_COLOURS (the colour draws are made either way, so layouts do not change with it).
-    novel_colours=("red",): red keys/boxes (a red ball distractor becomes a red key).
-    """
-
-    def __init__(self, size: int = 6, num_dists: int = 2, novel_fraction: float = 0.0,
-                 novel_colours: tuple[str, ...] = NOVEL_COLOURS, max_steps: int | None = None,
-                 agent_view_size: int = 7, **kwargs: Any):
-        self.size, self.num_dists = size, num_dists
-        self.novel_fraction, self.novel_colours = novel_fraction, tuple(novel_colours)
-        if max_steps is None:
-            max_steps = 3 * (size - 2) ** 2
-        super().__init__(mission_space=MissionSpace(mission_func=lambda: "go to the red ball"),
-                         grid_size=size, max_steps=max_steps, see_through_walls=True,
-                         agent_view_size=agent_view_size, **kwargs)
-        self.action_space = spaces.Discrete(3)
-
-    def _distractor(self) -> tuple[str, str]:
-        kind = DISTRACTOR_TYPES[self._rand_int(0, len(DISTRACTOR_TYPES))]
-        colour = TRAIN_COLOURS[self._rand_int(0, len(TRAIN_COLOURS))]
-        novel_draw, pick = self.np_random.random(2)  # drawn at every level: layouts stay the same
-        novel_colour = self.novel_colours[int(pick * len(self.novel_colours))]
-        if novel_draw < self.novel_fraction:
-            colour = novel_colour
-        if colour == "red" and kind == "ball":
-            kind = "key"
-        return kind, colour
-
-    def _gen_grid(self, width: int, height: int) -> None:
-        while True:
-            self.grid = Grid(width, height)
-            self.grid.wall_rect(0, 0, width, height)
-            self.place_agent()
-            self.target_pos = self.place_obj(Ball("red"))
-            for _ in range(self.num_dists):
-                kind, colour = self._distractor()
-                self.place_obj(OBJECT_CLASSES[kind](colour))
-            if self._target_reachable():
-                break
-        self.mission = "go to the red ball"
-
-    def _target_reachable(self) -> bool:
-        """Breadth-first search from the agent over free cells to a cell next to the red ball."""
-        start = tuple(int(v) for v in self.agent_pos)
-        seen, todo = {start}, deque([start])
-        while todo:
-            x, y = todo.popleft()
-            if abs(x - self.target_pos[0]) + abs(y - self.target_pos[1]) == 1:
-                return True
-            for nx, ny in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)):
-                if (nx, ny) not in seen and self.grid.get(nx, ny) is None:
-                    seen.add((nx, ny))
-                    todo.append((nx, ny))
-        return False
-
-    def step(self, action: int):
-        obs, reward, terminated, truncated, info = super().step(action)
-        if tuple(self.front_pos) == tuple(self.target_pos):
-            terminated, reward = True, self._reward()
-        return obs, reward, terminated, truncated, info
+PICKUP_ENV_ID = "PickupDistractors-v0"
+BUILT_IN_IDS = {DEFAULT_ENV_ID: "envs.tasks:RedBallDistractorsEnv", PICKUP_ENV_ID: "envs.tasks:PickupDistractorsEnv"}
+MISSION_SAMPLES = 10  # resets (seeds 0..9) that decide whether an id's mission varies
 
 
 class QuietReset(gym.Wrapper):
@@ -137,9 +69,67 @@ class IntActions(gym.ActionWrapper):
         return int(action) if isinstance(action, np.integer) else action
 
 
+class MissionTokens(gym.ObservationWrapper):
+    """MiniGrid's dict observation -> {"image": the view, "mission": int64 [MISSION_LENGTH] token ids}.
+
+    The mission changes only at resets, so the ids of the last mission text are kept and reused
+    (a copy per observation). An unknown word or an over-long mission raises a one-line ValueError.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.observation_space = spaces.Dict({
+            "image": env.observation_space["image"],
+            "mission": spaces.Box(0, len(VOCABULARY) - 1, (MISSION_LENGTH,), dtype=np.int64),
+        })
+        self._text: str | None = None
+        self._tokens = np.zeros(MISSION_LENGTH, dtype=np.int64)
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
+        text = observation["mission"]
+        if text != self._text:
+            self._tokens, self._text = encode_mission(text), text
+        return {"image": observation["image"], "mission": self._tokens.copy()}
+
+
+@lru_cache(maxsize=None)
+def sample_missions(env_id: str) -> tuple[str, ...]:
+    """The missions of MISSION_SAMPLES resets of `env_id` (seeds 0, 1, ...), in order of first appearance."""
+    env = QuietReset(gym.make(env_id))
+    try:
+        return tuple(dict.fromkeys(env.reset(seed=seed)[0]["mission"] for seed in range(MISSION_SAMPLES)))
+    finally:
+        env.close()
+
+
+def mission_varies(env_id: str) -> bool:
+    """Whether `env_id`'s mission names different things in different episodes (so an agent must read it).
+
+    Decided from MISSION_SAMPLES seeded resets, with "a" read as "the" (BabyAI writes "go to a red ball"
+    when several match): True for PickupDistractors-v0, BabyAI GoToLocal/PickupDist/PickupLoc/GoToObj,
+    MiniGrid Fetch/GoToObject/PutNear...; False for RedBallDistractors-v0, BabyAI GoToRedBall,
+    MiniGrid DoorKey/Empty...
+    """
+    return len({re.sub(r"\ba\b", "the", m) for m in sample_missions(env_id)}) > 1
+
+
+def resolve_instructions(env_id: str, instructions: bool | str) -> bool:
+    """Whether `env_id` gets the dict observation with the mission: instructions "auto" -> mission_varies;
+    True/False as given. ValueError (one line) for another value, or a sampled mission that cannot be encoded."""
+    choice = {"auto": "auto", "true": True, "false": False}.get(instructions.lower()) if isinstance(
+        instructions, str) else instructions if isinstance(instructions, bool) else None
+    if choice is None:
+        raise ValueError(f"unknown instructions {instructions!r}; valid: auto, true, false")
+    use = mission_varies(env_id) if choice == "auto" else choice
+    if use:
+        for mission in sample_missions(env_id):
+            encode_mission(mission)
+    return use
+
+
 def _make_one(env_id: str, env_kwargs: dict[str, Any], floor_fraction: float, observation: str,
               render_mode: str | None, seed: int, env_index: int, fast_obs: bool = True,
-              int_actions: bool = True):
+              int_actions: bool = True, instructions: bool = False):
     def thunk() -> gym.Env:
         env = gym.make(env_id, render_mode=render_mode, **env_kwargs)
         if fast_obs and observation == "symbolic":
@@ -148,7 +138,7 @@ def _make_one(env_id: str, env_kwargs: dict[str, Any], floor_fraction: float, ob
         if floor_fraction > 0:
             env = FloorNoise(env, floor_fraction, seed, env_index)
         env = RGBImgPartialObsWrapper(env) if observation == "rgb" else env
-        env = ImgObsWrapper(env)
+        env = MissionTokens(env) if instructions else ImgObsWrapper(env)
         if int_actions:
             env = IntActions(env)
         return Monitor(env)
@@ -158,14 +148,15 @@ def _make_one(env_id: str, env_kwargs: dict[str, Any], floor_fraction: float, ob
 def make_minigrid_vec_env(env_id: str, n_envs: int, seed: int, env_kwargs: dict[str, Any],
                           floor_fraction: float = 0.0, observation: str = "symbolic",
                           render_mode: str | None = None, fast_obs: bool = True,
-                          int_actions: bool = True) -> VecEnv:
+                          int_actions: bool = True, instructions: bool = False) -> VecEnv:
     """DummyVecEnv (faster than subprocesses for MiniGrid on 2 cores) of Monitor-wrapped envs.
 
     observation: "symbolic" -> uint8 [7, 7, 3]; "rgb" -> uint8 [56, 56, 3] (tile size 8).
+    instructions: dict observations {"image": that, "mission": int64 [MISSION_LENGTH]} (MissionTokens).
     fast_obs, int_actions: the speed-ups FastSymbolicObs (symbolic observation only) and IntActions;
     neither changes any observation, reward or episode (False: MiniGrid's own path, for comparisons).
     """
     venv = DummyVecEnv([_make_one(env_id, env_kwargs, floor_fraction, observation, render_mode, seed, i,
-                                  fast_obs, int_actions) for i in range(n_envs)])
+                                  fast_obs, int_actions, instructions) for i in range(n_envs)])
     venv.seed(seed)
     return venv

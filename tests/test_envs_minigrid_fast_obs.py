@@ -9,6 +9,7 @@ from minigrid.minigrid_env import MiniGridEnv
 from envs import make_vec_env
 from envs.minigrid import FastSymbolicObs, IntActions, make_minigrid_vec_env
 from envs.minigrid_fast_obs import BoundFastGenObs, visibility
+from envs.missions import decode_mission
 
 DOOR, STEPS = 4, 300
 # (env id, env kwargs, what a random rollout of STEPS steps in 2 envs (seed 0) must show: the carried
@@ -18,25 +19,34 @@ CASES = [
     ("MiniGrid-DoorKey-8x8-v0", {}, {"carry", "open", "locked", "unseen"}),
     ("MiniGrid-DoorKey-16x16-v0", {}, {"locked", "unseen"}),
     ("RedBallDistractors-v0", {}, {"see_through", "done"}),
-    ("BabyAI-GoToLocal-v0", {}, {"carry", "unseen", "done"}),
-    ("MiniGrid-Fetch-8x8-N3-v0", {}, {"see_through", "done"}),
+    ("PickupDistractors-v0", {}, {"see_through", "done", "mission"}),
+    ("BabyAI-GoToLocal-v0", {}, {"carry", "unseen", "done", "mission"}),
+    ("BabyAI-GoToLocal-v0", {"instructions": False}, {"carry", "unseen", "done"}),
+    ("MiniGrid-Fetch-8x8-N3-v0", {}, {"see_through", "done", "mission"}),
     ("MiniGrid-MultiRoom-N2-S4-v0", {}, {"open", "closed", "unseen", "done"}),
-    ("MiniGrid-KeyCorridorS3R2-v0", {}, {"open", "closed", "locked", "unseen", "done"}),
+    ("MiniGrid-KeyCorridorS3R2-v0", {}, {"open", "closed", "locked", "unseen", "done", "mission"}),
     ("MiniGrid-LavaGapS7-v0", {}, {"unseen", "done"}),
-    ("BabyAI-UnlockPickup-v0", {}, {"carry", "locked", "unseen", "done"}),
+    ("BabyAI-UnlockPickup-v0", {}, {"carry", "locked", "unseen", "done", "mission"}),
     ("MiniGrid-DoorKey-8x8-v0", {"agent_view_size": 5}, {"carry", "open", "locked", "unseen"}),
+    ("MiniGrid-DoorKey-8x8-v0", {"instructions": True}, {"carry", "open", "locked", "unseen", "mission"}),
     ("MiniGrid-DoorKey-8x8-v0", {"agent_view_size": 9}, {"carry", "open", "locked", "unseen"}),
     ("RedBallDistractors-v0", {"agent_view_size": 3}, {"see_through", "done"}),
 ]
 
 
-def check_sub_envs(venv, obs: np.ndarray, seen: set[str]) -> None:
-    """obs[i] and sub-env i's gen_obs() equal MiniGrid's own gen_obs(); adds what the views show to `seen`."""
+def check_sub_envs(venv, obs: np.ndarray | dict, seen: set[str]) -> None:
+    """obs[i] (or obs["image"][i] and the decoded obs["mission"][i] of dict observations) and sub-env i's
+    gen_obs() equal MiniGrid's own gen_obs(); adds what the views show to `seen`."""
+    if isinstance(obs, dict):
+        seen.add("mission")
+        missions, obs = obs["mission"], obs["image"]
     for i, env in enumerate(venv.envs):
         base = env.unwrapped
         assert isinstance(base.gen_obs, BoundFastGenObs) and base.gen_obs.env is base
         ref, fast = MiniGridEnv.gen_obs(base), base.gen_obs()
         np.testing.assert_array_equal(obs[i], ref["image"])
+        if "mission" in seen:
+            assert decode_mission(missions[i]) == ref["mission"]
         np.testing.assert_array_equal(fast["image"], ref["image"])
         assert fast["image"].dtype == np.uint8 and fast["image"].shape == ref["image"].shape
         assert fast["direction"] == ref["direction"] and fast["mission"] == ref["mission"]

@@ -1,7 +1,7 @@
 """Registry of distractor shifts: which apply to an env, what each level means, and parsing.
 
 The level tables live in one module per family (atari_visual, atari_dynamics, minigrid_layout,
-minigrid_floor); this registry only collects them, so code, `list_shifts` and the docs table
+minigrid_instructions, minigrid_floor); this registry only collects them, so code, `list_shifts` and the docs table
 (`python -m envs.shifts`) read the same numbers.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from envs.shifts.base import LEVELS, ShiftInfo
 
 SHIFT_NAMES: dict[str, tuple[str, ...]] = {
     "atari": ("flavour", "sticky", "colour", "noise", "background", "sprites", "occlusion"),
-    "minigrid": ("distractors", "novel_distractors", "size", "floor_noise"),
+    "minigrid": ("distractors", "novel_distractors", "size", "novel_instructions", "floor_noise"),
 }
 ALL_SHIFTS = tuple(name for names in SHIFT_NAMES.values() for name in names)
 VISUAL_SHIFTS = atari_visual.ORDER
@@ -81,7 +81,7 @@ def parse_shifts(spec: str | Mapping[str, int] | None, env_id: str | None = None
     return out
 
 
-DOC_ENVS = ("ALE/Breakout-v5", "RedBallDistractors-v0")
+DOC_ENVS = ("ALE/Breakout-v5", "RedBallDistractors-v0", "PickupDistractors-v0")
 DOC_EXAMPLES = (  # extra rows: the same shift on other envs, where its numbers differ
     ("ALE/Freeway-v5", "flavour"), ("ALE/SpaceInvaders-v5", "flavour"), ("ALE/Pong-v5", "flavour"),
     ("ALE/MsPacman-v5", "flavour"), ("BreakoutNoFrameskip-v4", "sticky"),

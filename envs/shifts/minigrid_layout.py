@@ -1,8 +1,9 @@
-"""MiniGrid shifts made through the env constructor: `distractors`, `novel_distractors`, `size`.
+"""MiniGrid shifts made through the env constructor: `distractors`, `novel_distractors`, `size`,
+`novel_instructions` (its table lives in `minigrid_instructions`).
 
 Which of them apply is read from the env class's constructor arguments: `num_dists`/`numObjs`
-(distractor count), `size`/`room_size` (grid or room side), `novel_fraction` (the built-in
-red-ball task's distractor colours).
+(distractor count), `size`/`room_size` (grid or room side), `novel_fraction` (the built-in tasks'
+distractor colours, and types where the task takes `novel_types`), `held_out_fraction` (missions).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
+from envs.shifts import minigrid_instructions
 from envs.shifts.base import ShiftInfo
 
 COUNT_KWARGS = ("num_dists", "numObjs")
@@ -25,9 +27,23 @@ NOVEL = {  # level -> (share of distractors with a never-seen colour, those colo
     2: (1.0, NOVEL_COLOURS),
     3: (1.0, ("red",)),  # red keys/boxes: the target's colour, never on a distractor in training
 }
+TRAIN_DISTRACTOR_TYPES = ("key", "ball")  # pickup task: object types of distractors in training
+NOVEL_TYPES = ("box",)  # pickup task: a box is only ever the target in training
+PICKUP_NOVEL = {  # level -> (share of novel distractors, their colours, their object types (() = as in training))
+    0: (0.0, NOVEL_COLOURS, ()),
+    1: (0.5, NOVEL_COLOURS, ()),
+    2: (1.0, NOVEL_COLOURS, ()),
+    3: (1.0, NOVEL_COLOURS, NOVEL_TYPES),
+}
+# env id -> (novel_distractors ladder, what distractors look like in training); other envs: NOVEL
+NOVEL_LADDERS = {"PickupDistractors-v0": (PICKUP_NOVEL, f"{'/'.join(TRAIN_COLOURS)} {'s and '.join(TRAIN_DISTRACTOR_TYPES)}s")}
 
 
-COUNT_LADDERS = {"RedBallDistractors-v0": (2, 4, 6, 8)}  # per-env tables win over the rule
+def novel_ladder(env_id: str) -> tuple[dict[int, tuple[float, tuple[str, ...], tuple[str, ...]]], str]:
+    """(level -> (share of novel distractors, their colours, their types or ()), training description)."""
+    return NOVEL_LADDERS.get(env_id) or ({lv: (f, c, ()) for lv, (f, c) in NOVEL.items()}, ", ".join(TRAIN_COLOURS))
+
+COUNT_LADDERS = {"RedBallDistractors-v0": (2, 4, 6, 8), "PickupDistractors-v0": (2, 4, 6, 8)}  # per-env tables win over the rule
 
 
 def count_ladder(env_id: str, n: int) -> dict[int, int]:
@@ -70,16 +86,22 @@ def infos(env_id: str) -> dict[str, ShiftInfo]:
             "distractors", f"number of distractor objects ({count})",
             {lv: f"{count}={n}" for lv, n in count_ladder(env_id, defaults[count]).items()})
     if "novel_fraction" in defaults:
+        ladder, training = novel_ladder(env_id)
         out["novel_distractors"] = ShiftInfo(
-            "novel_distractors", f"distractors take colours never seen on them in training (training: {', '.join(TRAIN_COLOURS)})",
+            "novel_distractors", "distractors take colours never seen on distractors in training"
+                                 + (", at the top level also an object type" if ladder[3][2] else "")
+                                 + f" (training: {training})",
             {lv: ("none" if not f else f"{int(f * 100)}% of distractors {'/'.join(c)}"
+                  + (f" {'/'.join(t)}es" if t else "")
                   + (" (keys/boxes in the target's colour)" if c == ("red",) else ""))
-             for lv, (f, c) in NOVEL.items()})
+             for lv, (f, c, t) in ladder.items()})
     size = _first(SIZE_KWARGS, defaults)
     if size:
         out["size"] = ShiftInfo(
             "size", f"side of the grid or room ({size}, walls included)",
             {lv: f"{size}={s}" for lv, s in size_ladder(defaults[size]).items()}, changes_scale=True)
+    if minigrid_instructions.applies(defaults):
+        out["novel_instructions"] = minigrid_instructions.INFO
     return out
 
 
@@ -94,5 +116,7 @@ def env_kwargs(env_id: str, levels: dict[str, int]) -> dict[str, Any]:
         size = _first(SIZE_KWARGS, defaults)
         kwargs[size] = size_ladder(defaults[size])[levels["size"]]
     if levels.get("novel_distractors", 0):
-        kwargs["novel_fraction"], kwargs["novel_colours"] = NOVEL[levels["novel_distractors"]]
+        fraction, colours, types = novel_ladder(env_id)[0][levels["novel_distractors"]]
+        kwargs.update(novel_fraction=fraction, novel_colours=colours, **({"novel_types": types} if types else {}))
+    kwargs.update(minigrid_instructions.env_kwargs(levels))
     return kwargs

@@ -4,16 +4,18 @@ The SB3 ``RolloutBuffer`` arrays are already time-major ``[n_steps, n_envs, ...]
 adds the core state before each step and serves minibatches made of whole sequences: each env's
 rollout, or equal chunks of it that start from the stored state (when more minibatches than envs are
 asked for, or when the BPTT length is capped below ``n_steps``). Minibatch tensors stay time-major:
-``observations [L*b, ...]`` flattened from ``[L, b, ...]``, ``episode_starts [L, b]``,
-``initial_state`` a tuple of ``[b, ...]`` tensors.
+``observations [L*b, ...]`` flattened from ``[L, b, ...]`` (a dict of such tensors for dict
+observations: ``SequenceDictRolloutBuffer``), ``episode_starts [L, b]``, ``initial_state`` a tuple of
+``[b, ...]`` tensors.
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
-from stable_baselines3.common.buffers import RolloutBuffer
+from gymnasium import spaces
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
 from agents.cores import CoreState
 
@@ -21,7 +23,7 @@ from agents.cores import CoreState
 class SequenceBatch(NamedTuple):
     """One minibatch of b sequences of length L (time-major, flattened to L*b where noted)."""
 
-    observations: torch.Tensor  # [L*b, *obs_shape]
+    observations: torch.Tensor | dict[str, torch.Tensor]  # [L*b, *obs_shape] (per key for dict observations)
     actions: torch.Tensor  # [L*b, action_dim]
     old_values: torch.Tensor  # [L*b]
     old_log_prob: torch.Tensor  # [L*b]
@@ -52,8 +54,16 @@ def chunks_per_env(n_steps: int, n_envs: int, n_minibatches: int, max_length: in
     )
 
 
-class SequenceRolloutBuffer(RolloutBuffer):
-    """``RolloutBuffer`` that also keeps the core state before each step (``add(..., core_state=...)``)."""
+def map_observations(fn: Callable, observations):
+    """``fn`` applied to an observation array, or to each entry of a dict of them."""
+    if isinstance(observations, dict):
+        return {key: fn(value) for key, value in observations.items()}
+    return fn(observations)
+
+
+class SequenceBuffer:
+    """The sequence logic shared by ``SequenceRolloutBuffer`` (array observations) and
+    ``SequenceDictRolloutBuffer`` (dict observations): the stored core states and whole-sequence minibatches."""
 
     def reset(self) -> None:
         super().reset()
@@ -83,7 +93,7 @@ class SequenceRolloutBuffer(RolloutBuffer):
             tensor = tensor.reshape(chunks, length, self.n_envs, *rest).transpose(0, 1)
             return tensor.reshape(length, n_seq, *rest)
 
-        observations = sequences(self.observations)
+        observations = map_observations(sequences, self.observations)
         actions = sequences(self.actions)
         per_step = [sequences(a) for a in (self.values, self.log_probs, self.advantages, self.returns)]
         episode_starts = sequences(self.episode_starts)
@@ -98,7 +108,7 @@ class SequenceRolloutBuffer(RolloutBuffer):
 
             values, log_probs, advantages, returns = (take(a) for a in per_step)
             yield SequenceBatch(
-                observations=take(observations),
+                observations=map_observations(take, observations),
                 actions=take(actions),
                 old_values=values,
                 old_log_prob=log_probs,
@@ -107,3 +117,17 @@ class SequenceRolloutBuffer(RolloutBuffer):
                 episode_starts=episode_starts.index_select(1, index),
                 initial_state=tuple(s.index_select(0, index) for s in states),
             )
+
+
+class SequenceRolloutBuffer(SequenceBuffer, RolloutBuffer):
+    """``RolloutBuffer`` that also keeps the core state before each step (``add(..., core_state=...)``)."""
+
+
+class SequenceDictRolloutBuffer(SequenceBuffer, DictRolloutBuffer):
+    """``DictRolloutBuffer`` (observations a dict of ``[n_steps, n_envs, ...]`` arrays) with the core states."""
+
+
+def make_sequence_buffer(observation_space: spaces.Space, *args, **kwargs) -> SequenceBuffer:
+    """The sequence rollout buffer for ``observation_space`` (dict or array observations)."""
+    cls = SequenceDictRolloutBuffer if isinstance(observation_space, spaces.Dict) else SequenceRolloutBuffer
+    return cls(*args, observation_space=observation_space, **kwargs)

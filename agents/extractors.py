@@ -6,13 +6,15 @@ last feature map (``R = h * w``, ``row_dim`` = channels; the RIMs core adds a po
 Image observations usually arrive channel-first ``[C, H, W]`` (SB3 wraps channel-last image envs in
 ``VecTransposeImage``); channel-last spaces SB3 leaves alone (e.g. a grid with ``high=10``) are
 permuted inside the CNN. ``choose_extractor`` picks NatureCNN for Atari-sized images, a small CNN for
-MiniGrid-sized grids (7x7) and an MLP for vectors.
+MiniGrid-sized grids (7x7), an MLP for vectors, and ``InstructionExtractor`` for dict observations
+``{"image", "mission"}`` (the image CNN conditioned on an encoding of the mission's token ids).
 """
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_image_space
 from torch import nn
@@ -57,10 +59,14 @@ class _ConvRows(RowsExtractor):
             self.row_dim = features_dim
             self.linear = nn.Sequential(nn.Linear(channels * height * width, features_dim), nn.ReLU())
 
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, observations: torch.Tensor) -> torch.Tensor:
+        """The last conv layer's maps ``[N, C, h, w]`` of images given channel-first or channel-last."""
         if self.channels_last:
             observations = observations.permute(0, 3, 1, 2)
-        fmap = self.cnn(observations.float())
+        return self.cnn(observations.float())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        fmap = self.feature_map(observations)
         if self.rows:
             return fmap.flatten(2).transpose(1, 2)  # [N, h*w, C]
         return self.linear(fmap.flatten(1))
@@ -118,6 +124,130 @@ class MlpExtractor(RowsExtractor):
         return self.net(observations.float())
 
 
+INSTRUCTION_ENCODERS = ("gru", "bow")
+CONDITIONINGS = ("film", "concat")
+
+
+class InstructionEncoder(nn.Module):
+    """Mission token ids ``[N, L]`` (0 = padding) -> ``[N, instruction_dim]``.
+
+    ``gru`` (the BabyAI baseline): word embeddings read by a GRU, whose output at the last word is the
+    encoding. ``bow``: the mean of the word embeddings, then Linear + ReLU (order-free, cheaper).
+    Only the columns up to the longest mission of the batch are read, and each distinct mission of the
+    batch is encoded once (a rollout batch repeats a few missions many times).
+    """
+
+    def __init__(self, vocabulary_size: int, kind: str = "gru", word_dim: int = 32, instruction_dim: int = 128) -> None:
+        super().__init__()
+        if kind not in INSTRUCTION_ENCODERS:
+            raise ValueError(f"unknown instruction_encoder {kind!r}; valid: {', '.join(INSTRUCTION_ENCODERS)}")
+        self.kind, self.output_dim = kind, instruction_dim
+        self.embedding = nn.Embedding(vocabulary_size, word_dim, padding_idx=0)
+        if kind == "gru":
+            self.gru = nn.GRU(word_dim, instruction_dim, batch_first=True)
+        else:
+            self.linear = nn.Sequential(nn.Linear(word_dim, instruction_dim), nn.ReLU())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.long()
+        lengths = (tokens != 0).sum(dim=1)
+        tokens = tokens[:, : max(int(lengths.max()), 1)] if len(tokens) else tokens
+        unique, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+        unique_lengths = (unique != 0).sum(dim=1)
+        words = self.embedding(unique)  # [U, L, word_dim]
+        if self.kind == "gru":
+            out, _ = self.gru(words)
+            last = (unique_lengths - 1).clamp(min=0)
+            encoded = out[torch.arange(len(unique), device=out.device), last]
+            encoded = encoded * (unique_lengths > 0).unsqueeze(1)
+        else:
+            encoded = self.linear(words.sum(dim=1) / unique_lengths.clamp(min=1).unsqueeze(1))
+        return encoded[inverse]
+
+
+class FiLM(nn.Module):
+    """FiLM block of the BabyAI baseline (Perez et al. 2018): ``relu(conv(x) * (1 + gamma(i)) + beta(i)) + x``,
+    gamma and beta per channel from the instruction encoding ``i``."""
+
+    def __init__(self, channels: int, instruction_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.gamma = nn.Linear(instruction_dim, channels)
+        self.beta = nn.Linear(instruction_dim, channels)
+
+    def forward(self, fmap: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        gamma = self.gamma(instruction)[:, :, None, None]
+        beta = self.beta(instruction)[:, :, None, None]
+        return F.relu(self.conv(fmap) * (1 + gamma) + beta) + fmap
+
+
+class InstructionExtractor(RowsExtractor):
+    """Dict observations ``{"image": [C, H, W] or [H, W, C], "mission": [L] token ids}`` -> features or rows.
+
+    The image goes through the grid CNN (NatureCNN for large images), the mission through an
+    ``InstructionEncoder`` (``encoder``: gru | bow), and the two meet by ``conditioning``:
+    - ``film``: a FiLM block modulates the CNN's feature map with the instruction; then
+      Linear(features_dim) + ReLU (rows: one row per map position, each already conditioned);
+    - ``concat``: Linear(features_dim) + ReLU of the flat map concatenated with the instruction
+      (rows: the image rows plus the instruction as one more row).
+    ``instruction_row=True`` (rows only) adds the instruction row to FiLM-conditioned rows as well, so
+    RIMs' input attention can choose between reading and seeing.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, features_dim: int | None = None, rows: bool = False,
+                 encoder: str = "gru", conditioning: str = "film", instruction_dim: int = 128, word_dim: int = 32,
+                 instruction_row: bool = False) -> None:
+        super().__init__()
+        check_instruction_space(observation_space)
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {conditioning!r}; valid: {', '.join(CONDITIONINGS)}")
+        if instruction_row and not rows:
+            raise ValueError("instruction_row=True needs input_rows=True (core 'rims'): it is one more RIMs input row")
+        image_space, mission_space = observation_space["image"], observation_space["mission"]
+        self.image = choose_extractor(image_space, cnn=True, features_dim=features_dim, rows=True)
+        self.instruction = InstructionEncoder(int(mission_space.high.max()) + 1, encoder, word_dim, instruction_dim)
+        channels = self.image.row_dim
+        self.conditioning, self.rows = conditioning, rows
+        self.film = FiLM(channels, instruction_dim) if conditioning == "film" else None
+        self.instruction_row = rows and (instruction_row or conditioning == "concat")
+        flat = self.image.features_dim  # C * h * w
+        if rows:
+            self.num_rows = self.image.num_rows + int(self.instruction_row)
+            self.row_dim = channels
+            self.features_dim = self.num_rows * channels
+            if self.instruction_row:
+                self.row_projection = nn.Sequential(nn.Linear(instruction_dim, channels), nn.ReLU())
+        else:
+            self.features_dim = self.row_dim = features_dim or (128 if is_small_grid(image_space) else 512)
+            extra = instruction_dim if conditioning == "concat" else 0
+            self.linear = nn.Sequential(nn.Linear(flat + extra, self.features_dim), nn.ReLU())
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        fmap = self.image.feature_map(observations["image"])
+        instruction = self.instruction(observations["mission"])
+        if self.film is not None:
+            fmap = self.film(fmap, instruction)
+        if self.rows:
+            rows = fmap.flatten(2).transpose(1, 2)  # [N, h*w, C]
+            if self.instruction_row:
+                rows = torch.cat([rows, self.row_projection(instruction).unsqueeze(1)], dim=1)
+            return rows
+        flat = fmap.flatten(1)
+        if self.conditioning == "concat":
+            flat = torch.cat([flat, instruction], dim=1)
+        return self.linear(flat)
+
+
+def check_instruction_space(observation_space: gym.Space) -> None:
+    """One-line ValueError unless the space is ``Dict(image=3-d Box, mission=1-d integer Box)``."""
+    ok = (isinstance(observation_space, spaces.Dict) and set(observation_space.spaces) == {"image", "mission"}
+          and len(observation_space["image"].shape) == 3 and len(observation_space["mission"].shape) == 1
+          and np.issubdtype(observation_space["mission"].dtype, np.integer))
+    if not ok:
+        raise ValueError(f"MultiInputPolicy needs dict observations {{'image': [H, W, C], 'mission': [L] token ids}} "
+                         f"(MiniGrid/BabyAI with instructions), got {observation_space}")
+
+
 def is_channels_last(observation_space: gym.Space) -> bool:
     """True for a 3-d Box whose smallest side is the last one (``[H, W, C]``), as SB3 decides it."""
     shape = observation_space.shape
@@ -143,13 +273,15 @@ def choose_extractor(
     features_dim: int | None = None,
     net_arch: tuple[int, ...] = (64, 64),
     rows: bool = False,
+    instruction_kwargs: dict | None = None,
 ) -> RowsExtractor:
     """Pick and build the extractor for ``observation_space`` (see module docstring).
 
-    ``cnn=False`` (MlpPolicy) always gives the MLP; ``rows=True`` needs a CNN.
+    ``cnn=False`` (MlpPolicy) always gives the MLP; ``rows=True`` needs a CNN. Dict observations
+    (MultiInputPolicy) give ``InstructionExtractor(**instruction_kwargs)``.
     """
     if isinstance(observation_space, spaces.Dict):
-        raise ValueError("dict observation spaces are not supported; valid: Box or Discrete observations")
+        return InstructionExtractor(observation_space, features_dim, rows, **(instruction_kwargs or {}))
     image_like = isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3
     if cnn and not image_like:
         raise ValueError(
@@ -166,12 +298,18 @@ def choose_extractor(
 
 
 def default_normalize_images(observation_space: gym.Space) -> bool:
-    """Divide by 255 for real images (Atari), not for symbolic grids whose values are small ids."""
+    """Divide by 255 for real images (Atari, MiniGrid RGB), not for symbolic grids whose values are small ids
+    (a dict observation: as its image)."""
+    if isinstance(observation_space, spaces.Dict) and "image" in observation_space.spaces:
+        observation_space = observation_space["image"]
     return is_image_space(observation_space) and not is_small_grid(observation_space)
 
 
 __all__ = [
+    "FiLM",
     "GridCNNExtractor",
+    "InstructionEncoder",
+    "InstructionExtractor",
     "MlpExtractor",
     "NatureCNNExtractor",
     "RowsExtractor",

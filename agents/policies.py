@@ -2,7 +2,8 @@
 
 Shapes: a rollout step sees ``obs [B, ...]``, ``episode_starts [B]``; an update sees whole sequences,
 ``obs [T*B, ...]`` (time-major, flattened) with ``episode_starts [T, B]``. States are tuples of
-``[B, ...]`` tensors (see ``agents.cores``).
+``[B, ...]`` tensors (see ``agents.cores``). Dict observations (MultiInputPolicy) are dicts of such
+tensors, ``{"image": [N, ...], "mission": [N, L]}``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,16 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
 from agents.cores import CoreState, check_core_name, make_core
-from agents.extractors import choose_extractor, default_normalize_images
+from agents.extractors import CONDITIONINGS, INSTRUCTION_ENCODERS, choose_extractor, default_normalize_images
+
+Observation = torch.Tensor | dict[str, torch.Tensor]
+
+
+def batch_size_of(observations: Observation | np.ndarray | dict) -> int:
+    """Leading dimension of a batch of observations (array/tensor, or dict of them)."""
+    if isinstance(observations, dict):
+        observations = next(iter(observations.values()))
+    return observations.shape[0]
 
 
 class RecurrentFeaturesExtractor(BaseFeaturesExtractor):
@@ -43,6 +53,8 @@ class RecurrentFeaturesExtractor(BaseFeaturesExtractor):
     :param features_dim: width of the CNN's linear layer (default 512 NatureCNN, 128 grid CNN)
     :param net_arch: hidden sizes of the MLP for vector observations
     :param input_rows: (rims + cnn) feed the CNN's feature-map positions to RIMs as input rows
+    :param instruction_kwargs: dict observations only: ``InstructionExtractor`` options (encoder,
+        conditioning, instruction_dim, word_dim, instruction_row)
     """
 
     def __init__(
@@ -54,12 +66,14 @@ class RecurrentFeaturesExtractor(BaseFeaturesExtractor):
         features_dim: int | None = None,
         net_arch: Sequence[int] = (64, 64),
         input_rows: bool = False,
+        instruction_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(observation_space, features_dim=1)
         check_core_name(core)
         if input_rows and core != "rims":
             raise ValueError(f"input_rows=True needs core 'rims', got core {core!r}")
-        self.base = choose_extractor(observation_space, cnn, features_dim, tuple(net_arch), rows=input_rows)
+        self.base = choose_extractor(observation_space, cnn, features_dim, tuple(net_arch), rows=input_rows,
+                                     instruction_kwargs=instruction_kwargs)
         self.core = make_core(
             core, self.base.output_dim, core_kwargs, num_input_rows=self.base.num_rows if input_rows else None
         )
@@ -71,7 +85,7 @@ class RecurrentFeaturesExtractor(BaseFeaturesExtractor):
         return self.core.initial_state(batch_size)
 
     def forward(
-        self, observations: torch.Tensor, state: CoreState, episode_starts: torch.Tensor, need_state: bool = True
+        self, observations: Observation, state: CoreState, episode_starts: torch.Tensor, need_state: bool = True
     ) -> tuple[torch.Tensor, CoreState]:
         """``need_state=False``: the final state may be omitted (``()``), which is faster for LSTMs."""
         T, B = episode_starts.shape
@@ -97,7 +111,12 @@ class RecurrentActorCriticPolicy(BasePolicy):
     off in rollouts and updates and the PPO ratio is exact.
 
     :param core, core_kwargs, features_dim, net_arch, input_rows: see ``RecurrentFeaturesExtractor``
-    :param cnn: CNN extractor (CnnPolicy) or MLP (MlpPolicy)
+    :param cnn: CNN extractor (CnnPolicy) or MLP (MlpPolicy); ignored for dict observations
+    :param instruction_encoder: dict observations: "gru" (word embedding + GRU, BabyAI baseline) | "bow"
+    :param conditioning: dict observations: "film" (BabyAI baseline) | "concat"
+    :param instruction_dim, word_dim: sizes of the instruction encoding and of the word embeddings
+    :param instruction_row: (rims + input_rows, dict observations) the instruction is one more RIMs
+        input row besides the FiLM-conditioned image rows (with conditioning "concat" it always is)
     :param ortho_init: orthogonal init of extractor (gain sqrt 2) and heads (0.01 actor, 1 critic)
     :param normalize_images: divide images by 255 (default: yes for real images, no for symbolic grids)
     """
@@ -113,6 +132,11 @@ class RecurrentActorCriticPolicy(BasePolicy):
         features_dim: int | None = None,
         net_arch: Sequence[int] = (64, 64),
         input_rows: bool = False,
+        instruction_encoder: str = "gru",
+        conditioning: str = "film",
+        instruction_dim: int = 128,
+        word_dim: int = 32,
+        instruction_row: bool = False,
         ortho_init: bool = True,
         log_std_init: float = 0.0,
         normalize_images: bool | None = None,
@@ -126,6 +150,9 @@ class RecurrentActorCriticPolicy(BasePolicy):
             optimizer_kwargs = {"eps": 1e-5, "foreach": True} if optimizer_class == torch.optim.Adam else {}
         if normalize_images is None:
             normalize_images = default_normalize_images(observation_space)
+        self._check_observation_space(observation_space)
+        instruction_kwargs = dict(encoder=instruction_encoder, conditioning=conditioning,
+                                  instruction_dim=instruction_dim, word_dim=word_dim, instruction_row=instruction_row)
         super().__init__(
             observation_space,
             action_space,
@@ -137,6 +164,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
                 features_dim=features_dim,
                 net_arch=tuple(net_arch),
                 input_rows=input_rows,
+                instruction_kwargs=instruction_kwargs,
             ),
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
@@ -148,6 +176,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         self.features_dim = features_dim
         self.net_arch = tuple(net_arch)
         self.input_rows = input_rows
+        self.instruction_kwargs = instruction_kwargs
         self.ortho_init = ortho_init
         self.log_std_init = log_std_init
         self.features_extractor: RecurrentFeaturesExtractor = self.make_features_extractor()  # type: ignore[assignment]
@@ -174,6 +203,11 @@ class RecurrentActorCriticPolicy(BasePolicy):
             features_dim=self.features_dim,
             net_arch=self.net_arch,
             input_rows=self.input_rows,
+            instruction_encoder=self.instruction_kwargs["encoder"],
+            conditioning=self.instruction_kwargs["conditioning"],
+            instruction_dim=self.instruction_kwargs["instruction_dim"],
+            word_dim=self.instruction_kwargs["word_dim"],
+            instruction_row=self.instruction_kwargs["instruction_row"],
             ortho_init=self.ortho_init,
             log_std_init=self.log_std_init,
             optimizer_class=self.optimizer_class,
@@ -181,6 +215,12 @@ class RecurrentActorCriticPolicy(BasePolicy):
             lr_schedule=self._dummy_schedule,
         )
         return data
+
+    def _check_observation_space(self, observation_space: gym.Space) -> None:
+        """One-line ValueError for dict observations: only MultiInputPolicy reads them."""
+        if isinstance(observation_space, spaces.Dict):
+            raise ValueError(f"{type(self).__name__} cannot read dict observations ({', '.join(observation_space.spaces)}); "
+                             "valid: MultiInputPolicy (or instructions: false for the image alone)")
 
     def set_training_mode(self, mode: bool) -> None:
         """Keep every module in eval mode (dropout off) whatever ``mode`` says; see class docstring."""
@@ -196,7 +236,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         """Core state of fresh episodes, a tuple of ``[batch_size, ...]`` tensors."""
         return self.features_extractor.initial_state(batch_size)
 
-    def _latent(self, obs: torch.Tensor, state: CoreState, episode_starts: torch.Tensor, need_state: bool = True):
+    def _latent(self, obs: Observation, state: CoreState, episode_starts: torch.Tensor, need_state: bool = True):
         """obs [T*B, ...], episode_starts [T, B] -> (latent [T*B, O], state)."""
         obs = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
         return self.features_extractor(obs, state, episode_starts.float(), need_state=need_state)
@@ -210,7 +250,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         raise ValueError(f"unsupported action distribution {type(self.action_dist).__name__}")
 
     def forward(  # type: ignore[override]
-        self, obs: torch.Tensor, state: CoreState, episode_starts: torch.Tensor, deterministic: bool = False
+        self, obs: Observation, state: CoreState, episode_starts: torch.Tensor, deterministic: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, CoreState]:
         """One step for B envs: obs [B, ...], episode_starts [B] -> actions, values [B, 1], log_prob [B], state."""
         latent, state = self._latent(obs, state, episode_starts.view(1, -1))
@@ -220,7 +260,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         return actions.reshape((-1, *self.action_space.shape)), self.value_net(latent), log_prob, state
 
     def get_distribution(  # type: ignore[override]
-        self, obs: torch.Tensor, state: CoreState, episode_starts: torch.Tensor
+        self, obs: Observation, state: CoreState, episode_starts: torch.Tensor
     ) -> tuple[Distribution, CoreState]:
         """Action distribution for obs [T*B, ...] with episode_starts [T, B] (or [B] for one step)."""
         if episode_starts.dim() == 1:
@@ -228,13 +268,13 @@ class RecurrentActorCriticPolicy(BasePolicy):
         latent, state = self._latent(obs, state, episode_starts)
         return self._distribution(latent), state
 
-    def predict_values(self, obs: torch.Tensor, state: CoreState, episode_starts: torch.Tensor) -> torch.Tensor:
+    def predict_values(self, obs: Observation, state: CoreState, episode_starts: torch.Tensor) -> torch.Tensor:
         """Values [B, 1] for one step of B envs (episode_starts [B])."""
         latent, _ = self._latent(obs, state, episode_starts.view(1, -1))
         return self.value_net(latent)
 
     def evaluate_actions(  # type: ignore[override]
-        self, obs: torch.Tensor, actions: torch.Tensor, state: CoreState, episode_starts: torch.Tensor
+        self, obs: Observation, actions: torch.Tensor, state: CoreState, episode_starts: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Re-run whole sequences: obs [T*B, ...], actions [T*B, ...], episode_starts [T, B]
         -> values [T*B, 1], log_prob [T*B], entropy [T*B]."""
@@ -242,16 +282,16 @@ class RecurrentActorCriticPolicy(BasePolicy):
         distribution = self._distribution(latent)
         return self.value_net(latent), distribution.log_prob(actions), distribution.entropy()
 
-    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def _predict(self, observation: Observation, deterministic: bool = False) -> torch.Tensor:
         """Stateless one-step prediction from fresh episode states (SB3 hook; prefer ``predict``)."""
-        n = observation.shape[0]
-        starts = torch.ones(n, device=observation.device)
+        n = batch_size_of(observation)
+        starts = torch.ones(n, device=self.device)
         distribution, _ = self.get_distribution(observation, self.initial_state(n), starts)
         return distribution.get_actions(deterministic=deterministic)
 
     def predict(  # type: ignore[override]
         self,
-        observation: np.ndarray,
+        observation: np.ndarray | dict[str, np.ndarray],
         state: tuple[np.ndarray, ...] | None = None,
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
@@ -261,10 +301,8 @@ class RecurrentActorCriticPolicy(BasePolicy):
         ``state=None`` starts fresh episodes; ``episode_start [B]`` (1 = new episode) resets the state.
         Returns ``(actions, state)`` with ``state`` a tuple of numpy arrays ``[B, ...]``.
         """
-        if isinstance(observation, dict):
-            raise ValueError("dict observations are not supported; valid: array observations")
         obs_tensor, vectorized = self.obs_to_tensor(observation)
-        n = obs_tensor.shape[0]
+        n = batch_size_of(obs_tensor)
         if state is None:
             core_state = self.initial_state(n)
             if episode_start is None:
@@ -299,3 +337,13 @@ class CnnPolicy(RecurrentActorCriticPolicy):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("cnn", True)
         super().__init__(*args, **kwargs)
+
+
+class MultiInputPolicy(RecurrentActorCriticPolicy):
+    """Recurrent actor-critic for dict observations {"image", "mission"} (MiniGrid/BabyAI with instructions):
+    image CNN conditioned on the instruction encoding (``InstructionExtractor``), then the core and heads."""
+
+    def _check_observation_space(self, observation_space: gym.Space) -> None:
+        from agents.extractors import check_instruction_space
+
+        check_instruction_space(observation_space)

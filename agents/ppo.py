@@ -24,9 +24,9 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.buffer import SequenceBatch, SequenceRolloutBuffer, chunks_per_env
+from agents.buffer import SequenceBatch, SequenceBuffer, chunks_per_env, make_sequence_buffer
 from agents.cores import CoreState, check_core_name
-from agents.policies import CnnPolicy, MlpPolicy, RecurrentActorCriticPolicy
+from agents.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, RecurrentActorCriticPolicy
 from agents.rims_logging import ActivationRecorder
 from agents.serialization import load_model, save_model
 
@@ -53,7 +53,8 @@ def clipped_value_loss(
 class RecurrentPPO(OnPolicyAlgorithm):
     """Recurrent PPO with one core shared by actor and critic.
 
-    :param policy: "MlpPolicy" | "CnnPolicy" or a ``RecurrentActorCriticPolicy`` subclass
+    :param policy: "MlpPolicy" | "CnnPolicy" | "MultiInputPolicy" (dict observations {"image", "mission"})
+        or a ``RecurrentActorCriticPolicy`` subclass
     :param env: SB3 VecEnv (or gymnasium env / id, wrapped as SB3 does)
     :param core: "rims" | "lstm" | "gru" | "none"
     :param core_kwargs: RIMsConfig fields (rims; dropouts default to 0) or ``{"hidden_size": H}``
@@ -76,9 +77,10 @@ class RecurrentPPO(OnPolicyAlgorithm):
     :param raster_interval: log the RIMs activation raster image every this many rollouts
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy, "MultiInputPolicy": MultiInputPolicy}
     policy: RecurrentActorCriticPolicy
-    rollout_buffer: SequenceRolloutBuffer
+    rollout_buffer: SequenceBuffer
 
     def __init__(
         self,
@@ -187,10 +189,10 @@ class RecurrentPPO(OnPolicyAlgorithm):
             core_kwargs=self.core_kwargs,
             **policy_kwargs,
         ).to(self.device)
-        self.rollout_buffer = SequenceRolloutBuffer(
+        self.rollout_buffer = make_sequence_buffer(  # type: ignore[assignment]
+            self.observation_space,
             self.n_steps,
-            self.observation_space,  # type: ignore[arg-type]
-            self.action_space,
+            action_space=self.action_space,
             device=self.device,
             gamma=self.gamma,
             gae_lambda=self.gae_lambda,
@@ -243,7 +245,7 @@ class RecurrentPPO(OnPolicyAlgorithm):
         n_rollout_steps: int,
     ) -> bool:
         """Fill the buffer with ``n_rollout_steps`` steps per env, carrying the core state."""
-        assert isinstance(rollout_buffer, SequenceRolloutBuffer), "RecurrentPPO needs a SequenceRolloutBuffer"
+        assert isinstance(rollout_buffer, SequenceBuffer), "RecurrentPPO needs a sequence rollout buffer"
         assert self._last_obs is not None, "No previous observation was provided"
         self.policy.set_training_mode(False)
         rollout_buffer.reset()

@@ -72,8 +72,9 @@ class IntActions(gym.ActionWrapper):
 class MissionTokens(gym.ObservationWrapper):
     """MiniGrid's dict observation -> {"image": the view, "mission": int64 [MISSION_LENGTH] token ids}.
 
-    The mission changes only at resets, so the ids of the last mission text are kept and reused
-    (a copy per observation). An unknown word or an over-long mission raises a one-line ValueError.
+    The mission changes only at resets, so the ids of the last mission text are kept and handed out
+    again (the same read-only array until the mission changes; DummyVecEnv copies it into its
+    buffer). An unknown word or an over-long mission raises a one-line ValueError.
     """
 
     def __init__(self, env: gym.Env):
@@ -89,7 +90,8 @@ class MissionTokens(gym.ObservationWrapper):
         text = observation["mission"]
         if text != self._text:
             self._tokens, self._text = encode_mission(text), text
-        return {"image": observation["image"], "mission": self._tokens.copy()}
+            self._tokens.flags.writeable = False
+        return {"image": observation["image"], "mission": self._tokens}
 
 
 @lru_cache(maxsize=None)

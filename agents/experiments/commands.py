@@ -296,5 +296,6 @@ def record(
         info = record_episode(agent, env, shift_map, out_path, seed=seed, deterministic=deterministic,
                               max_steps=max_steps, fps=fps)
     strip = "with the RIMs activation strip" if info["has_strip"] else "(no activation strip: the core is not rims)"
-    print(f"recorded {info['steps']} steps, return {info['return']:.3g}, {strip}: {out_path}")
+    mission = f", mission {' / '.join(repr(m) for m in info['missions'])}" if info["missions"] else ""
+    print(f"recorded {info['steps']} steps, return {info['return']:.3g}{mission}, {strip}: {out_path}")
     return out_path

@@ -265,7 +265,8 @@ def run_episodes(
     if n_envs < 1:
         raise UserError(f"n_envs must be >= 1, got {n_envs}")
     n = min(n_envs, episodes)
-    venv = make_vec_env(env_id, n_envs=n, seed=seed, shifts=shifts or None, training=False)
+    venv = make_vec_env(env_id, n_envs=n, seed=seed, shifts=shifts or None, training=False,
+                        instructions=reads_mission(model))
     with_success = has_success(env_id)
     try:
         if isinstance(venv.unwrapped, DummyVecEnv):  # also below VecEnvWrappers (e.g. observation adapters)
@@ -323,6 +324,13 @@ def _run_waves(model, venv, episodes: int, seed: int, deterministic: bool,
                     pending.discard(int(i))
             starts = episode_starts(dones, infos)
     return found
+
+
+def reads_mission(model) -> bool:
+    """Whether ``model`` was built for dict observations with the mission (envs' ``instructions``)."""
+    from gymnasium import spaces
+
+    return isinstance(getattr(model, "observation_space", None), spaces.Dict)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -8,6 +8,8 @@ Under each frame:
   (at most ``STRIP_STEPS`` steps are shown, the latest ones), so short episodes stay readable;
 - a legend of the two colours (rims core only);
 - a caption: step counter, the action taken (number and name) and its reward, and the return so far.
+For an agent that reads the mission (dict observations), the mission text is written in a band
+above each frame.
 
 The mask is read from ``model.policy.last_core_info.mask`` after each predict.
 """
@@ -100,12 +102,29 @@ def caption(width: int, step: int, steps: int, action: str, reward: float, total
     return lines
 
 
+def mission_band(text: str, width: int) -> np.ndarray:
+    """Band ``[lines * TEXT_HEIGHT + 4, width, 3]`` with the mission ``text``, wrapped at words."""
+    import cv2
+
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] <= width - 4:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    band = np.broadcast_to(BACKGROUND, (max(len(lines), 1) * TEXT_HEIGHT + 4, width, 3)).copy()
+    for i, line in enumerate(lines):
+        _put_text(band, line, 2, (i + 1) * TEXT_HEIGHT)
+    return band
+
+
 def compose_frame(frame: np.ndarray, history: list[np.ndarray] | None, window: int | None = None,
-                  text: np.ndarray | None = None) -> np.ndarray:
-    """The env frame ``[H, W, 3]`` with the activation strip and its legend (if any ``history``) and
-    the caption image ``text`` (if any) appended below."""
+                  text: np.ndarray | None = None, mission: str | None = None) -> np.ndarray:
+    """The env frame ``[H, W, 3]`` with the mission band above it (if any ``mission``), the activation
+    strip and its legend (if any ``history``) and the caption image ``text`` (if any) below."""
     frame = np.asarray(frame, dtype=np.uint8)
-    parts = [frame]
+    parts = [mission_band(mission, frame.shape[1]), frame] if mission else [frame]
     if history:
         parts += [activation_strip(history, frame.shape[1], window), legend(frame.shape[1])]
     if text is not None:
@@ -162,12 +181,19 @@ def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str |
                    deterministic: bool = False, max_steps: int = 500, fps: int = 8) -> dict[str, Any]:
     """Play one episode (at most ``max_steps`` steps) and write it to ``out``.
 
-    Returns ``{"steps", "return", "has_strip"}``.
+    Returns ``{"steps", "return", "has_strip", "missions"}`` (the missions shown, in order; [] for an
+    agent that does not read the mission).
     """
     from envs import episode_starts, make_vec_env
+    from envs.missions import decode_mission
 
-    venv = make_vec_env(env_id, n_envs=1, seed=seed, shifts=shifts or None, training=False, render_mode="rgb_array")
+    from agents.experiments.evaluation import reads_mission
+
+    with_mission = reads_mission(model)
+    venv = make_vec_env(env_id, n_envs=1, seed=seed, shifts=shifts or None, training=False, render_mode="rgb_array",
+                        instructions=with_mission)
     raw: list[np.ndarray] = []
+    shown: list[str | None] = []
     history: list[np.ndarray] = []
     actions: list[str] = []
     rewards: list[float] = []
@@ -182,6 +208,7 @@ def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str |
             if mask is not None:
                 history.append(mask)
             raw.append(np.asarray(venv.get_images()[0], dtype=np.uint8))
+            shown.append(decode_mission(obs["mission"][0]) if with_mission else None)
             actions.append(_action_text(action, names))
             obs, reward, done, infos = venv.step(action)
             steps += 1
@@ -199,6 +226,7 @@ def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str |
         frame = np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
         running += rewards[t]
         text = caption(frame.shape[1], t + 1, steps, actions[t], rewards[t], running)
-        frames.append(compose_frame(frame, history[:t + 1], window=steps, text=text))
+        frames.append(compose_frame(frame, history[:t + 1], window=steps, text=text, mission=shown[t]))
     write_video(frames, out, fps)
-    return {"steps": steps, "return": total, "has_strip": bool(history)}
+    missions = list(dict.fromkeys(m for m in shown if m))
+    return {"steps": steps, "return": total, "has_strip": bool(history), "missions": missions}

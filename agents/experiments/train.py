@@ -55,12 +55,44 @@ def resolve_config(config: str | None, overrides: Sequence[str] = (), **flags: A
 
         cfg["env"] = DEFAULT_ENV_ID
     validate_config(cfg)
+    cfg["policy"] = resolve_policy(cfg)
     return cfg
 
 
 MAX_TIMESTEPS = 2**62  # the step counter (and TensorBoard's step) is an int64
 MAX_SEED = 2**32 - 1  # numpy's seeds
 OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop", "Adamax")  # policy_kwargs.optimizer_class
+
+POLICIES = ("auto", "CnnPolicy", "MlpPolicy", "MultiInputPolicy")
+
+
+def instructions_option(cfg: dict) -> bool | str:
+    """The env's ``instructions`` option of a config: ``null`` -> "auto"; a run config written before the
+    key existed -> False (such runs always saw the image alone, so resuming keeps their observation)."""
+    if "instructions" not in cfg:
+        return False
+    value = cfg["instructions"]
+    return "auto" if value is None else value
+
+
+def resolve_policy(cfg: dict) -> str:
+    """The policy class name of a config: ``auto`` -> MultiInputPolicy where the env's observation holds
+    the mission (envs.uses_instructions), else CnnPolicy. UserError for a policy that cannot read the
+    observation the env gives."""
+    from envs import uses_instructions
+
+    with_mission = uses_instructions(cfg["env"], instructions_option(cfg))
+    policy = cfg["policy"]
+    if policy == "auto":
+        return "MultiInputPolicy" if with_mission else "CnnPolicy"
+    if with_mission and policy != "MultiInputPolicy":
+        raise UserError(f"policy {policy} cannot read the mission that {cfg['env']} puts in its observations; "
+                        f"valid: MultiInputPolicy or auto (or instructions: false for the image alone)")
+    if not with_mission and policy == "MultiInputPolicy":
+        raise UserError(f"policy MultiInputPolicy needs the mission in the observation, which {cfg['env']} does not "
+                        f"give with instructions={instructions_option(cfg)}; valid: CnnPolicy, MlpPolicy, auto "
+                        f"(or instructions: true)")
+    return policy
 
 
 def validate_config(cfg: dict) -> None:
@@ -95,9 +127,10 @@ def validate_config(cfg: dict) -> None:
     if cfg["eval"]["episodes"] < 1:
         raise UserError(f"eval.episodes must be >= 1, got {cfg['eval']['episodes']}")
     _validate_ppo(cfg["ppo"])
-    if cfg["policy"] not in ("CnnPolicy", "MlpPolicy"):
-        raise UserError(f"policy must be CnnPolicy or MlpPolicy, got {cfg['policy']!r}")
-    validate_policy_kwargs(cfg["policy"], cfg["policy_kwargs"], cfg["core"])
+    if cfg["policy"] not in POLICIES:
+        raise UserError(f"unknown policy {cfg['policy']!r}; valid: {', '.join(POLICIES)}")
+    resolve_policy(cfg)  # instructions and policy fit the env
+    validate_policy_kwargs(resolve_policy(cfg), cfg["policy_kwargs"], cfg["core"])
     if cfg["core"] == "rims":
         from rims_rl import RIMsConfig
 
@@ -162,6 +195,13 @@ _POLICY_KWARG_CHECKS: dict[str, tuple[Any, str]] = {
     "optimizer_class": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     "optimizer_kwargs": (lambda v: v is None or isinstance(v, dict), "a mapping of optimizer arguments"),
     "use_sde": (lambda v: v is False, "false"),
+    # MultiInputPolicy (agents.extractors.INSTRUCTION_ENCODERS, CONDITIONINGS)
+    "instruction_encoder": (lambda v: v in ("gru", "bow"), "gru or bow"),
+    "conditioning": (lambda v: v in ("film", "concat"), "film or concat"),
+    "instruction_dim": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "word_dim": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "instruction_row": (lambda v: isinstance(v, bool), "true or false"),
+    "one_hot": (lambda v: v is None or isinstance(v, bool), "null, true or false"),
 }
 
 
@@ -248,7 +288,7 @@ def build_model(cfg: dict, env, run_dir: Path, device: str = "cpu"):
     clip_range_vf = ppo.pop("clip_range_vf", None)
     ppo["clip_range_vf"] = None if clip_range_vf is None else schedule(float(clip_range_vf), clip_kind)
     return RecurrentPPO(
-        cfg["policy"], env, core=cfg["core"], core_kwargs=dict(cfg["cores"][cfg["core"]]) or None,
+        resolve_policy(cfg), env, core=cfg["core"], core_kwargs=dict(cfg["cores"][cfg["core"]]) or None,
         learning_rate=learning_rate,
         policy_kwargs=policy_kwargs_for(cfg),
         tensorboard_log=str(run_dir / TB_DIR), seed=cfg["seed"], device=device, verbose=0, **ppo,
@@ -307,7 +347,8 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
     if resume and run_dir.is_dir():
         for stale in remove_stale_temp_files(run_dir):
             print(f"removed {stale} (left by an interrupted write)")
-    env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=cfg["seed"], shifts=cfg["shifts"], training=True)
+    env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=cfg["seed"], shifts=cfg["shifts"], training=True,
+                       instructions=instructions_option(cfg))
     if resume and checkpoint.is_file():
         model = load_model(checkpoint, env=env, device=device)
         model.tensorboard_log = str(run_dir / TB_DIR)

@@ -20,6 +20,14 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_ima
 from torch import nn
 
 SMALL_GRID_MAX_SIDE = 16  # images with both sides <= this use the small grid CNN
+SYMBOLIC_CODES = (11, 6, 3)  # MiniGrid's object types, colours, door states: the values of the 3 channels
+
+
+def one_hot_codes(grid: torch.Tensor) -> torch.Tensor:
+    """Symbolic grid ``[N, 3, H, W]`` of (object, colour, state) codes -> one-hot ``[N, 20, H, W]`` float
+    (codes above a channel's range count as its last value)."""
+    planes = [F.one_hot(grid[:, c].long().clamp(0, n - 1), n) for c, n in enumerate(SYMBOLIC_CODES)]
+    return torch.cat(planes, dim=-1).permute(0, 3, 1, 2).float()
 
 
 class RowsExtractor(nn.Module):
@@ -45,9 +53,11 @@ class _ConvRows(RowsExtractor):
 
     channels_last: bool = False
 
+    one_hot: bool = False
+
     def _finish(self, observation_space: spaces.Box, features_dim: int, rows: bool) -> None:
         with torch.no_grad():
-            fmap = self.cnn(torch.zeros(1, *channel_first_shape(observation_space)))
+            fmap = self.feature_map(torch.zeros(1, *channel_first_shape(observation_space)))
         channels, height, width = fmap.shape[1:]
         self.rows = rows
         if rows:
@@ -63,6 +73,8 @@ class _ConvRows(RowsExtractor):
         """The last conv layer's maps ``[N, C, h, w]`` of images given channel-first or channel-last."""
         if self.channels_last:
             observations = observations.permute(0, 3, 1, 2)
+        if self.one_hot:
+            return self.cnn(one_hot_codes(observations))
         return self.cnn(observations.float())
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
@@ -90,13 +102,21 @@ class NatureCNNExtractor(_ConvRows):
 
 
 class GridCNNExtractor(_ConvRows):
-    """Small CNN for symbolic grids (MiniGrid ``[3, 7, 7]`` -> 64 maps of 4x4), 2x2 kernels."""
+    """Small CNN for symbolic grids (MiniGrid ``[3, 7, 7]`` -> 64 maps of 4x4), 2x2 kernels.
 
-    def __init__(self, observation_space: spaces.Box, features_dim: int = 128, rows: bool = False) -> None:
+    ``one_hot=True``: each cell's (object, colour, state) codes enter as one-hot planes
+    (``SYMBOLIC_CODES`` = 11 + 6 + 3 = 20 channels) instead of 3 raw numbers, as BabyAI's baselines
+    embed them; a colour or type is then one channel, which a FiLM gain can pick out.
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 128, rows: bool = False,
+                 one_hot: bool = False) -> None:
         super().__init__()
         self.channels_last = is_channels_last(observation_space)
+        self.one_hot = one_hot
+        in_channels = sum(SYMBOLIC_CODES) if one_hot else channel_first_shape(observation_space)[0]
         self.cnn = nn.Sequential(
-            nn.Conv2d(channel_first_shape(observation_space)[0], 16, kernel_size=2),
+            nn.Conv2d(in_channels, 16, kernel_size=2),
             nn.ReLU(),
             nn.Conv2d(16, 32, kernel_size=2),
             nn.ReLU(),
@@ -196,7 +216,7 @@ class InstructionExtractor(RowsExtractor):
 
     def __init__(self, observation_space: spaces.Dict, features_dim: int | None = None, rows: bool = False,
                  encoder: str = "gru", conditioning: str = "film", instruction_dim: int = 128, word_dim: int = 32,
-                 instruction_row: bool = False) -> None:
+                 instruction_row: bool = False, one_hot: bool = False) -> None:
         super().__init__()
         check_instruction_space(observation_space)
         if conditioning not in CONDITIONINGS:
@@ -204,7 +224,7 @@ class InstructionExtractor(RowsExtractor):
         if instruction_row and not rows:
             raise ValueError("instruction_row=True needs input_rows=True (core 'rims'): it is one more RIMs input row")
         image_space, mission_space = observation_space["image"], observation_space["mission"]
-        self.image = choose_extractor(image_space, cnn=True, features_dim=features_dim, rows=True)
+        self.image = choose_extractor(image_space, cnn=True, features_dim=features_dim, rows=True, one_hot=one_hot)
         self.instruction = InstructionEncoder(int(mission_space.high.max()) + 1, encoder, word_dim, instruction_dim)
         channels = self.image.row_dim
         self.conditioning, self.rows = conditioning, rows
@@ -274,14 +294,17 @@ def choose_extractor(
     net_arch: tuple[int, ...] = (64, 64),
     rows: bool = False,
     instruction_kwargs: dict | None = None,
+    one_hot: bool = False,
 ) -> RowsExtractor:
     """Pick and build the extractor for ``observation_space`` (see module docstring).
 
     ``cnn=False`` (MlpPolicy) always gives the MLP; ``rows=True`` needs a CNN. Dict observations
-    (MultiInputPolicy) give ``InstructionExtractor(**instruction_kwargs)``.
+    (MultiInputPolicy) give ``InstructionExtractor(**instruction_kwargs)``. ``one_hot``: symbolic
+    grids enter the grid CNN as one-hot planes (ignored for other images).
     """
     if isinstance(observation_space, spaces.Dict):
-        return InstructionExtractor(observation_space, features_dim, rows, **(instruction_kwargs or {}))
+        return InstructionExtractor(observation_space, features_dim, rows, one_hot=one_hot,
+                                    **(instruction_kwargs or {}))
     image_like = isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3
     if cnn and not image_like:
         raise ValueError(
@@ -293,7 +316,8 @@ def choose_extractor(
     if not cnn:
         return MlpExtractor(observation_space, tuple(net_arch))
     if is_small_grid(observation_space):
-        return GridCNNExtractor(observation_space, features_dim or 128, rows=rows)
+        return GridCNNExtractor(observation_space, features_dim or 128, rows=rows,
+                                one_hot=one_hot and not default_normalize_images(observation_space))
     return NatureCNNExtractor(observation_space, features_dim or 512, rows=rows)
 
 

@@ -55,6 +55,7 @@ class RecurrentFeaturesExtractor(BaseFeaturesExtractor):
     :param input_rows: (rims + cnn) feed the CNN's feature-map positions to RIMs as input rows
     :param instruction_kwargs: dict observations only: ``InstructionExtractor`` options (encoder,
         conditioning, instruction_dim, word_dim, instruction_row)
+    :param one_hot: symbolic MiniGrid grids enter the grid CNN as one-hot planes of their codes
     """
 
     def __init__(
@@ -67,13 +68,14 @@ class RecurrentFeaturesExtractor(BaseFeaturesExtractor):
         net_arch: Sequence[int] = (64, 64),
         input_rows: bool = False,
         instruction_kwargs: dict[str, Any] | None = None,
+        one_hot: bool = False,
     ) -> None:
         super().__init__(observation_space, features_dim=1)
         check_core_name(core)
         if input_rows and core != "rims":
             raise ValueError(f"input_rows=True needs core 'rims', got core {core!r}")
         self.base = choose_extractor(observation_space, cnn, features_dim, tuple(net_arch), rows=input_rows,
-                                     instruction_kwargs=instruction_kwargs)
+                                     instruction_kwargs=instruction_kwargs, one_hot=one_hot)
         self.core = make_core(
             core, self.base.output_dim, core_kwargs, num_input_rows=self.base.num_rows if input_rows else None
         )
@@ -117,6 +119,8 @@ class RecurrentActorCriticPolicy(BasePolicy):
     :param instruction_dim, word_dim: sizes of the instruction encoding and of the word embeddings
     :param instruction_row: (rims + input_rows, dict observations) the instruction is one more RIMs
         input row besides the FiLM-conditioned image rows (with conditioning "concat" it always is)
+    :param one_hot: symbolic grids (MiniGrid 7x7x3 codes) enter the grid CNN as one-hot planes, as
+        BabyAI embeds them; default None: yes for dict observations (MultiInputPolicy), no otherwise
     :param ortho_init: orthogonal init of extractor (gain sqrt 2) and heads (0.01 actor, 1 critic)
     :param normalize_images: divide images by 255 (default: yes for real images, no for symbolic grids)
     """
@@ -137,6 +141,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         instruction_dim: int = 128,
         word_dim: int = 32,
         instruction_row: bool = False,
+        one_hot: bool | None = None,
         ortho_init: bool = True,
         log_std_init: float = 0.0,
         normalize_images: bool | None = None,
@@ -151,6 +156,8 @@ class RecurrentActorCriticPolicy(BasePolicy):
         if normalize_images is None:
             normalize_images = default_normalize_images(observation_space)
         self._check_observation_space(observation_space)
+        if one_hot is None:
+            one_hot = isinstance(observation_space, spaces.Dict)
         instruction_kwargs = dict(encoder=instruction_encoder, conditioning=conditioning,
                                   instruction_dim=instruction_dim, word_dim=word_dim, instruction_row=instruction_row)
         super().__init__(
@@ -165,6 +172,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
                 net_arch=tuple(net_arch),
                 input_rows=input_rows,
                 instruction_kwargs=instruction_kwargs,
+                one_hot=one_hot,
             ),
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
@@ -177,6 +185,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         self.net_arch = tuple(net_arch)
         self.input_rows = input_rows
         self.instruction_kwargs = instruction_kwargs
+        self.one_hot = one_hot
         self.ortho_init = ortho_init
         self.log_std_init = log_std_init
         self.features_extractor: RecurrentFeaturesExtractor = self.make_features_extractor()  # type: ignore[assignment]
@@ -208,6 +217,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
             instruction_dim=self.instruction_kwargs["instruction_dim"],
             word_dim=self.instruction_kwargs["word_dim"],
             instruction_row=self.instruction_kwargs["instruction_row"],
+            one_hot=self.one_hot,
             ortho_init=self.ortho_init,
             log_std_init=self.log_std_init,
             optimizer_class=self.optimizer_class,

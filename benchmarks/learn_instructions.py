@@ -3,7 +3,8 @@
 Task: the built-in PickupDistractors-v0 ("pick up the <colour> <type>" among 2 distractors, the target
 named only in the mission). Agents, each with the lstm and the rims core:
 - instructed: MultiInputPolicy on dict observations {image, mission} (GRU instruction encoder + FiLM);
-- blind: CnnPolicy on the image alone (instructions=False), the same CNN and core.
+- blind: CnnPolicy on the image alone (instructions=False), the same grid CNN and core.
+Both read the symbolic view as one-hot planes (`one_hot=True`, MultiInputPolicy's default).
 Both train for the same number of env steps with the `minigrid` preset's PPO settings and core sizes,
 then play EPISODES episodes (evaluation seeds, sampled actions) unshifted and under the top level of
 `novel_distractors` and `novel_instructions`. Printed: the success rate (share of episodes whose
@@ -73,7 +74,8 @@ def build(agent: str, core: str, seed: int) -> RecurrentPPO:
     ppo.pop("lr_schedule")  # constant learning rate: the budget is the same for every agent
     policy, instructions = AGENTS[agent]
     env = make_vec_env(ENV_ID, n_envs=cfg["n_envs"], seed=seed, instructions=instructions)
-    return RecurrentPPO(policy, env, core=core, core_kwargs=dict(cfg["cores"][core]), seed=seed, **ppo)
+    return RecurrentPPO(policy, env, core=core, core_kwargs=dict(cfg["cores"][core]), seed=seed,
+                        policy_kwargs={"one_hot": True}, **ppo)
 
 
 def train_and_evaluate(agent: str, core: str, seed: int, steps: int, episodes: int,

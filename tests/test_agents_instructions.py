@@ -122,3 +122,23 @@ def test_bad_instruction_options_are_one_line():
         with pytest.raises(ValueError) as err:
             tiny_model("rims", **kwargs)
         assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_one_hot_grid_planes_hold_each_code_once():
+    from agents.extractors import SYMBOLIC_CODES, one_hot_codes
+
+    grid = torch.tensor([[[[2, 5]], [[0, 4]], [[1, 0]]]])  # [1, 3, 1, 2]: a wall (2, red 0, state 1), a key (5, yellow 4)
+    planes = one_hot_codes(grid)
+    assert planes.shape == (1, sum(SYMBOLIC_CODES), 1, 2) and (planes.sum(dim=1) == 3).all()
+    assert planes[0, 2, 0, 0] == 1 and planes[0, 11 + 0, 0, 0] == 1 and planes[0, 17 + 1, 0, 0] == 1
+    assert planes[0, 5, 0, 1] == 1 and planes[0, 11 + 4, 0, 1] == 1 and planes[0, 17 + 0, 0, 1] == 1
+
+
+def test_one_hot_is_the_default_for_missions_only_and_survives_save_load(tmp_path):
+    model = tiny_model("lstm")
+    assert model.policy.one_hot and model.policy.features_extractor.base.image.one_hot
+    model.save(tmp_path / "m.zip")
+    assert RecurrentPPO.load(tmp_path / "m.zip").policy.features_extractor.base.image.one_hot
+    blind = RecurrentPPO("CnnPolicy", make_vec_env(PICKUP_ENV_ID, 1, seed=0, instructions=False), core="lstm",
+                         core_kwargs={"hidden_size": 8}, n_steps=8, n_minibatches=1)
+    assert not blind.policy.one_hot and not blind.policy.features_extractor.base.one_hot

@@ -68,3 +68,11 @@ def test_bad_mission_settings_are_one_line(args, words, tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert all(word in err for word in words), err
     assert not (tmp_path / "runs").exists()
+
+
+def test_policy_kwargs_take_several_keys():
+    from agents.experiments.config import apply_overrides, load_preset
+
+    cfg = apply_overrides(load_preset("minigrid"), ["policy_kwargs.conditioning=concat",
+                                                    "policy_kwargs.instruction_encoder=bow"])
+    assert cfg["policy_kwargs"] == {"conditioning": "concat", "instruction_encoder": "bow"}

@@ -57,7 +57,7 @@ class _ConvRows(RowsExtractor):
 
     def _finish(self, observation_space: spaces.Box, features_dim: int, rows: bool) -> None:
         with torch.no_grad():
-            fmap = self.feature_map(torch.zeros(1, *channel_first_shape(observation_space)))
+            fmap = self.feature_map(torch.zeros(1, *observation_space.shape))  # in the space's own layout
         channels, height, width = fmap.shape[1:]
         self.rows = rows
         if rows:

@@ -9,15 +9,16 @@ from agents.buffer import SequenceDictRolloutBuffer
 from agents.extractors import InstructionExtractor
 from envs import PICKUP_ENV_ID, make_vec_env
 from envs.missions import decode_mission, encode_mission
+from test_agents_ppo import scalars_and_images
 
 TINY_RIMS = dict(num_units=4, k=2, unit_size=8, input_key_size=8, comm_key_size=8, comm_value_size=8, num_comm_heads=2)
 CORE_KWARGS = {"rims": TINY_RIMS, "lstm": {"hidden_size": 16}}
 
 
-def tiny_model(core="lstm", n_envs=2, **policy_kwargs):
+def tiny_model(core="lstm", n_envs=2, tensorboard_log=None, **policy_kwargs):
     env = make_vec_env(PICKUP_ENV_ID, n_envs, seed=0)
     return RecurrentPPO("MultiInputPolicy", env, core=core, core_kwargs=CORE_KWARGS[core], n_steps=16,
-                        n_minibatches=2, seed=0, policy_kwargs={"features_dim": 16, "instruction_dim": 16,
+                        n_minibatches=2, seed=0, tensorboard_log=tensorboard_log, policy_kwargs={"features_dim": 16, "instruction_dim": 16,
                                                                 "word_dim": 8, **policy_kwargs})
 
 
@@ -47,14 +48,16 @@ def test_two_missions_on_one_image_give_different_action_distributions(encoder, 
 @pytest.mark.parametrize("core, policy_kwargs", [("lstm", {}), ("rims", {}), ("rims", {"input_rows": True}),
                                                   ("rims", {"input_rows": True, "instruction_row": True})])
 def test_dict_observations_through_learn_save_load_and_predict(core, policy_kwargs, tmp_path):
-    model = tiny_model(core, **policy_kwargs)
+    model = tiny_model(core, tensorboard_log=str(tmp_path / "tb"), **policy_kwargs)
     assert isinstance(model.rollout_buffer, SequenceDictRolloutBuffer)
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(64)
     changed = [name for (name, p), b in zip(model.policy.named_parameters(), before) if not torch.equal(p, b)]
     assert any("instruction" in name for name in changed)  # the update reaches the instruction encoder
-    if core == "rims":
-        assert model.policy.last_core_info.mask.dtype == torch.bool  # the activation logging sees the masks
+    if core == "rims":  # the activation logging sees the masks
+        assert model.policy.last_core_info.mask.dtype == torch.bool
+        scalars, images = scalars_and_images(tmp_path / "tb")
+        assert {"rims/active_frac_0", "rims/switch_rate"} <= set(scalars) and images == ["rims/activation_raster"]
     obs = two_missions_one_image(model)
     actions, state = model.predict(obs, state=None, episode_start=np.ones(2), deterministic=True)
     actions2, state2 = model.predict(obs, state=state, episode_start=np.zeros(2), deterministic=True)

@@ -76,3 +76,13 @@ def test_policy_kwargs_take_several_keys():
     cfg = apply_overrides(load_preset("minigrid"), ["policy_kwargs.conditioning=concat",
                                                     "policy_kwargs.instruction_encoder=bow"])
     assert cfg["policy_kwargs"] == {"conditioning": "concat", "instruction_encoder": "bow"}
+
+
+def test_run_configs_from_before_the_instructions_key_keep_the_image_alone():
+    from agents.experiments.config import load_preset
+    from agents.experiments.train import instructions_option, resolve_policy
+
+    cfg = {**load_preset("minigrid"), "env": BABYAI_ID, "policy": "CnnPolicy"}
+    assert instructions_option(cfg) == "auto" and resolve_policy({**cfg, "policy": "auto"}) == "MultiInputPolicy"
+    del cfg["instructions"]  # an older run's config.yaml
+    assert instructions_option(cfg) is False and resolve_policy(cfg) == "CnnPolicy"

@@ -278,7 +278,7 @@ def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = Non
     if env is None and env_id is not None and is_legacy(_read_zip_data(path)):
         from envs import make_vec_env
 
-        probe = make_vec_env(env_id, n_envs=1, seed=0, training=False)
+        probe = make_vec_env(env_id, n_envs=1, seed=0, training=False, instructions=False)  # they never read missions
         custom_objects = {"observation_space": probe.observation_space, "action_space": probe.action_space}
         probe.close()
     try:

@@ -129,7 +129,6 @@ def validate_config(cfg: dict) -> None:
     _validate_ppo(cfg["ppo"])
     if cfg["policy"] not in POLICIES:
         raise UserError(f"unknown policy {cfg['policy']!r}; valid: {', '.join(POLICIES)}")
-    resolve_policy(cfg)  # instructions and policy fit the env
     validate_policy_kwargs(resolve_policy(cfg), cfg["policy_kwargs"], cfg["core"])
     if cfg["core"] == "rims":
         from rims_rl import RIMsConfig

@@ -45,8 +45,9 @@ def uses_instructions(env_id: str, instructions: bool | str = "auto") -> bool:
     True/False (or "true"/"false"): as asked. Atari ids have no mission: True is a ValueError.
     """
     if env_kind(env_id) == "atari":
-        if instructions is True or str(instructions).lower() == "true":
-            raise ValueError(f"instructions=true does not apply to {env_id}: Atari games have no mission; valid: auto, false")
+        if str(instructions).lower() not in ("auto", "false"):
+            raise ValueError(f"instructions={instructions!r} does not apply to {env_id}: Atari games have no mission; "
+                             f"valid: auto, false")
         return False
     return resolve_instructions(env_id, instructions)
 

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "resumes interrupted ones; Ctrl-C checkpoints the running runs. A failed run is "
                                    "retried from its checkpoint, and never stops the others. See docs/sweep.md."))
     p.add_argument("grid", nargs="?", metavar="GRID.yaml",
-                   help="a grid file (keys: envs, cores, seeds, config, overrides, timesteps); flags override it")
+                   help="a grid file (keys: envs or tasks, cores, seeds, config, overrides, timesteps); flags override it")
     p.add_argument("--env", nargs="+", help=_from_config("environment id(s)", "env"))
     p.add_argument("--core", nargs="+", help=_from_config(f"recurrent core(s) ({', '.join(CORES)})", "core"))
     p.add_argument("--seed", nargs="+", type=int, help=_from_config("seed(s)", "seed"))

@@ -56,3 +56,12 @@ def run_script(argv: list[str], timeout: float = 120) -> subprocess.CompletedPro
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, argv)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def train_tiny_run(root: Path, core: str = "lstm", timesteps: int = 32) -> Path:
+    """Train one tiny run under ``root/runs`` through the CLI (in-process) and return its run dir."""
+    root = Path(root)
+    assert run_main(["train", "--config", tiny_config(root), "--core", core, "--logdir", root / "runs",
+                     "--timesteps", timesteps, "--no-progress"]) == 0
+    (run,) = (root / "runs").glob(f"*/{core}/seed0")
+    return run

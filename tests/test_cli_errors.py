@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from agents.experiments.runs import atomic_save
-from cli_tiny import run_main, run_script, tiny_config
+from cli_tiny import run_main, run_script, tiny_config, train_tiny_run
 
 
 def _check_one_line_error(code, capsys, words):
@@ -53,11 +53,7 @@ def test_missing_and_corrupt_models(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trained")
-    assert run_main(["train", "--config", tiny_config(root), "--core", "lstm", "--logdir", root / "runs",
-                     "--timesteps", 32, "--no-progress"]) == 0
-    (run,) = (root / "runs").glob("*/lstm/seed0")
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("trained"))
 
 
 def test_existing_run_dir_is_never_overwritten(trained_run, capsys):

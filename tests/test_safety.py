@@ -14,7 +14,7 @@ import torch
 
 from agents import RecurrentPPO
 from agents.experiments.runs import CHECKPOINT, read_num_timesteps
-from cli_tiny import run_main, tiny_config
+from cli_tiny import run_main, tiny_config, train_tiny_run
 
 
 def _one_line_error(code, capsys, words=()):
@@ -33,11 +33,7 @@ def _snapshot(root: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("safety")
-    assert run_main(["train", "--config", tiny_config(root), "--core", "lstm", "--logdir", root / "runs",
-                     "--timesteps", 32, "--no-progress"]) == 0
-    (run,) = (root / "runs").glob("*/lstm/seed0")
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("safety"))
 
 
 # ------------------------------------------------------------------ hostile model files
@@ -454,13 +450,24 @@ def _without(snapshot: dict, name: str) -> dict:
     return {p: c for p, c in snapshot.items() if p.name != name}
 
 
+def _without_tb(snapshot: dict, root: Path) -> dict:
+    """The snapshot less TensorBoard files (TensorBoard may append what fits on a full disk)."""
+    return {p: c for p, c in snapshot.items() if "tb" not in p.relative_to(root).parts}
+
+
+def _evaluated_copy(trained_run: Path, root: Path) -> Path:
+    """A copy of the trained run at ``root/lstm/seed0``, evaluated once (so it has results to lose)."""
+    run = root / "lstm" / "seed0"
+    shutil.copytree(trained_run, run)
+    assert run_main(["evaluate", "--model", run, "--shifts", "none", "--episodes", 1]) == 0
+    return run
+
+
 def test_a_full_disk_keeps_every_old_file_whole(trained_run, tmp_path, capsys):
     disk = tmp_path / "disk"
     _mount_tmpfs(disk, "16m")
     try:
-        run = disk / "lstm" / "seed0"
-        shutil.copytree(trained_run, run)
-        assert run_main(["evaluate", "--model", run, "--shifts", "none", "--episodes", 1]) == 0
+        run = _evaluated_copy(trained_run, disk)
         _fill(disk)
         before = _without(_snapshot(disk), "filler")
         capsys.readouterr()
@@ -472,8 +479,7 @@ def test_a_full_disk_keeps_every_old_file_whole(trained_run, tmp_path, capsys):
             _one_line_error(run_main(args), capsys, ["No space left on device"])
         assert not (disk / "new").exists()
         after = _without(_snapshot(disk), "filler")
-        tb = [p for p in after if "tb" in p.relative_to(disk).parts]  # TensorBoard may append what fits
-        assert {p: c for p, c in after.items() if p not in tb} == {p: c for p, c in before.items() if p not in tb}
+        assert _without_tb(after, disk) == _without_tb(before, disk)
         assert not list(disk.rglob("*.tmp"))
     finally:
         _umount(disk)
@@ -491,9 +497,7 @@ def _limit_file_size(limit: int):
 
 def test_a_file_size_limit_acts_like_a_full_disk(trained_run, tmp_path):
     """RLIMIT_FSIZE in the child: every write beyond 64 bytes fails (EFBIG), as on a full disk."""
-    run = tmp_path / "lstm" / "seed0"
-    shutil.copytree(trained_run, run)
-    assert run_main(["evaluate", "--model", run, "--shifts", "none", "--episodes", 1]) == 0
+    run = _evaluated_copy(trained_run, tmp_path)
     tiny_config(tmp_path)
     before = _snapshot(tmp_path)
     limited = _limit_file_size(64)
@@ -503,8 +507,7 @@ def test_a_file_size_limit_acts_like_a_full_disk(trained_run, tmp_path):
                               "--no-progress"], preexec_fn=limited), ["File too large"])
     assert not (tmp_path / "new").exists()
     after = _snapshot(tmp_path)
-    assert {p: c for p, c in after.items() if "tb" not in p.relative_to(tmp_path).parts} == \
-        {p: c for p, c in before.items() if "tb" not in p.relative_to(tmp_path).parts}
+    assert _without_tb(after, tmp_path) == _without_tb(before, tmp_path)
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -515,9 +518,7 @@ def test_a_read_only_file_system(trained_run, tmp_path, capsys):
     disk = tmp_path / "ro"
     _mount_tmpfs(disk, "16m")
     try:
-        run = disk / "lstm" / "seed0"
-        shutil.copytree(trained_run, run)
-        assert run_main(["evaluate", "--model", run, "--shifts", "none", "--episodes", 1]) == 0
+        run = _evaluated_copy(trained_run, disk)
         result = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True, text=True)
         if result.returncode != 0:
             pytest.skip(f"cannot remount read-only: {result.stderr.strip()}")

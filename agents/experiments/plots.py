@@ -106,10 +106,7 @@ def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike, met
         ax.set_xticks(sorted({s["level"] for s in rows}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish_panels(fig, axes, len(panels), path)
 
 
 def plot_profiles(profiles: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -149,7 +146,12 @@ def plot_learning_curves(curves: dict[str, Any], path: str | os.PathLike) -> Pat
         ax.set_ylabel("IQM across seeds")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(panels):]:
+    return _finish_panels(fig, axes, len(panels), path)
+
+
+def _finish_panels(fig: Any, axes: Any, used: int, path: str | os.PathLike) -> Path:
+    """Hide the grid's unused axes (after the first ``used``), lay out and save ``fig`` to ``path``."""
+    for ax in list(axes.flat)[used:]:
         ax.set_visible(False)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -123,6 +123,11 @@ def _baselines(run_dirs: list[dict[str, Any]]) -> dict[str, dict[tuple[str, int]
     return out
 
 
+def _image_or_text(image: Path | None, caption: str, missing: str) -> Block:
+    """An image block with ``caption``, or a text block saying ``missing`` where no image was drawn."""
+    return Block("image", caption, path=image) if image is not None else Block("text", missing)
+
+
 def build_blocks(comparison: dict[str, Any], images: dict[str, Path | None], commit: str) -> list[Block]:
     """The report as blocks, from compare.json's content and the written PNGs."""
     summary, runs = comparison["summary"], comparison["runs"]
@@ -150,11 +155,8 @@ def build_blocks(comparison: dict[str, Any], images: dict[str, Path | None], com
         blocks.append(Block("text", "None found (several seeds, every core near the best unshifted)."))
 
     blocks.append(Block("heading", "Learning curves"))
-    if images.get("curves") is not None:
-        blocks.append(Block("image", "IQM across seeds against environment steps (95% CI bands with several runs)",
-                            path=images["curves"]))
-    else:
-        blocks.append(Block("text", "No training logs with rollout/ep_rew_mean were found."))
+    blocks.append(_image_or_text(images.get("curves"), "IQM across seeds against environment steps (95% CI bands "
+                                 "with several runs)", "No training logs with rollout/ep_rew_mean were found."))
 
     blocks.append(Block("heading", "Each shift's ladder"))
     if images.get("ladder") is not None:
@@ -196,11 +198,8 @@ def build_blocks(comparison: dict[str, Any], images: dict[str, Path | None], com
                         rows=poi_rows))
 
     blocks.append(Block("heading", "Performance profiles"))
-    if images.get("profiles") is not None:
-        blocks.append(Block("image", "Share of (run, shifted setting) scores above each threshold",
-                            path=images["profiles"]))
-    else:
-        blocks.append(Block("text", "No shifted settings were evaluated."))
+    blocks.append(_image_or_text(images.get("profiles"), "Share of (run, shifted setting) scores above each "
+                                 "threshold", "No shifted settings were evaluated."))
 
     blocks.append(Block("heading", "Random-policy baseline"))
     blocks.append(Block("text", "A uniformly random policy on the same episode seeds; normalized score = "

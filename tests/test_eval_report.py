@@ -133,6 +133,11 @@ def test_undertrained_flag_on_negative_returns_uses_the_distance_above_the_rando
     assert caveats({"summary": summary, "runs": runs}, baselines) == []
 
 
+def test_report_elsewhere_gets_compares_tables(study):
+    for name in ("compare.csv", "improvement.csv"):
+        assert (study.parent / "report" / name).read_bytes() == (study / "compare" / name).read_bytes()
+
+
 def test_report_writes_runs_csv_with_each_runs_unshifted_success_and_return(study):
     with open(study.parent / "report" / "runs.csv") as f:
         rows = list(csv.DictReader(f))

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from agents.experiments.config import UserError
 from agents.experiments.devices import resolve_device
+from agents.experiments.files import atomic_write_bytes
 from agents.experiments.evaluation import (EVAL_ENVS, EVAL_THREADS, Result, evaluate_model,
                                            log_results_to_tensorboard, print_results_table, success_ci_half_width,
                                            sweep_settings, torch_threads, write_results)
@@ -114,6 +115,9 @@ def evaluate(
 
 # ---------------------------------------------------------------- comparison
 
+COMPARE_TABLES = ("compare.csv", "improvement.csv")  # copied beside a report written elsewhere
+
+
 def _default_compare_out(runs: Sequence[str | os.PathLike], run_dirs: list[Path]) -> Path:
     """``DIR/compare`` for one DIR holding runs, else ``<common parent of the runs>/compare``."""
     if len(runs) == 1 and not is_run_dir(runs[0]):
@@ -157,8 +161,10 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = N
 def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, reps: int = 2000,
            seed: int = 0) -> Path:
     """The ``report`` command: ``report.html`` (self-contained) and ``report.md`` for the runs under
-    ``directory``, in ``out`` (default ``directory``). It reuses ``<directory>/compare/compare.json``
-    when that is newer than every run's results.json, else runs ``compare`` first."""
+    ``directory``, in ``out`` (default ``directory``), with ``runs.csv``; an ``out`` elsewhere also gets
+    compare's ``compare.csv`` and ``improvement.csv``, so that it holds everything to publish. It reuses
+    ``<directory>/compare/compare.json`` when that is newer than every run's results.json, else runs
+    ``compare`` first."""
     from agents.experiments.curves import CURVE_REPS
     from agents.experiments.report import REPORT_FILES, read_comparison, write_report
 
@@ -172,13 +178,16 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, r
         raise UserError(f"{missing[0]} has no {EVAL_DIR}/results.json; run `rims-rl evaluate --model {missing[0]}` "
                         f"first")
     out_dir = Path(out) if out is not None else directory
-    check_out_dir(out_dir, REPORT_FILES)
+    check_out_dir(out_dir, (*REPORT_FILES, *COMPARE_TABLES))
     compare_json = _default_compare_out([directory], run_dirs) / "compare.json"
     newest = max((r / EVAL_DIR / "results.json").stat().st_mtime for r in run_dirs)
     if not compare_json.is_file() or compare_json.stat().st_mtime < newest:
         compare([directory], out=compare_json.parent, reps=reps, seed=seed, quiet=True)
     page, md = write_report(read_comparison(compare_json), run_dirs, out_dir, reps=min(reps, CURVE_REPS))
-    print(f"report: {page} (self-contained) and {md}")
+    copied = [atomic_write_bytes(out_dir / name, (compare_json.parent / name).read_bytes())
+              for name in COMPARE_TABLES if out_dir.resolve() != compare_json.parent.resolve()]
+    print(f"report: {page} (self-contained) and {md}" + (f"; with {', '.join(str(c) for c in copied)}" if copied
+                                                          else ""))
     return page
 
 

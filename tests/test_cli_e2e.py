@@ -51,7 +51,12 @@ def test_demo_writes_runs_results_comparison(demo_dir, capsys):
     assert (demo_dir / "report.html").stat().st_size > 10_000 and (demo_dir / "report.md").is_file()
 
 
-def test_demo_rerun_reuses_finished_runs(demo_dir, capsys):
+def test_demo_rerun_reuses_finished_runs(demo_dir, capsys, monkeypatch, tmp_path):
+    from agents.experiments import commands
+
+    study = tmp_path / "report.md"  # the committed study report the demo points to
+    study.write_text("# study")
+    monkeypatch.setattr(commands, "STUDY_REPORT", study)
     before = (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns
     cfg = demo_dir.parent / "tiny.yaml"
     code = run_main(["demo", "--config", cfg, "--logdir", demo_dir, "--episodes", 2, "--shifts", "distractors=1",
@@ -59,8 +64,9 @@ def test_demo_rerun_reuses_finished_runs(demo_dir, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "already trained" in out and f"tensorboard --logdir {demo_dir}" in out
-    assert out.strip().splitlines()[-1] == f"report: {demo_dir / 'report.html'} (self-contained) and " \
-                                           f"{demo_dir / 'report.md'}"
+    *_, report_line, study_line = out.strip().splitlines()
+    assert report_line == f"report: {demo_dir / 'report.html'} (self-contained) and {demo_dir / 'report.md'}"
+    assert study_line.startswith("the full answer") and study_line.endswith(str(study))
     assert (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns == before
 
 

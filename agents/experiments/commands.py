@@ -115,6 +115,7 @@ def evaluate(
 
 # ---------------------------------------------------------------- comparison
 
+STUDY_REPORT = Path(__file__).resolve().parents[2] / "docs" / "results" / "distractors" / "report.md"
 COMPARE_TABLES = ("compare.csv", "improvement.csv")  # copied beside a report written elsewhere
 
 
@@ -185,7 +186,7 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, r
         compare([directory], out=compare_json.parent, reps=reps, seed=seed, quiet=True)
     page, md = write_report(read_comparison(compare_json), run_dirs, out_dir, reps=min(reps, CURVE_REPS))
     copied = [atomic_write_bytes(out_dir / name, (compare_json.parent / name).read_bytes())
-              for name in COMPARE_TABLES if out_dir.resolve() != compare_json.parent.resolve()]
+              for name in COMPARE_TABLES if out is not None and out_dir.resolve() != compare_json.parent.resolve()]
     print(f"report: {page} (self-contained) and {md}" + (f"; with {', '.join(str(c) for c in copied)}" if copied
                                                           else ""))
     return page
@@ -251,6 +252,8 @@ def demo(
         print(f"an episode with the RIMs activation strip: rims-rl record --model {rims_runs[0]}")
     print(f"TensorBoard curves: tensorboard --logdir {out}")
     report(out, reps=reps)  # prints the report's path
+    if STUDY_REPORT.is_file():
+        print(f"the full answer (4 cores x 5 seeds x 3 tasks; this demo is a small part of it): {STUDY_REPORT}")
     return summary
 
 

@@ -6,10 +6,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .attention import Communication, InputAttention
+from .attention import Communication, InputAttention, top_k_mask
 from .config import RIMsConfig
 from .fused import FusedStep, fused_step
 from .group import StepProduct, make_cell
+
+
+BACKENDS = ("auto", "fused", "reference")
 
 
 class RIMsInfo(NamedTuple):
@@ -107,8 +110,21 @@ class RIMs(nn.Module):
         # Internal switch (tests compare both paths): fold the value projection into the
         # input-to-gate weights for all T steps at once when there is one input row.
         self._fold_single_row = True
-        # Internal switch: run the common configuration's step as one autograd node (rims_rl.fused).
-        self._fused_step = True
+        self.backend = "auto"
+        self.last_path: str | None = None  # the path the last forward call ran (see ``backend``)
+
+    @property
+    def backend(self) -> str:
+        """Which implementation runs the steps: ``"auto"`` (default: the fastest that covers the
+        configuration), ``"fused"`` (at most the Python fused step, ``rims_rl.fused``) or
+        ``"reference"`` (the op-by-op step). ``last_path`` names the one the last call ran."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise ValueError(f"RIMs backend={value!r} is invalid: valid values are {', '.join(BACKENDS)}")
+        self._backend = value
 
     # ------------------------------------------------------------------ state
     def _initial(self) -> list[Tensor]:
@@ -144,11 +160,11 @@ class RIMs(nn.Module):
         seq = self._prepare(x)
         block = self.config.block_inactive_grad and K > self.config.k and torch.is_grad_enabled()
         fused = self._fused_ok(seq)
+        self.last_path = "fused" if fused else "reference"
         outs, masks, probs_all, comm_all = [], [], [], []
         for t in range(T):
-            if resets[t]:
-                keep, start = 1.0 - starts[t], starts[t]
-                h_state = tuple(torch.addcmul(s * keep, s0, start) for s, s0 in zip(h_state, initial))
+            if resets[t]:  # where, not a product: the old state may hold NaN or inf (NaN * 0 = NaN)
+                h_state = tuple(torch.where(starts[t], s0, s) for s, s0 in zip(h_state, initial))
             h_state, mask, probs, comm_attention = self._step(h_state, seq.step_inputs(t), seq, block, fused)
             outs.append(h_state[0])
             if mask is not None:
@@ -227,11 +243,10 @@ class RIMs(nn.Module):
             gates_x, gates_h = input_gates, hq
         else:
             gates_h, query = hq.split([G, hq.shape[-1] - G], dim=-1)
-            probs, activity = attn.probabilities(attn.scores(query, keys))
+            probs, logits = attn.probabilities(attn.scores(query, keys))
             probs_info = probs
             if cfg.k < K:
-                mask = torch.zeros(K, B, dtype=torch.bool, device=hq.device).scatter_(
-                    0, activity.topk(cfg.k, dim=0).indices, True)
+                mask = top_k_mask(logits, cfg.k)
                 mask3 = mask.unsqueeze(-1)
                 if cfg.selection == "across":  # inactive RIMs read nothing
                     probs = probs * mask3.unsqueeze(-1)
@@ -264,7 +279,7 @@ class RIMs(nn.Module):
         """Whether the fused step (``rims_rl.fused``) covers this configuration (else the general,
         op-by-op step runs); with gradients on, its per-step products must defer their weight grads."""
         cfg = self.config
-        if not (self._fused_step and seq.folded and self.input_attention is not None
+        if not (self.backend != "reference" and seq.folded and self.input_attention is not None
                 and self.communication is not None and cfg.selection == "null" and cfg.num_input_heads == 1
                 and cfg.k < cfg.num_units):
             return False
@@ -324,12 +339,12 @@ class RIMs(nn.Module):
 
     @staticmethod
     def _check_starts(episode_starts: Tensor | None, T: int, B: int, x: Tensor) -> tuple[list[bool], Tensor | None]:
-        """-> (per step: any reset?, starts as [T, 1, B, 1] floats)."""
+        """-> (per step: any reset?, starts as [T, 1, B, 1] bools)."""
         if episode_starts is None:
             return [False] * T, None
         starts = torch.as_tensor(episode_starts, device=x.device)
         if tuple(starts.shape) != (T, B):
             raise ValueError(f"RIMs episode_starts of shape {tuple(starts.shape)} is invalid: valid shape is "
                              f"[T={T}, B={B}]")
-        starts = starts.to(x.dtype)
-        return (starts != 0).any(dim=1).tolist(), starts.view(T, 1, B, 1)
+        starts = starts != 0
+        return starts.any(dim=1).tolist(), starts.view(T, 1, B, 1)

@@ -74,16 +74,25 @@ class InputAttention(nn.Module):
             probs = torch.softmax(F.pad(scores, (1, 0)), dim=-1)[..., 1:]
         return probs, self.selection_logits(scores)
 
+    def masked_probabilities(self, scores: Tensor, mask: Tensor, renormalise: bool) -> Tensor:
+        """``selection="across"``: the attention the RIMs read with, [K, B, heads, R]; inactive RIMs
+        (mask [K, B] False) read 0. ``renormalise``: a softmax across the active RIMs only, so each row's
+        attention sums to 1 over them (authors' Atari code); else the softmax across all K times the mask."""
+        m = mask.view(mask.shape + (1, 1))
+        if renormalise:
+            return torch.softmax(scores.masked_fill(~m, float("-inf")), dim=0)
+        return torch.softmax(scores, dim=0) * m
+
     def selection_logits(self, scores: Tensor) -> Tensor:
         """scores [K, B, heads, R] -> [K, B], increasing in the activity (see ``probabilities``)."""
         K, B, heads, R = scores.shape
         if heads == 1 and R == 1:
-            return scores.view(K, B)
+            return scores.reshape(K, B)
         if self.selection == "across":  # log sum_{heads, rows} softmax_K(scores)
-            return torch.logsumexp((scores - torch.logsumexp(scores, dim=0, keepdim=True)).view(K, B, -1), dim=-1)
+            return torch.logsumexp((scores - torch.logsumexp(scores, dim=0, keepdim=True)).flatten(2), dim=-1)
         on_rows = torch.logsumexp(scores, dim=-1)  # [K, B, heads]; activity_h = sigmoid(on_rows_h)
         if heads == 1:
-            return on_rows.view(K, B)
+            return on_rows.reshape(K, B)
         return torch.logsumexp(F.logsigmoid(on_rows), dim=-1)
 
     def read(self, probs: Tensor, values: Tensor) -> Tensor:
@@ -127,15 +136,18 @@ class Communication(nn.Module):
         return (StepProduct(self.scaled_weight()),
                 StepProduct(self.output_gate.weight, self.output_gate.bias))
 
-    def forward(self, h: Tensor, products: tuple[StepProduct, StepProduct] | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, products: tuple[StepProduct, StepProduct] | None = None,
+                source: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """h [K, B, H] -> (h + gated read [K, B, H], attention [K(query), K(key), B, heads]).
 
         products: ``step_products()``, made once per sequence by the caller (None: make them here).
+        source: the states queries, keys and values are computed from (None: h), e.g. with the kept
+        state of inactive RIMs (``comm_inactive="kept"``).
         With K of a few units, scores and reads are broadcast products (no transposed copies).
         """
         K, B, _ = h.shape
         qkv_product, gate_product = self.step_products() if products is None else products
-        qkv = qkv_product(h).view(K, B, self.num_heads, -1)
+        qkv = qkv_product(h if source is None else source).view(K, B, self.num_heads, -1)
         q, k, v = qkv.split([self.key_size, self.key_size, self.value_size], dim=-1)
         attention = torch.softmax((q.unsqueeze(1) * k).sum(-1), dim=1)  # [Kq, Kk, B, heads]
         read = (self.dropout(attention).unsqueeze(-1) * v).sum(1)  # [Kq, B, heads, value]

@@ -243,13 +243,14 @@ class RIMs(nn.Module):
             gates_x, gates_h = input_gates, hq
         else:
             gates_h, query = hq.split([G, hq.shape[-1] - G], dim=-1)
-            probs, logits = attn.probabilities(attn.scores(query, keys))
+            scores = attn.scores(query, keys)
+            probs, logits = attn.probabilities(scores)
             probs_info = probs
             if cfg.k < K:
                 mask = top_k_mask(logits, cfg.k)
                 mask3 = mask.unsqueeze(-1)
                 if cfg.selection == "across":  # inactive RIMs read nothing
-                    probs = probs * mask3.unsqueeze(-1)
+                    probs = attn.masked_probabilities(scores, mask, cfg.across_renormalise)
             probs = attn.dropout(probs)
             if not seq.folded:
                 gates_x = cell.input_to_gates(attn.read(probs, values))
@@ -269,7 +270,10 @@ class RIMs(nn.Module):
             h_new = torch.where(mask3, h_new, h_new.detach())
         comm_attention = None
         if comm is not None:
-            h_new, comm_attention = comm(h_new, seq.comm_products)
+            source = None
+            if cfg.comm_inactive == "kept" and mask3 is not None:  # inactive RIMs: keys/values of the kept state
+                source = torch.where(mask3, h_new, state[0])
+            h_new, comm_attention = comm(h_new, seq.comm_products, source)
         new = (h_new,) + tuple(new[1:])
         if mask3 is not None:  # inactive RIMs keep their state bit-for-bit
             new = tuple(torch.where(mask3, n, s) for n, s in zip(new, state))
@@ -281,6 +285,7 @@ class RIMs(nn.Module):
         cfg = self.config
         if not (self.backend != "reference" and seq.folded and self.input_attention is not None
                 and self.communication is not None and cfg.selection == "null" and cfg.num_input_heads == 1
+                and cfg.comm_inactive == "tentative"
                 and cfg.k < cfg.num_units):
             return False
         if self.training and (cfg.input_dropout > 0 or cfg.comm_dropout > 0):

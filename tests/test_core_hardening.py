@@ -157,3 +157,12 @@ def test_topk_ties_are_broken_by_rim_index(backend, selection):
     _set_scores(core, [7.0, 7.0, 7.0, 7.0])
     _, _, info = core(torch.zeros(1, 2, D))
     assert info.mask[0].tolist() == [[True, True, False, False]] * 2
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_reference_path_second_order_gradients_match_finite_differences(cell):
+    # block_inactive_grad=False: the blocked gradient is by design not the true derivative
+    core = make(cell, dtype=torch.float64, block_inactive_grad=False)
+    core.backend = "reference"
+    x = torch.randn(2, 1, D, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda inp: core(inp)[0].tanh(), (x,), eps=1e-6, atol=1e-5)

@@ -8,11 +8,12 @@ from torch import Tensor, nn
 
 from .attention import Communication, InputAttention, top_k_mask
 from .config import RIMsConfig
+from . import kernel
 from .fused import FusedStep, fused_step
 from .group import StepProduct, make_cell
 
 
-BACKENDS = ("auto", "fused", "reference")
+BACKENDS = ("auto", "cpp", "fused", "reference")
 
 
 class RIMsInfo(NamedTuple):
@@ -116,8 +117,10 @@ class RIMs(nn.Module):
     @property
     def backend(self) -> str:
         """Which implementation runs the steps: ``"auto"`` (default: the fastest that covers the
-        configuration), ``"fused"`` (at most the Python fused step, ``rims_rl.fused``) or
-        ``"reference"`` (the op-by-op step). ``last_path`` names the one the last call ran."""
+        configuration and device: ``"cpp"``, else ``"fused"``, else ``"reference"``), ``"cpp"`` (the
+        compiled sequence kernel, ``rims_rl.kernel``; raises if it is unavailable or does not cover the
+        call), ``"fused"`` (at most the Python fused step, ``rims_rl.fused``) or ``"reference"`` (the
+        op-by-op step, also differentiable twice). ``last_path`` names the one the last call ran."""
         return self._backend
 
     @backend.setter
@@ -156,6 +159,9 @@ class RIMs(nn.Module):
         h_state = tuple(s.to(x.dtype).transpose(0, 1).contiguous() for s in state)  # [K, B, H]
         initial = [s.to(x.dtype).unsqueeze(1) for s in self._initial()]  # [K, 1, H]
         resets, starts = self._check_starts(episode_starts, T, B, x)
+        if self._kernel_ok(x):
+            self.last_path = "cpp"
+            return self._forward_kernel(x, h_state, starts)
 
         seq = self._prepare(x)
         block = self.config.block_inactive_grad and K > self.config.k and torch.is_grad_enabled()
@@ -176,7 +182,62 @@ class RIMs(nn.Module):
 
         out = torch.stack(outs).permute(0, 2, 1, 3).reshape(T, B, K * H)
         final = tuple(s.transpose(0, 1) for s in h_state)
-        return out, final, self._info(masks, probs_all, comm_all, T, B, R, x)
+        return out, final, self._info(torch.stack(masks) if masks else None,
+                                      torch.stack(probs_all) if probs_all else None,
+                                      torch.stack(comm_all) if comm_all else None, T, B, R, x)
+
+    # ----------------------------------------------------------------- kernel
+    def _kernel_ok(self, x: Tensor) -> bool:
+        """Whether the compiled sequence kernel runs this call (``backend`` "auto" or "cpp")."""
+        if self.backend not in ("auto", "cpp"):
+            return False
+        cfg = self.config
+        reason = None
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            reason = f"device {x.device.type} / dtype {x.dtype} (the kernel runs float32/float64 on CPU)"
+        elif self.input_attention is None or x.shape[2] != 1 or cfg.num_input_heads != 1 or not self._fold_single_row:
+            reason = "it covers one input row, one input head and input attention on"
+        elif self.training and (cfg.input_dropout > 0 or cfg.comm_dropout > 0):
+            reason = "active dropout"
+        elif not kernel.available():
+            reason = f"it is unavailable: {kernel.unavailable_reason()}"
+        if reason is not None and self.backend == "cpp":
+            raise RuntimeError(f"RIMs backend='cpp' cannot run this call: {reason}")
+        return reason is None
+
+    def _forward_kernel(self, x: Tensor, h_state: State, starts: Tensor | None) -> tuple[Tensor, State, RIMsInfo]:
+        """The whole sequence through ``rims_rl.kernel`` (same arithmetic as the steps)."""
+        cfg, cell, attn, comm = self.config, self.cell, self.input_attention, self.communication
+        T, B, R, _ = x.shape
+        K, H = cfg.num_units, cfg.unit_size
+        lstm = cfg.cell == "lstm"
+        keys, values = attn.project(x + self.row_embedding)  # [T, B, 1, 1, *]
+        w_in = cell.input_to_gates.weight
+        gate_inputs = torch.matmul(values.reshape(T * B, -1), w_in).view(K, T, B, -1)  # [K, T, B, G]
+        w_state = torch.cat([cell.hidden_to_gates.weight, attn.query.weight], dim=-1)
+        b_gates = cell.hidden_to_gates.bias + cell.input_to_gates.bias if lstm else cell.hidden_to_gates.bias
+        b_state = torch.cat([b_gates, b_gates.new_zeros(K, 1, attn.query.out_features)], dim=-1)
+        empty = x.new_empty(0)
+        b_in = empty if lstm else cell.input_to_gates.bias
+        if comm is not None:
+            w_comm, w_out, b_out = comm.scaled_weight(), comm.output_gate.weight, comm.output_gate.bias
+            sizes = [comm.num_heads, comm.key_size, comm.value_size]
+        else:
+            w_comm = w_out = b_out = empty
+            sizes = [1, 1, 1]
+        init = torch.stack(self._initial()).to(x.dtype)
+        start_bytes = (torch.zeros(T, B, dtype=torch.uint8) if starts is None
+                       else starts.view(T, B).to(torch.uint8).contiguous())
+        block = cfg.block_inactive_grad and K > cfg.k and torch.is_grad_enabled()
+        flags = [int(lstm), cfg.k, int(cfg.selection == "across"), int(cfg.across_renormalise),
+                 int(comm is not None), int(cfg.comm_inactive == "kept"), int(block)] + sizes
+        out, c_final, mask, probs, att = kernel.run(
+            h_state[0], h_state[1] if lstm else empty, gate_inputs, keys.reshape(T, B, -1).contiguous(),
+            w_state, b_state, b_in, w_comm, w_out, b_out, init, start_bytes, flags)
+        final = (out[-1].transpose(0, 1),) + ((c_final.transpose(0, 1),) if lstm else ())
+        info = self._info(mask if cfg.k < K else None, probs.view(T, K, B, 1, 1),
+                          att if comm is not None else None, T, B, R, x)
+        return out.permute(0, 2, 1, 3).reshape(T, B, K * H), final, info
 
     # ------------------------------------------------------------------ steps
     def _prepare(self, x: Tensor) -> "_Sequence":
@@ -295,23 +356,25 @@ class RIMs(nn.Module):
         return seq.state_product.deferred and all(p.deferred for p in seq.comm_products)
 
     # ---------------------------------------------------------------- helpers
-    def _info(self, masks: list[Tensor], probs: list[Tensor], comm: list[Tensor], T: int, B: int, R: int,
+    def _info(self, masks: Tensor | None, probs: Tensor | None, comm: Tensor | None, T: int, B: int, R: int,
               x: Tensor) -> RIMsInfo:
+        """masks [T, K, B] (None: all active), probs [T, K, B, heads, R] (None: no input attention),
+        comm [T, Kq, Kk, B, heads] (None: no communication) -> RIMsInfo."""
         K = self.config.num_units
         with torch.no_grad():
-            if masks:
-                mask = torch.stack(masks).transpose(1, 2)  # [T, B, K]
+            if masks is not None:
+                mask = masks.transpose(1, 2)  # [T, B, K]
             else:
                 mask = torch.ones(T, B, K, dtype=torch.bool, device=x.device)
             if self.input_attention is not None:
-                input_attention = self.input_attention.info_attention(torch.stack(probs)).transpose(1, 2)
+                input_attention = self.input_attention.info_attention(probs).transpose(1, 2)
             else:
                 input_attention = torch.full((T, B, K, R + 1), 1.0 / R, dtype=x.dtype, device=x.device)
                 input_attention[..., 0] = 0.0
             comm_attention = None
-            if comm:
+            if comm is not None:
                 # [T, Kq, Kk, B, heads] -> [T, B, heads, Kq, Kk], inactive query rows zeroed
-                comm_attention = torch.stack(comm).permute(0, 3, 4, 1, 2) * mask[:, :, None, :, None]
+                comm_attention = comm.permute(0, 3, 4, 1, 2) * mask[:, :, None, :, None]
         return RIMsInfo(mask, input_attention.detach(), None if comm_attention is None else comm_attention.detach())
 
     def _check_input(self, x: Tensor) -> Tensor:

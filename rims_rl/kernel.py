@@ -49,7 +49,7 @@ def _command(compiler: str, output: Path) -> list[str]:
     from torch.utils import cpp_extension  # only needed to build
 
     lib = cpp_extension.library_paths()[0]
-    return ([compiler, "-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-w",
+    return ([compiler, "-O3", "-march=native", "-fopenmp-simd", "-std=c++20", "-shared", "-fPIC", "-w",
              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
             + [f"-I{p}" for p in cpp_extension.include_paths()]
             + [str(SOURCE), "-o", str(output), f"-L{lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{lib}"])
@@ -143,7 +143,6 @@ class SequenceKernel(torch.autograd.Function):
         grads = torch.ops.rims_rl_cpp.backward(ctx.saved, values, keys, w_state, w_comm, w_out, starts, d_out,
                                                d_hT, d_cT, ctx.cfg)
         d_h0, d_c0, d_values, d_keys, d_w_state, d_b_state, d_b_in, d_w_comm, d_w_out, d_b_out, d_init = grads
-        ctx.saved = ctx.inputs = None
         comm = (d_w_comm, d_w_out, d_b_out) if ctx.comm else (None, None, None)
         return (d_h0, d_c0 if ctx.lstm else None, d_values, d_keys, d_w_state, d_b_state,
                 None if ctx.lstm else d_b_in, *comm, d_init, None, None)

@@ -212,8 +212,9 @@ class RIMs(nn.Module):
         K, H = cfg.num_units, cfg.unit_size
         lstm = cfg.cell == "lstm"
         keys, values = attn.project(x + self.row_embedding)  # [T, B, 1, 1, *]
-        w_in = cell.input_to_gates.weight
-        gate_inputs = torch.matmul(values.reshape(T * B, -1), w_in).view(K, T, B, -1)  # [K, T, B, G]
+        w_in = cell.input_to_gates.weight  # [K, value, G] -> one [T*B, value] x [value, K*G] product
+        gate_inputs = torch.mm(values.reshape(T * B, -1), w_in.transpose(0, 1).reshape(w_in.shape[1], -1))
+        gate_inputs = gate_inputs.view(T, B, K, -1)  # [T, B, K, G]
         w_state = torch.cat([cell.hidden_to_gates.weight, attn.query.weight], dim=-1)
         b_gates = cell.hidden_to_gates.bias + cell.input_to_gates.bias if lstm else cell.hidden_to_gates.bias
         b_state = torch.cat([b_gates, b_gates.new_zeros(K, 1, attn.query.out_features)], dim=-1)

@@ -9,7 +9,7 @@
 // loops here, so a step costs a handful of dispatches instead of a hundred Python-level ops.
 // Weight gradients of the per-step products are summed over all steps in one bmm each at the end.
 //
-// Layouts (all contiguous): state [K, B, H]; values [K, T, B, G] (input-to-gate pre-activations of
+// Layouts (all contiguous): state [K, B, H]; values [T, B, K, G] (input-to-gate pre-activations of
 // the value, G = 4H lstm / 3H gru); keys [T, B, dk] (pre-scaled); w_state [K, H, G + dk] (hidden to
 // gates | queries); b_state [K, 1, G + dk]; b_in [K, 1, G] (gru; lstm: empty, inside b_state);
 // w_comm [K, H, Q] with Q = heads * (2 ck + cv), per head [query | key | value]; w_out [K, heads cv, 2H];
@@ -20,11 +20,16 @@
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <ATen/ops/sum.h>
+#include <ATen/ops/tanh.h>
+#include <ATen/ops/sigmoid.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <vector>
+
+// Reductions the compiler may vectorize (reassociated sums; built with -fopenmp-simd).
+#define RIMS_PRAGMA(x) _Pragma(#x)
+#define RIMS_SIMD_SUM(var) RIMS_PRAGMA(omp simd reduction(+ : var))
 
 namespace {
 
@@ -42,7 +47,7 @@ struct Dims {
 Dims dims_of(const Tensor& values, const Tensor& keys, const Tensor& w_state, c10::IntArrayRef cfg) {
   TORCH_CHECK(cfg.size() == NCFG, "rims_rl_cpp: bad config");
   Dims d;
-  d.K = values.size(0); d.T = values.size(1); d.B = values.size(2); d.G = values.size(3);
+  d.T = values.size(0); d.B = values.size(1); d.K = values.size(2); d.G = values.size(3);
   d.H = w_state.size(1); d.dk = keys.size(2); d.GQ = d.G + d.dk;
   d.lstm = cfg[LSTM]; d.topk = cfg[TOPK]; d.across = cfg[ACROSS]; d.renorm = cfg[RENORM];
   d.comm = cfg[COMM]; d.kept = cfg[KEPT]; d.block = cfg[BLOCK];
@@ -67,24 +72,27 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
                                  const Tensor& b_in, const Tensor& w_comm, const Tensor& w_out,
                                  const Tensor& b_out, const Tensor& init, const Tensor& starts) {
   const int64_t T = d.T, K = d.K, B = d.B, H = d.H, G = d.G, GQ = d.GQ, Q = d.Q, HV = d.HV;
-  const int64_t KBH = K * B * H;
+  const int64_t KBH = K * B * H, KB = K * B;
   auto opt = h0.options();
+  auto none = at::empty({0}, opt);
+  // [T, K, B, X]: outputs of the per-step products and per-step results; [K, T, B, X]: the inputs of
+  // the per-step products (their weight gradients are then one bmm over T*B without copies)
   Tensor out = at::empty({T, K, B, H}, opt);            // h after each step
-  Tensor hprev = at::empty({T, K, B, H}, opt);          // h before each step (after resets)
-  Tensor cprev = d.lstm ? at::empty({T + 1, K, B, H}, opt) : at::empty({0}, opt);  // c before; [T]: final
-  Tensor hq = at::empty({T, K, B, GQ}, opt);
+  Tensor hprev = at::empty({K, T, B, H}, opt);          // h before each step (after resets)
+  Tensor cprev = d.lstm ? at::empty({T + 1, K, B, H}, opt) : none;  // c before each step; [T]: final c
+  Tensor hq = at::empty({T, K, B, GQ}, opt);            // [hidden-to-gates | queries]
   Tensor act = at::empty({T, K, B, G}, opt);            // gate activations
-  Tensor tc = d.lstm ? at::empty({T, K, B, H}, opt) : at::empty({0}, opt);
+  Tensor tc = d.lstm ? at::empty({T, K, B, H}, opt) : none;   // tanh(c_new)
   Tensor hnew = at::empty({T, K, B, H}, opt);           // tentative update (before communication)
-  Tensor src = d.comm ? at::empty({T, K, B, H}, opt) : at::empty({0}, opt);
-  Tensor qkv = d.comm ? at::empty({T, K, B, Q}, opt) : at::empty({0}, opt);
-  Tensor att = d.comm ? at::empty({T, K, K, B, d.heads}, opt) : at::empty({0}, opt);
-  Tensor read = d.comm ? at::empty({T, K, B, HV}, opt) : at::empty({0}, opt);
-  Tensor go = d.comm ? at::empty({T, K, B, 2 * H}, opt) : at::empty({0}, opt);  // sigmoid(gate), tanh(update)
+  Tensor src = d.comm ? at::empty({K, T, B, H}, opt) : none;  // what communication reads from
+  Tensor qkv = d.comm ? at::empty({T, K, B, Q}, opt) : none;
+  Tensor att = d.comm ? at::empty({T, K, K, B, d.heads}, opt) : none;
+  Tensor read = d.comm ? at::empty({K, T, B, HV}, opt) : none;
+  Tensor go = d.comm ? at::empty({T, K, B, 2 * H}, opt) : none;  // sigmoid(gate) | tanh(update)
   Tensor probs = at::empty({T, K, B}, opt);             // attention on the row (before the mask)
   Tensor rprob = at::empty({T, K, B}, opt);             // what the cell reads with
   Tensor mask = at::empty({T, K, B}, opt.dtype(at::kBool));
-  Tensor go_pre = d.comm ? at::empty({K, B, 2 * H}, opt) : Tensor();
+  Tensor c_new = d.lstm ? at::empty({K, B, H}, opt) : none;
 
   const S* v = values.data_ptr<S>();
   const S* key = keys.data_ptr<S>();
@@ -94,39 +102,39 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
   S* o = out.data_ptr<S>();
   S* hp = hprev.data_ptr<S>();
   S* cp = d.lstm ? cprev.data_ptr<S>() : nullptr;
-  S* hqp = hq.data_ptr<S>();
-  S* ap = act.data_ptr<S>();
-  S* tcp = d.lstm ? tc.data_ptr<S>() : nullptr;
-  S* hn = hnew.data_ptr<S>();
   S* pp = probs.data_ptr<S>();
   S* rp = rprob.data_ptr<S>();
   uint8_t* mp = reinterpret_cast<uint8_t*>(mask.data_ptr<bool>());
   std::vector<S> s(K), e(K);
   std::vector<uint8_t> msel(K);
-  std::vector<S> c_new(d.lstm ? KBH : 0);
 
   for (int64_t t = 0; t < T; ++t) {
-    S* h = hp + t * KBH;
-    const S* hsrc = t == 0 ? h0.data_ptr<S>() : o + (t - 1) * KBH;
-    std::copy(hsrc, hsrc + KBH, h);
+    // state before the step: h [K, B, H] at hp[k, t] (stride T*B*H between RIMs)
+    for (int64_t k = 0; k < K; ++k) {
+      const S* from = t == 0 ? h0.data_ptr<S>() + k * B * H : o + ((t - 1) * K + k) * B * H;
+      std::copy(from, from + B * H, hp + (k * T + t) * B * H);
+    }
     S* c = d.lstm ? cp + t * KBH : nullptr;
     if (d.lstm && t == 0) std::copy(c0.data_ptr<S>(), c0.data_ptr<S>() + KBH, c);
     for (int64_t b = 0; b < B; ++b) {
       if (!st[t * B + b]) continue;
       for (int64_t k = 0; k < K; ++k) {
-        std::copy(ini + k * H, ini + (k + 1) * H, h + (k * B + b) * H);
+        std::copy(ini + k * H, ini + (k + 1) * H, hp + ((k * T + t) * B + b) * H);
         if (d.lstm) std::copy(ini + (K + k) * H, ini + (K + k + 1) * H, c + (k * B + b) * H);
       }
     }
+    auto hrow = [&](int64_t kb) { return hp + ((kb / B * T + t) * B + kb % B) * H; };
+    Tensor h_t = hprev.select(1, t);
     Tensor hq_t = hq.select(0, t);
-    at::baddbmm_out(hq_t, b_state, hprev.select(0, t), w_state);
-    S* hqt = hqp + t * K * B * GQ;
-    // input attention, selection
+    at::baddbmm_out(hq_t, b_state, h_t, w_state);
+    const S* hqt = hq_t.data_ptr<S>();
+    // input attention and selection
     for (int64_t b = 0; b < B; ++b) {
       const S* kb = key + (t * B + b) * d.dk;
       for (int64_t k = 0; k < K; ++k) {
         const S* q = hqt + (k * B + b) * GQ + G;
         S acc = 0;
+        RIMS_SIMD_SUM(acc)
         for (int64_t j = 0; j < d.dk; ++j) acc += q[j] * kb[j];
         s[k] = acc;
       }
@@ -155,56 +163,72 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
         }
       }
     }
-    // cells
-    S* at_ = ap + t * K * B * G;
-    S* hnt = hn + t * KBH;
+    // cells: pre-activations in plain loops, the nonlinearities as vectorized ATen ops
+    Tensor act_t = act.select(0, t);
+    S* at_ = act_t.data_ptr<S>();
+    S* hnt = hnew.data_ptr<S>() + t * KBH;
     for (int64_t k = 0; k < K; ++k) {
       for (int64_t b = 0; b < B; ++b) {
         const int64_t kb = k * B + b;
         const S r = rp[(t * K + k) * B + b];
-        const S* vin = v + ((k * T + t) * B + b) * G;
+        const S* vin = v + ((t * B + b) * K + k) * G;
         const S* gh = hqt + kb * GQ;
         S* a = at_ + kb * G;
         if (d.lstm) {
-          const S* cc = c + kb * H;
-          for (int64_t j = 0; j < H; ++j) {
-            S i = sigm(gh[j] + r * vin[j]);
-            S f = sigm(gh[H + j] + r * vin[H + j]);
-            S og = sigm(gh[2 * H + j] + r * vin[2 * H + j]);
-            S g = std::tanh(gh[3 * H + j] + r * vin[3 * H + j]);
-            S cn = f * cc[j] + i * g;
-            S tcn = std::tanh(cn);
-            a[j] = i; a[H + j] = f; a[2 * H + j] = og; a[3 * H + j] = g;
-            tcp[t * KBH + kb * H + j] = tcn;
-            c_new[kb * H + j] = cn;
-            hnt[kb * H + j] = og * tcn;
-          }
+          for (int64_t j = 0; j < G; ++j) a[j] = gh[j] + r * vin[j];
         } else {
           const S* bi = bin + k * G;
-          const S* hh = h + kb * H;
-          for (int64_t j = 0; j < H; ++j) {
-            S rr = sigm(bi[j] + r * vin[j] + gh[j]);
-            S z = sigm(bi[H + j] + r * vin[H + j] + gh[H + j]);
-            S n = std::tanh(bi[2 * H + j] + r * vin[2 * H + j] + rr * gh[2 * H + j]);
-            a[j] = rr; a[H + j] = z; a[2 * H + j] = n;
-            hnt[kb * H + j] = n + z * (hh[j] - n);
-          }
+          for (int64_t j = 0; j < 2 * H; ++j) a[j] = bi[j] + r * vin[j] + gh[j];
         }
       }
     }
-    const uint8_t* mt = mp + t * K * B;
+    if (d.lstm) {
+      act_t.narrow(-1, 0, 3 * H).sigmoid_();
+      act_t.narrow(-1, 3 * H, H).tanh_();
+      S* cn = c_new.data_ptr<S>();
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        const S* a = at_ + kb * G;
+        const S* cc = c + kb * H;
+        for (int64_t j = 0; j < H; ++j) cn[kb * H + j] = a[H + j] * cc[j] + a[j] * a[3 * H + j];
+      }
+      Tensor tc_t = tc.select(0, t);
+      at::tanh_out(tc_t, c_new);
+      const S* tcp = tc_t.data_ptr<S>();
+      for (int64_t kb = 0; kb < KB; ++kb)
+        for (int64_t j = 0; j < H; ++j) hnt[kb * H + j] = at_[kb * G + 2 * H + j] * tcp[kb * H + j];
+    } else {
+      act_t.narrow(-1, 0, 2 * H).sigmoid_();
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t kb = k * B + b;
+          const S r = rp[(t * K + k) * B + b];
+          const S* vin = v + ((t * B + b) * K + k) * G + 2 * H;
+          const S* bi = bin + k * G + 2 * H;
+          const S* ghn = hqt + kb * GQ + 2 * H;
+          S* a = at_ + kb * G;
+          for (int64_t j = 0; j < H; ++j) a[2 * H + j] = bi[j] + r * vin[j] + a[j] * ghn[j];
+        }
+      }
+      act_t.narrow(-1, 2 * H, H).tanh_();
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        const S* a = at_ + kb * G;
+        const S* hh = hrow(kb);
+        for (int64_t j = 0; j < H; ++j) hnt[kb * H + j] = a[2 * H + j] + a[H + j] * (hh[j] - a[2 * H + j]);
+      }
+    }
+    const uint8_t* mt = mp + t * KB;
     S* ot = o + t * KBH;
     if (d.comm) {
-      S* srct = src.data_ptr<S>() + t * KBH;
-      for (int64_t kb = 0; kb < K * B; ++kb) {
-        const S* from = (!d.kept || mt[kb]) ? hnt + kb * H : h + kb * H;
-        std::copy(from, from + H, srct + kb * H);
+      S* srcp = src.data_ptr<S>();
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        const S* from = (!d.kept || mt[kb]) ? hnt + kb * H : hrow(kb);
+        std::copy(from, from + H, srcp + ((kb / B * T + t) * B + kb % B) * H);
       }
       Tensor qkv_t = qkv.select(0, t);
-      at::bmm_out(qkv_t, src.select(0, t), w_comm);
-      const S* qp = qkv.data_ptr<S>() + t * K * B * Q;
+      at::bmm_out(qkv_t, src.select(1, t), w_comm);
+      const S* qp = qkv_t.data_ptr<S>();
       S* att_t = att.data_ptr<S>() + t * K * K * B * d.heads;
-      S* rd = read.data_ptr<S>() + t * K * B * HV;
+      S* rd = read.data_ptr<S>();
       const int64_t span = 2 * d.ck + d.cv;
       for (int64_t b = 0; b < B; ++b) {
         for (int64_t hd = 0; hd < d.heads; ++hd) {
@@ -214,13 +238,14 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
             for (int64_t kk = 0; kk < K; ++kk) {
               const S* kv = qp + (kk * B + b) * Q + hd * span + d.ck;
               S acc = 0;
+              RIMS_SIMD_SUM(acc)
               for (int64_t j = 0; j < d.ck; ++j) acc += qv[j] * kv[j];
               e[kk] = acc;
               mx = std::max(mx, acc);
             }
             S sum = 0;
             for (int64_t kk = 0; kk < K; ++kk) sum += (e[kk] = std::exp(e[kk] - mx));
-            S* r = rd + (qi * B + b) * HV + hd * d.cv;
+            S* r = rd + ((qi * T + t) * B + b) * HV + hd * d.cv;
             for (int64_t j = 0; j < d.cv; ++j) r[j] = 0;
             for (int64_t kk = 0; kk < K; ++kk) {
               S w = e[kk] / sum;
@@ -231,26 +256,27 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
           }
         }
       }
-      at::baddbmm_out(go_pre, b_out, read.select(0, t), w_out);
-      const S* gp = go_pre.data_ptr<S>();
-      S* gs = go.data_ptr<S>() + t * K * B * 2 * H;
-      for (int64_t kb = 0; kb < K * B; ++kb) {
-        for (int64_t j = 0; j < H; ++j) {
-          S sg = sigm(gp[kb * 2 * H + j]);
-          S tu = std::tanh(gp[kb * 2 * H + H + j]);
-          gs[kb * 2 * H + j] = sg;
-          gs[kb * 2 * H + H + j] = tu;
-          ot[kb * H + j] = mt[kb] ? hnt[kb * H + j] + sg * tu : h[kb * H + j];
-        }
+      Tensor go_t = go.select(0, t);
+      at::baddbmm_out(go_t, b_out, read.select(1, t), w_out);
+      go_t.narrow(-1, 0, H).sigmoid_();
+      go_t.narrow(-1, H, H).tanh_();
+      const S* gs = go_t.data_ptr<S>();
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        const S* hh = hrow(kb);
+        for (int64_t j = 0; j < H; ++j)
+          ot[kb * H + j] = mt[kb] ? hnt[kb * H + j] + gs[kb * 2 * H + j] * gs[kb * 2 * H + H + j] : hh[j];
       }
     } else {
-      for (int64_t kb = 0; kb < K * B; ++kb)
-        for (int64_t j = 0; j < H; ++j) ot[kb * H + j] = mt[kb] ? hnt[kb * H + j] : h[kb * H + j];
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        const S* hh = hrow(kb);
+        for (int64_t j = 0; j < H; ++j) ot[kb * H + j] = mt[kb] ? hnt[kb * H + j] : hh[j];
+      }
     }
     if (d.lstm) {
-      S* cn = cp + (t + 1) * KBH;
-      for (int64_t kb = 0; kb < K * B; ++kb)
-        for (int64_t j = 0; j < H; ++j) cn[kb * H + j] = mt[kb] ? c_new[kb * H + j] : c[kb * H + j];
+      S* cnext = cp + (t + 1) * KBH;
+      const S* cn = c_new.data_ptr<S>();
+      for (int64_t kb = 0; kb < KB; ++kb)
+        for (int64_t j = 0; j < H; ++j) cnext[kb * H + j] = mt[kb] ? cn[kb * H + j] : c[kb * H + j];
     }
   }
   return {out, cprev, mask, probs, att, hprev, hq, act, tc, hnew, src, qkv, read, go, rprob};
@@ -278,26 +304,29 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
                                   const Tensor& w_out, const Tensor& starts, const Tensor& d_out,
                                   const Tensor& d_hT, const Tensor& d_cT) {
   const int64_t T = d.T, K = d.K, B = d.B, H = d.H, G = d.G, GQ = d.GQ, Q = d.Q, HV = d.HV;
-  const int64_t KBH = K * B * H;
+  const int64_t KBH = K * B * H, KB = K * B;
   const Tensor &cprev = sv[1], &mask = sv[2], &probs = sv[3], &att = sv[4], &hprev = sv[5], &hq = sv[6],
-               &act = sv[7], &tc = sv[8], &hnew = sv[9], &src = sv[10], &qkv = sv[11], &read = sv[12],
-               &go = sv[13], &rprob = sv[14];
+               &act = sv[7], &tc = sv[8], &src = sv[10], &qkv = sv[11], &read = sv[12], &go = sv[13],
+               &rprob = sv[14];
   auto opt = d_out.options();
-  Tensor d_values = at::empty({K, T, B, G}, opt);
+  auto none = at::empty({0}, opt);
+  Tensor d_values = at::empty({T, B, K, G}, opt);
   Tensor d_keys = at::zeros({T, B, d.dk}, opt);
-  Tensor d_hq = at::empty({T, K, B, GQ}, opt);
-  Tensor d_qkv = d.comm ? at::zeros({T, K, B, Q}, opt) : Tensor();
-  Tensor d_go = d.comm ? at::empty({T, K, B, 2 * H}, opt) : Tensor();
-  Tensor d_read = d.comm ? at::empty({K, B, HV}, opt) : Tensor();
-  Tensor d_src = d.comm ? at::empty({K, B, H}, opt) : Tensor();
+  Tensor d_hq = at::empty({K, T, B, GQ}, opt);
+  Tensor d_b_state = at::zeros({K, 1, GQ}, opt);
+  Tensor d_qkv = d.comm ? at::empty({K, T, B, Q}, opt) : none;
+  Tensor d_go = d.comm ? at::empty({K, T, B, 2 * H}, opt) : none;
+  Tensor d_b_out = d.comm ? at::zeros({K, 1, 2 * H}, opt) : none;
+  Tensor d_read = d.comm ? at::empty({K, B, HV}, opt) : none;
+  Tensor d_src = d.comm ? at::empty({K, B, H}, opt) : none;
   Tensor d_init = at::zeros({d.lstm ? 2 : 1, K, H}, opt);
-  Tensor d_b_in = d.lstm ? at::empty({0}, opt) : at::zeros({K, 1, G}, opt);
+  Tensor d_b_in = d.lstm ? none : at::zeros({K, 1, G}, opt);
   Tensor dh = d_hT.clone();                                        // carried d h
-  Tensor dc = d.lstm ? d_cT.clone() : Tensor();                    // carried d c
+  Tensor dc = d.lstm ? d_cT.clone() : none;                        // carried d c
   Tensor dhn = at::empty({K, B, H}, opt);
   Tensor w_stateT = w_state.transpose(1, 2).contiguous();
-  Tensor w_commT = d.comm ? w_comm.transpose(1, 2).contiguous() : Tensor();
-  Tensor w_outT = d.comm ? w_out.transpose(1, 2).contiguous() : Tensor();
+  Tensor w_commT = d.comm ? w_comm.transpose(1, 2).contiguous() : none;
+  Tensor w_outT = d.comm ? w_out.transpose(1, 2).contiguous() : none;
 
   const S* v = values.data_ptr<S>();
   const S* key = keys.data_ptr<S>();
@@ -310,44 +339,52 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
   const S* hqp = hq.data_ptr<S>();
   const S* ap = act.data_ptr<S>();
   const S* tcp = d.lstm ? tc.data_ptr<S>() : nullptr;
-  const S* hnp = hnew.data_ptr<S>();
   const S* dop = d_out.data_ptr<S>();
   S* dvp = d_values.data_ptr<S>();
   S* dkp = d_keys.data_ptr<S>();
   S* dhqp = d_hq.data_ptr<S>();
+  S* dbs = d_b_state.data_ptr<S>();
   S* dbin = d.lstm ? nullptr : d_b_in.data_ptr<S>();
   S* dini = d_init.data_ptr<S>();
   S* dhp = dh.data_ptr<S>();
   S* dcp = d.lstm ? dc.data_ptr<S>() : nullptr;
   S* dhnp = dhn.data_ptr<S>();
-  std::vector<S> dr(K * B), ds(K), datt(K);
+  std::vector<S> dr(KB), ds(K), datt(K);
 
   for (int64_t t = T - 1; t >= 0; --t) {
-    const uint8_t* mt = mp + t * K * B;
+    const uint8_t* mt = mp + t * KB;
     const S* dot = dop + t * KBH;
-    // masked write: dh (incoming to h_out) -> active: the update, inactive: the previous state
-    for (int64_t kb = 0; kb < K * B; ++kb) {
+    auto row = [&](int64_t kb) { return ((kb / B * T + t) * B + kb % B); };  // [K, T, B, .] row index
+    // masked write: the gradient of h_out goes to the update (active) or to the previous state (inactive)
+    for (int64_t kb = 0; kb < KB; ++kb) {
+      const bool m = mt[kb];
       for (int64_t j = 0; j < H; ++j) {
         S g = dhp[kb * H + j] + dot[kb * H + j];
-        dhnp[kb * H + j] = mt[kb] ? g : S(0);      // into h_c (= h_new + comm)
-        dhp[kb * H + j] = mt[kb] ? S(0) : g;       // into h_prev
+        dhnp[kb * H + j] = m ? g : S(0);
+        dhp[kb * H + j] = m ? S(0) : g;
       }
     }
     if (d.comm) {
-      const S* gs = go.data_ptr<S>() + t * K * B * 2 * H;
-      S* dg = d_go.data_ptr<S>() + t * K * B * 2 * H;
-      for (int64_t kb = 0; kb < K * B; ++kb) {
+      const S* gs = go.data_ptr<S>() + t * KB * 2 * H;
+      S* dgo = d_go.data_ptr<S>();
+      S* dbo = d_b_out.data_ptr<S>();
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        S* dg = dgo + row(kb) * 2 * H;
+        S* db = dbo + (kb / B) * 2 * H;
         for (int64_t j = 0; j < H; ++j) {
           S g = dhnp[kb * H + j], sg = gs[kb * 2 * H + j], tu = gs[kb * 2 * H + H + j];
-          dg[kb * 2 * H + j] = g * tu * sg * (S(1) - sg);
-          dg[kb * 2 * H + H + j] = g * sg * (S(1) - tu * tu);
+          dg[j] = g * tu * sg * (S(1) - sg);
+          dg[H + j] = g * sg * (S(1) - tu * tu);
+          db[j] += dg[j];
+          db[H + j] += dg[H + j];
         }
       }
-      at::bmm_out(d_read, d_go.select(0, t), w_outT);
+      at::bmm_out(d_read, d_go.select(1, t), w_outT);
       const S* drd = d_read.data_ptr<S>();
-      const S* qp = qkv.data_ptr<S>() + t * K * B * Q;
+      const S* qp = qkv.data_ptr<S>() + t * KB * Q;
       const S* att_t = att.data_ptr<S>() + t * K * K * B * d.heads;
-      S* dq = d_qkv.data_ptr<S>() + t * K * B * Q;
+      S* dqkv = d_qkv.data_ptr<S>();
+      for (int64_t kb = 0; kb < KB; ++kb) std::fill(dqkv + row(kb) * Q, dqkv + (row(kb) + 1) * Q, S(0));
       const int64_t span = 2 * d.ck + d.cv;
       for (int64_t b = 0; b < B; ++b) {
         for (int64_t hd = 0; hd < d.heads; ++hd) {
@@ -357,84 +394,83 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
             for (int64_t kk = 0; kk < K; ++kk) {
               const S* vv = qp + (kk * B + b) * Q + hd * span + 2 * d.ck;
               S w = att_t[((qi * K + kk) * B + b) * d.heads + hd];
+              S* dv = dqkv + row(kk * B + b) * Q + hd * span + 2 * d.ck;
               S acc = 0;
-              S* dv = dq + (kk * B + b) * Q + hd * span + 2 * d.ck;
+              RIMS_SIMD_SUM(acc)
               for (int64_t j = 0; j < d.cv; ++j) { acc += g[j] * vv[j]; dv[j] += w * g[j]; }
               datt[kk] = acc;
               dot_sum += w * acc;
             }
             const S* qv = qp + (qi * B + b) * Q + hd * span;
-            S* dqv = dq + (qi * B + b) * Q + hd * span;
+            S* dqv = dqkv + row(qi * B + b) * Q + hd * span;
             for (int64_t kk = 0; kk < K; ++kk) {
               S w = att_t[((qi * K + kk) * B + b) * d.heads + hd];
               S dsc = w * (datt[kk] - dot_sum);
               const S* kv = qp + (kk * B + b) * Q + hd * span + d.ck;
-              S* dkv = dq + (kk * B + b) * Q + hd * span + d.ck;
+              S* dkv = dqkv + row(kk * B + b) * Q + hd * span + d.ck;
               for (int64_t j = 0; j < d.ck; ++j) { dqv[j] += dsc * kv[j]; dkv[j] += dsc * qv[j]; }
             }
           }
         }
       }
-      at::bmm_out(d_src, d_qkv.select(0, t), w_commT);
+      at::bmm_out(d_src, d_qkv.select(1, t), w_commT);
       const S* dsp = d_src.data_ptr<S>();
-      for (int64_t kb = 0; kb < K * B; ++kb) {
-        for (int64_t j = 0; j < H; ++j) {
-          S g = dsp[kb * H + j];
-          if (d.kept && !mt[kb]) dhp[kb * H + j] += g;  // keys/values of the kept state
-          else dhnp[kb * H + j] += g;
-        }
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        S* to = (d.kept && !mt[kb]) ? dhp : dhnp;  // kept: inactive RIMs' keys/values came from h_prev
+        for (int64_t j = 0; j < H; ++j) to[kb * H + j] += dsp[kb * H + j];
       }
     }
     if (d.block)
-      for (int64_t kb = 0; kb < K * B; ++kb)
+      for (int64_t kb = 0; kb < KB; ++kb)
         if (!mt[kb]) std::fill(dhnp + kb * H, dhnp + (kb + 1) * H, S(0));
     // cells
-    const S* at_ = ap + t * K * B * G;
-    const S* hqt = hqp + t * K * B * GQ;
-    S* dhqt = dhqp + t * K * B * GQ;
-    const S* hpt = hpp + t * KBH;
+    const S* at_ = ap + t * KB * G;
+    const S* hqt = hqp + t * KB * GQ;
     for (int64_t k = 0; k < K; ++k) {
       for (int64_t b = 0; b < B; ++b) {
         const int64_t kb = k * B + b;
         const S* a = at_ + kb * G;
-        const S* vin = v + ((k * T + t) * B + b) * G;
-        S* dvin = dvp + ((k * T + t) * B + b) * G;
-        S* dgh = dhqt + kb * GQ;
+        const S* vin = v + ((t * B + b) * K + k) * G;
+        S* dvin = dvp + ((t * B + b) * K + k) * G;
+        S* dgh = dhqp + row(kb) * GQ;
         const S r = rp[(t * K + k) * B + b];
-        S dread = 0;
+        const S* dhv = dhnp + kb * H;
         if (d.lstm) {
           const S* cc = cpp_ + t * KBH + kb * H;
           const S* tcn = tcp + t * KBH + kb * H;
+          S* dcc = dcp + kb * H;
+          const bool m = mt[kb];
           for (int64_t j = 0; j < H; ++j) {
             S i = a[j], f = a[H + j], og = a[2 * H + j], g = a[3 * H + j];
-            S dhv = dhnp[kb * H + j];
-            S dct = dhv * og * (S(1) - tcn[j] * tcn[j]) + (mt[kb] ? dcp[kb * H + j] : S(0));
-            S di = dct * g * i * (S(1) - i);
-            S df = dct * cc[j] * f * (S(1) - f);
-            S dog = dhv * tcn[j] * og * (S(1) - og);
-            S dg = dct * i * (S(1) - g * g);
-            dcp[kb * H + j] = (mt[kb] ? S(0) : dcp[kb * H + j]) + dct * f;
-            dgh[j] = di; dgh[H + j] = df; dgh[2 * H + j] = dog; dgh[3 * H + j] = dg;
-            dread += di * vin[j] + df * vin[H + j] + dog * vin[2 * H + j] + dg * vin[3 * H + j];
-            dvin[j] = di * r; dvin[H + j] = df * r; dvin[2 * H + j] = dog * r; dvin[3 * H + j] = dg * r;
+            S dct = dhv[j] * og * (S(1) - tcn[j] * tcn[j]) + (m ? dcc[j] : S(0));
+            dgh[j] = dct * g * i * (S(1) - i);
+            dgh[H + j] = dct * cc[j] * f * (S(1) - f);
+            dgh[2 * H + j] = dhv[j] * tcn[j] * og * (S(1) - og);
+            dgh[3 * H + j] = dct * i * (S(1) - g * g);
+            dcc[j] = (m ? S(0) : dcc[j]) + dct * f;
           }
+          S dread = 0;
+          RIMS_SIMD_SUM(dread)
+          for (int64_t j = 0; j < G; ++j) { dread += dgh[j] * vin[j]; dvin[j] = dgh[j] * r; }
+          dr[kb] = dread;
         } else {
           const S* ghn = hqt + kb * GQ + 2 * H;
+          const S* hh = hpp + row(kb) * H;
           S* dbi = dbin + k * G;
+          S dread = 0;
           for (int64_t j = 0; j < H; ++j) {
             S rr = a[j], z = a[H + j], n = a[2 * H + j];
-            S dhv = dhnp[kb * H + j];
-            S dpn = dhv * (S(1) - z) * (S(1) - n * n);
+            S dpn = dhv[j] * (S(1) - z) * (S(1) - n * n);
             S dr_ = dpn * ghn[j] * rr * (S(1) - rr);
-            S dz = dhv * (hpt[kb * H + j] - n) * z * (S(1) - z);
-            dhp[kb * H + j] += dhv * z;
+            S dz = dhv[j] * (hh[j] - n) * z * (S(1) - z);
+            dhp[kb * H + j] += dhv[j] * z;
             dgh[j] = dr_; dgh[H + j] = dz; dgh[2 * H + j] = dpn * rr;
-            dread += dr_ * vin[j] + dz * vin[H + j] + dpn * vin[2 * H + j];
             dvin[j] = dr_ * r; dvin[H + j] = dz * r; dvin[2 * H + j] = dpn * r;
             dbi[j] += dr_; dbi[H + j] += dz; dbi[2 * H + j] += dpn;
+            dread += dr_ * vin[j] + dz * vin[H + j] + dpn * vin[2 * H + j];
           }
+          dr[kb] = dread;
         }
-        dr[kb] = dread;
       }
     }
     // selection -> scores -> queries and keys
@@ -444,13 +480,12 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
           S p = pp[(t * K + k) * B + b];
           ds[k] = dr[k * B + b] * p * (S(1) - p);
         }
-      } else {
-        // y = softmax(s) (renorm: over the active RIMs, y = rprob; raw: y = probs, dy = dr * mask)
+      } else {  // y = softmax(s) (renormalised: over the active RIMs, y = rprob; raw: y = probs, dy = dr * mask)
         S acc = 0;
         for (int64_t k = 0; k < K; ++k) {
           const int64_t i = (t * K + k) * B + b;
           S y = d.renorm ? rp[i] : pp[i];
-          S dy = d.renorm ? dr[k * B + b] : (mt[k * B + b] ? dr[k * B + b] : S(0));
+          S dy = (d.renorm || mt[k * B + b]) ? dr[k * B + b] : S(0);
           ds[k] = dy;
           acc += y * dy;
         }
@@ -463,11 +498,16 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
       S* dkb = dkp + (t * B + b) * d.dk;
       for (int64_t k = 0; k < K; ++k) {
         const S* q = hqt + (k * B + b) * GQ + G;
-        S* dq = dhqt + (k * B + b) * GQ + G;
+        S* dq = dhqp + row(k * B + b) * GQ + G;
         for (int64_t j = 0; j < d.dk; ++j) { dq[j] = ds[k] * kb_[j]; dkb[j] += ds[k] * q[j]; }
       }
     }
-    dh.baddbmm_(d_hq.select(0, t), w_stateT);
+    for (int64_t kb = 0; kb < KB; ++kb) {
+      const S* g = dhqp + row(kb) * GQ;
+      S* db = dbs + (kb / B) * GQ;
+      for (int64_t j = 0; j < GQ; ++j) db[j] += g[j];
+    }
+    dh.baddbmm_(d_hq.select(1, t), w_stateT);
     dhp = dh.data_ptr<S>();
     // resets: the state before this step was the initial state for these samples
     for (int64_t b = 0; b < B; ++b) {
@@ -481,23 +521,14 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
       }
     }
   }
-  // weight gradients of all steps at once: [K, in, S*B] x [K, S*B, out]
+  // weight gradients of all steps at once: [K, in, T*B] x [K, T*B, out] (inputs laid out [K, T, B, .])
   auto wgrad = [&](const Tensor& x, const Tensor& g) {
-    const int64_t in = x.size(3), outn = g.size(3);
-    return at::bmm(x.permute({1, 3, 0, 2}).reshape({K, in, T * B}), g.permute({1, 0, 2, 3}).reshape({K, T * B, outn}));
+    return at::bmm(x.view({K, T * B, x.size(3)}).transpose(1, 2), g.view({K, T * B, g.size(3)}));
   };
-  auto bgrad = [&](const Tensor& g) { return g.sum(at::IntArrayRef{0, 2}).unsqueeze(1); };
-  Tensor d_w_state = wgrad(hprev, d_hq), d_b_state = bgrad(d_hq);
-  Tensor d_w_comm, d_w_out, d_b_out;
-  if (d.comm) {
-    d_w_comm = wgrad(src, d_qkv);
-    d_w_out = wgrad(read, d_go);
-    d_b_out = bgrad(d_go);
-  } else {
-    d_w_comm = d_w_out = d_b_out = at::empty({0}, opt);
-  }
-  return {dh, d.lstm ? dc : at::empty({0}, opt), d_values, d_keys, d_w_state, d_b_state, d_b_in,
-          d_w_comm, d_w_out, d_b_out, d_init};
+  Tensor d_w_state = wgrad(hprev, d_hq);
+  Tensor d_w_comm = d.comm ? wgrad(src, d_qkv) : none;
+  Tensor d_w_out = d.comm ? wgrad(read, d_go) : none;
+  return {dh, dc, d_values, d_keys, d_w_state, d_b_state, d_b_in, d_w_comm, d_w_out, d_b_out, d_init};
 }
 
 std::vector<Tensor> rims_backward(const std::vector<Tensor>& saved, const Tensor& values, const Tensor& keys,

@@ -20,7 +20,6 @@
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <ATen/ops/tanh.h>
 #include <ATen/ops/sigmoid.h>
 #include <torch/library.h>
 
@@ -93,6 +92,14 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
   Tensor rprob = at::empty({T, K, B}, opt);             // what the cell reads with
   Tensor mask = at::empty({T, K, B}, opt.dtype(at::kBool));
   Tensor c_new = d.lstm ? at::empty({K, B, H}, opt) : none;
+  // output gate with the update columns doubled, for tanh(x) = 2 sigmoid(2x) - 1
+  Tensor w_out2 = none, b_out2 = none;
+  if (d.comm) {
+    w_out2 = w_out.clone();
+    w_out2.narrow(-1, H, H).mul_(2);
+    b_out2 = b_out.clone();
+    b_out2.narrow(-1, H, H).mul_(2);
+  }
 
   const S* v = values.data_ptr<S>();
   const S* key = keys.data_ptr<S>();
@@ -174,8 +181,9 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
         const S* vin = v + ((t * B + b) * K + k) * G;
         const S* gh = hqt + kb * GQ;
         S* a = at_ + kb * G;
-        if (d.lstm) {
-          for (int64_t j = 0; j < G; ++j) a[j] = gh[j] + r * vin[j];
+        if (d.lstm) {  // candidate pre-activation doubled: tanh(x) = 2 sigmoid(2x) - 1 (one sigmoid call)
+          for (int64_t j = 0; j < 3 * H; ++j) a[j] = gh[j] + r * vin[j];
+          for (int64_t j = 3 * H; j < G; ++j) a[j] = S(2) * (gh[j] + r * vin[j]);
         } else {
           const S* bi = bin + k * G;
           for (int64_t j = 0; j < 2 * H; ++j) a[j] = bi[j] + r * vin[j] + gh[j];
@@ -183,19 +191,29 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
       }
     }
     if (d.lstm) {
-      act_t.narrow(-1, 0, 3 * H).sigmoid_();
-      act_t.narrow(-1, 3 * H, H).tanh_();
+      act_t.sigmoid_();
       S* cn = c_new.data_ptr<S>();
-      for (int64_t kb = 0; kb < KB; ++kb) {
-        const S* a = at_ + kb * G;
-        const S* cc = c + kb * H;
-        for (int64_t j = 0; j < H; ++j) cn[kb * H + j] = a[H + j] * cc[j] + a[j] * a[3 * H + j];
-      }
       Tensor tc_t = tc.select(0, t);
-      at::tanh_out(tc_t, c_new);
-      const S* tcp = tc_t.data_ptr<S>();
-      for (int64_t kb = 0; kb < KB; ++kb)
-        for (int64_t j = 0; j < H; ++j) hnt[kb * H + j] = at_[kb * G + 2 * H + j] * tcp[kb * H + j];
+      S* tcp = tc_t.data_ptr<S>();
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        S* a = at_ + kb * G;
+        const S* cc = c + kb * H;
+        for (int64_t j = 0; j < H; ++j) {
+          const S g = S(2) * a[3 * H + j] - S(1);
+          a[3 * H + j] = g;
+          const S cv = a[H + j] * cc[j] + a[j] * g;
+          cn[kb * H + j] = cv;
+          tcp[kb * H + j] = S(2) * cv;
+        }
+      }
+      tc_t.sigmoid_();
+      for (int64_t kb = 0; kb < KB; ++kb) {
+        for (int64_t j = 0; j < H; ++j) {
+          const S tcv = S(2) * tcp[kb * H + j] - S(1);
+          tcp[kb * H + j] = tcv;
+          hnt[kb * H + j] = at_[kb * G + 2 * H + j] * tcv;
+        }
+      }
     } else {
       act_t.narrow(-1, 0, 2 * H).sigmoid_();
       for (int64_t k = 0; k < K; ++k) {
@@ -206,14 +224,18 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
           const S* bi = bin + k * G + 2 * H;
           const S* ghn = hqt + kb * GQ + 2 * H;
           S* a = at_ + kb * G;
-          for (int64_t j = 0; j < H; ++j) a[2 * H + j] = bi[j] + r * vin[j] + a[j] * ghn[j];
+          for (int64_t j = 0; j < H; ++j) a[2 * H + j] = S(2) * (bi[j] + r * vin[j] + a[j] * ghn[j]);
         }
       }
-      act_t.narrow(-1, 2 * H, H).tanh_();
+      act_t.narrow(-1, 2 * H, H).sigmoid_();  // tanh(x) = 2 sigmoid(2x) - 1
       for (int64_t kb = 0; kb < KB; ++kb) {
-        const S* a = at_ + kb * G;
+        S* a = at_ + kb * G;
         const S* hh = hrow(kb);
-        for (int64_t j = 0; j < H; ++j) hnt[kb * H + j] = a[2 * H + j] + a[H + j] * (hh[j] - a[2 * H + j]);
+        for (int64_t j = 0; j < H; ++j) {
+          const S n = S(2) * a[2 * H + j] - S(1);
+          a[2 * H + j] = n;
+          hnt[kb * H + j] = n + a[H + j] * (hh[j] - n);
+        }
       }
     }
     const uint8_t* mt = mp + t * KB;
@@ -257,14 +279,16 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
         }
       }
       Tensor go_t = go.select(0, t);
-      at::baddbmm_out(go_t, b_out, read.select(1, t), w_out);
-      go_t.narrow(-1, 0, H).sigmoid_();
-      go_t.narrow(-1, H, H).tanh_();
-      const S* gs = go_t.data_ptr<S>();
+      at::baddbmm_out(go_t, b_out2, read.select(1, t), w_out2);  // update columns doubled
+      go_t.sigmoid_();
+      S* gs = go_t.data_ptr<S>();
       for (int64_t kb = 0; kb < KB; ++kb) {
         const S* hh = hrow(kb);
-        for (int64_t j = 0; j < H; ++j)
-          ot[kb * H + j] = mt[kb] ? hnt[kb * H + j] + gs[kb * 2 * H + j] * gs[kb * 2 * H + H + j] : hh[j];
+        for (int64_t j = 0; j < H; ++j) {
+          const S tu = S(2) * gs[kb * 2 * H + H + j] - S(1);
+          gs[kb * 2 * H + H + j] = tu;
+          ot[kb * H + j] = mt[kb] ? hnt[kb * H + j] + gs[kb * 2 * H + j] * tu : hh[j];
+        }
       }
     } else {
       for (int64_t kb = 0; kb < KB; ++kb) {

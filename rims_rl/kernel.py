@@ -116,8 +116,9 @@ class SequenceKernel(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h0, c0, values, keys, w_state, b_state, b_in, w_comm, w_out, b_out, init, starts, cfg):
-        saved = torch.ops.rims_rl_cpp.forward(h0, c0, values, keys, w_state, b_state, b_in, w_comm, w_out, b_out,
+    def forward(ctx, h0, c0, values, keys, w_state, b_state, b_in, w_comm, w_out, b_out, init, starts, cfg,
+                doubled_out):
+        saved = torch.ops.rims_rl_cpp.forward(h0, c0, values, keys, w_state, b_state, b_in, w_comm, *doubled_out,
                                               init, starts, cfg)
         out, cprev, mask, probs, att = saved[:5]
         ctx.saved = saved
@@ -145,16 +146,30 @@ class SequenceKernel(torch.autograd.Function):
         d_h0, d_c0, d_values, d_keys, d_w_state, d_b_state, d_b_in, d_w_comm, d_w_out, d_b_out, d_init = grads
         comm = (d_w_comm, d_w_out, d_b_out) if ctx.comm else (None, None, None)
         return (d_h0, d_c0 if ctx.lstm else None, d_values, d_keys, d_w_state, d_b_state,
-                None if ctx.lstm else d_b_in, *comm, d_init, None, None)
+                None if ctx.lstm else d_b_in, *comm, d_init, None, None, None)
+
+
+def double_update_columns(w_out: Tensor, b_out: Tensor) -> tuple[Tensor, Tensor]:
+    """The output-gate weight and bias with the update columns (the last half) doubled, as the
+    kernel's forward takes them (it computes tanh(x) as 2 sigmoid(2x) - 1). Not differentiable."""
+    with torch.no_grad():
+        if w_out.numel() == 0:
+            return w_out, b_out
+        scale = torch.ones(w_out.shape[-1], dtype=w_out.dtype, device=w_out.device)
+        scale[w_out.shape[-1] // 2:] = 2.0
+        return w_out * scale, b_out * scale
 
 
 def run(h0: Tensor, c0: Tensor, values: Tensor, keys: Tensor, w_state: Tensor, b_state: Tensor, b_in: Tensor,
-        w_comm: Tensor, w_out: Tensor, b_out: Tensor, init: Tensor, starts: Tensor, cfg: list[int]):
-    """Run the kernel (an autograd node when gradients are on)."""
+        w_comm: Tensor, w_out: Tensor, b_out: Tensor, init: Tensor, starts: Tensor, cfg: list[int],
+        doubled_out: tuple[Tensor, Tensor] | None = None):
+    """Run the kernel (an autograd node when gradients are on). ``doubled_out``:
+    ``double_update_columns(w_out, b_out)`` if the caller has it cached."""
+    doubled_out = double_update_columns(w_out, b_out) if doubled_out is None else doubled_out
     if torch.is_grad_enabled():
         return SequenceKernel.apply(h0, c0, values, keys, w_state, b_state, b_in, w_comm, w_out, b_out, init,
-                                    starts, cfg)
-    saved = torch.ops.rims_rl_cpp.forward(h0, c0, values, keys, w_state, b_state, b_in, w_comm, w_out, b_out,
+                                    starts, cfg, doubled_out)
+    saved = torch.ops.rims_rl_cpp.forward(h0, c0, values, keys, w_state, b_state, b_in, w_comm, *doubled_out,
                                           init, starts, cfg)
     out, cprev, mask, probs, att = saved[:5]
     return out, (cprev[-1] if c0.numel() > 0 else cprev), mask, probs, att

@@ -112,6 +112,7 @@ class RIMs(nn.Module):
         # input-to-gate weights for all T steps at once when there is one input row.
         self._fold_single_row = True
         self.backend = "auto"
+        self._kernel_cache: tuple | None = None  # (parameter versions, weights) for no-grad kernel calls
         self.last_path: str | None = None  # the path the last forward call ran (see ``backend``)
 
     @property
@@ -205,16 +206,19 @@ class RIMs(nn.Module):
             raise RuntimeError(f"RIMs backend='cpp' cannot run this call: {reason}")
         return reason is None
 
-    def _forward_kernel(self, x: Tensor, h_state: State, starts: Tensor | None) -> tuple[Tensor, State, RIMsInfo]:
-        """The whole sequence through ``rims_rl.kernel`` (same arithmetic as the steps)."""
-        cfg, cell, attn, comm = self.config, self.cell, self.input_attention, self.communication
-        T, B, R, _ = x.shape
-        K, H = cfg.num_units, cfg.unit_size
-        lstm = cfg.cell == "lstm"
-        keys, values = attn.project(x + self.row_embedding)  # [T, B, 1, 1, *]
-        w_in = cell.input_to_gates.weight  # [K, value, G] -> one [T*B, value] x [value, K*G] product
-        gate_inputs = torch.mm(values.reshape(T * B, -1), w_in.transpose(0, 1).reshape(w_in.shape[1], -1))
-        gate_inputs = gate_inputs.view(T, B, K, -1)  # [T, B, K, G]
+    def _kernel_weights(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The kernel's weight tensors: (w_in [value, K*G], w_state, b_state, b_in, w_comm, w_out, b_out,
+        doubled (w_out, b_out), init). Built from the parameters at every call with gradients on; with
+        gradients off (rollouts) kept until a parameter changes (in-place update, load, move)."""
+        key = None
+        if not torch.is_grad_enabled():
+            key = (x.dtype, x.device) + tuple((id(p), p._version, p.data_ptr()) for p in self.parameters())
+            if self._kernel_cache is not None and self._kernel_cache[0] == key:
+                return self._kernel_cache[1]
+        cell, attn, comm = self.cell, self.input_attention, self.communication
+        K, lstm = self.config.num_units, self.config.cell == "lstm"
+        w_in = cell.input_to_gates.weight  # [K, value, G] -> [value, K*G]: one product for all RIMs and steps
+        w_in = w_in.transpose(0, 1).reshape(w_in.shape[1], -1)
         w_state = torch.cat([cell.hidden_to_gates.weight, attn.query.weight], dim=-1)
         b_gates = cell.hidden_to_gates.bias + cell.input_to_gates.bias if lstm else cell.hidden_to_gates.bias
         b_state = torch.cat([b_gates, b_gates.new_zeros(K, 1, attn.query.out_features)], dim=-1)
@@ -222,11 +226,25 @@ class RIMs(nn.Module):
         b_in = empty if lstm else cell.input_to_gates.bias
         if comm is not None:
             w_comm, w_out, b_out = comm.scaled_weight(), comm.output_gate.weight, comm.output_gate.bias
-            sizes = [comm.num_heads, comm.key_size, comm.value_size]
         else:
             w_comm = w_out = b_out = empty
-            sizes = [1, 1, 1]
-        init = torch.stack(self._initial()).to(x.dtype)
+        weights = (w_in, w_state, b_state, b_in, w_comm, w_out, b_out, kernel.double_update_columns(w_out, b_out),
+                   torch.stack(self._initial()).to(x.dtype))
+        if key is not None:
+            self._kernel_cache = (key, weights)
+        return weights
+
+    def _forward_kernel(self, x: Tensor, h_state: State, starts: Tensor | None) -> tuple[Tensor, State, RIMsInfo]:
+        """The whole sequence through ``rims_rl.kernel`` (same arithmetic as the steps)."""
+        cfg, cell, attn, comm = self.config, self.cell, self.input_attention, self.communication
+        T, B, R, _ = x.shape
+        K, H = cfg.num_units, cfg.unit_size
+        lstm = cfg.cell == "lstm"
+        keys, values = attn.project(x + self.row_embedding)  # [T, B, 1, 1, *]
+        w_in, w_state, b_state, b_in, w_comm, w_out, b_out, doubled_out, init = self._kernel_weights(x)
+        gate_inputs = torch.mm(values.reshape(T * B, -1), w_in).view(T, B, K, -1)  # [T, B, K, G]
+        empty = x.new_empty(0)
+        sizes = [comm.num_heads, comm.key_size, comm.value_size] if comm is not None else [1, 1, 1]
         start_bytes = (torch.zeros(T, B, dtype=torch.uint8) if starts is None
                        else starts.view(T, B).to(torch.uint8).contiguous())
         block = cfg.block_inactive_grad and K > cfg.k and torch.is_grad_enabled()
@@ -234,7 +252,7 @@ class RIMs(nn.Module):
                  int(comm is not None), int(cfg.comm_inactive == "kept"), int(block)] + sizes
         out, c_final, mask, probs, att = kernel.run(
             h_state[0], h_state[1] if lstm else empty, gate_inputs, keys.reshape(T, B, -1).contiguous(),
-            w_state, b_state, b_in, w_comm, w_out, b_out, init, start_bytes, flags)
+            w_state, b_state, b_in, w_comm, w_out, b_out, init, start_bytes, flags, doubled_out)
         final = (out[-1].transpose(0, 1),) + ((c_final.transpose(0, 1),) if lstm else ())
         info = self._info(mask if cfg.k < K else None, probs.view(T, K, B, 1, 1),
                           att if comm is not None else None, T, B, R, x)

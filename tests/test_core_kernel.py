@@ -136,3 +136,20 @@ def test_without_a_compiler_the_pure_pytorch_path_runs(tmp_path):
     assert result.stdout.startswith("fused False"), result.stdout
     assert "no C++ compiler found" in result.stdout
     assert not list((tmp_path / "cache").glob("*.so"))
+
+
+@needs_kernel
+def test_rollout_weight_cache_follows_parameter_updates():
+    """No-grad calls reuse the kernel's prepared weights until a parameter changes."""
+    core = make(dtype=torch.float32, k=2)
+    x = torch.randn(1, 2, 7)
+    with torch.no_grad():
+        first, _, _ = core(x)
+        assert torch.equal(core(x)[0], first)
+        core.cell.hidden_to_gates.weight.add_(0.5)  # in place, as an optimizer step
+        changed, _, _ = core(x)
+    core.backend = "reference"
+    with torch.no_grad():
+        expected, _, _ = core(x)
+    assert not torch.allclose(changed, first)
+    torch.testing.assert_close(changed, expected)

@@ -13,7 +13,9 @@
 // the value, G = 4H lstm / 3H gru); keys [T, B, dk] (pre-scaled); w_state [K, H, G + dk] (hidden to
 // gates | queries); b_state [K, 1, G + dk]; b_in [K, 1, G] (gru; lstm: empty, inside b_state);
 // w_comm [K, H, Q] with Q = heads * (2 ck + cv), per head [query | key | value]; w_out [K, heads cv, 2H];
-// b_out [K, 1, 2H]; init [S, K, H]; starts [T, B] uint8.
+// b_out [K, 1, 2H]; init [S, K, H]; starts [T, B] uint8. The forward takes w_out and b_out with their
+// update columns (the last H) doubled, since it computes tanh(x) as 2 sigmoid(2x) - 1; the backward
+// takes the plain w_out.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/baddbmm.h>
@@ -92,14 +94,6 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
   Tensor rprob = at::empty({T, K, B}, opt);             // what the cell reads with
   Tensor mask = at::empty({T, K, B}, opt.dtype(at::kBool));
   Tensor c_new = d.lstm ? at::empty({K, B, H}, opt) : none;
-  // output gate with the update columns doubled, for tanh(x) = 2 sigmoid(2x) - 1
-  Tensor w_out2 = none, b_out2 = none;
-  if (d.comm) {
-    w_out2 = w_out.clone();
-    w_out2.narrow(-1, H, H).mul_(2);
-    b_out2 = b_out.clone();
-    b_out2.narrow(-1, H, H).mul_(2);
-  }
 
   const S* v = values.data_ptr<S>();
   const S* key = keys.data_ptr<S>();
@@ -279,7 +273,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
         }
       }
       Tensor go_t = go.select(0, t);
-      at::baddbmm_out(go_t, b_out2, read.select(1, t), w_out2);  // update columns doubled
+      at::baddbmm_out(go_t, b_out, read.select(1, t), w_out);  // update columns doubled (see top)
       go_t.sigmoid_();
       S* gs = go_t.data_ptr<S>();
       for (int64_t kb = 0; kb < KB; ++kb) {

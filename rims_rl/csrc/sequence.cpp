@@ -26,6 +26,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 // Reductions the compiler may vectorize (reassociated sums; built with -fopenmp-simd).
@@ -65,6 +66,82 @@ void select(const Dims& d, const S* s, uint8_t* m) {
     for (int64_t j = 0; j < d.K; ++j) rank += (s[j] > s[i]) || (s[j] == s[i] && j < i);
     m[i] = rank < d.topk;
   }
+}
+
+// Per-RIM product out[k] (=|+=) bias[k] + x[k] @ w[k]: x [K, B, I] and out [K, B, O] with unit stride in the
+// last dim, w [K, I, O] contiguous, bias [K, 1, O] contiguous or undefined. Small products (PPO minibatches
+// of a few sequences, rollouts) run as plain loops here: no dispatch; large ones as at::bmm / baddbmm.
+constexpr int64_t kSmallProduct = 1 << 17;  // multiply-adds
+
+template <typename S>
+void product(Tensor& out, const Tensor& bias, const Tensor& x, const Tensor& w, bool accumulate) {
+  const int64_t K = x.size(0), B = x.size(1), I = x.size(2), O = w.size(2);
+  if (K * B * I * O > kSmallProduct) {
+    if (accumulate) out.baddbmm_(x, w);
+    else if (bias.defined()) at::baddbmm_out(out, bias, x, w);
+    else at::bmm_out(out, x, w);
+    return;
+  }
+  const S* __restrict__ xp = x.data_ptr<S>();
+  const S* __restrict__ wp = w.data_ptr<S>();
+  const S* __restrict__ bp = bias.defined() ? bias.data_ptr<S>() : nullptr;
+  S* __restrict__ op = out.data_ptr<S>();
+  const int64_t xs0 = x.stride(0), xs1 = x.stride(1), os0 = out.stride(0), os1 = out.stride(1);
+  // 512-bit vectors of the GCC/Clang vector extension, so the accumulators stay in registers
+  typedef S V __attribute__((vector_size(64)));
+  constexpr int64_t L = 64 / sizeof(S);
+  auto load = [](const S* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; };
+  auto init = [&](int64_t k, const S* orow, int64_t o) {
+    if (accumulate) return load(orow + o);
+    if (bp) return load(bp + k * O + o);
+    return V{};
+  };
+  for (int64_t k = 0; k < K; ++k) {
+    const S* __restrict__ wk = wp + k * I * O;
+    for (int64_t b = 0; b < B; ++b) {
+      S* __restrict__ orow = op + k * os0 + b * os1;
+      const S* __restrict__ xr = xp + k * xs0 + b * xs1;
+      int64_t o = 0;
+      for (; o + 4 * L <= O; o += 4 * L) {
+        V a0 = init(k, orow, o), a1 = init(k, orow, o + L), a2 = init(k, orow, o + 2 * L),
+          a3 = init(k, orow, o + 3 * L);
+        for (int64_t i = 0; i < I; ++i) {
+          const S xv = xr[i];
+          const S* wr = wk + i * O + o;
+          a0 += xv * load(wr); a1 += xv * load(wr + L); a2 += xv * load(wr + 2 * L); a3 += xv * load(wr + 3 * L);
+        }
+        std::memcpy(orow + o, &a0, sizeof(V)); std::memcpy(orow + o + L, &a1, sizeof(V));
+        std::memcpy(orow + o + 2 * L, &a2, sizeof(V)); std::memcpy(orow + o + 3 * L, &a3, sizeof(V));
+      }
+      for (; o + L <= O; o += L) {
+        V a0 = init(k, orow, o);
+        for (int64_t i = 0; i < I; ++i) a0 += xr[i] * load(wk + i * O + o);
+        std::memcpy(orow + o, &a0, sizeof(V));
+      }
+      for (; o < O; ++o) {  // the last columns (fewer than a vector)
+        S a = accumulate ? orow[o] : (bp ? bp[k * O + o] : S(0));
+        for (int64_t i = 0; i < I; ++i) a += xr[i] * wk[i * O + o];
+        orow[o] = a;
+      }
+    }
+  }
+}
+
+// In-place logistic sigmoid of a [K, B, n] view with unit stride in the last dim (vectorized ATen op
+// for large views, a loop for small ones).
+template <typename S>
+void sigmoid_(Tensor v) {
+  if (v.numel() > 4096) {
+    v.sigmoid_();
+    return;
+  }
+  S* p = v.data_ptr<S>();
+  const int64_t K = v.size(0), B = v.size(1), n = v.size(2), s0 = v.stride(0), s1 = v.stride(1);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t b = 0; b < B; ++b) {
+      S* r = p + k * s0 + b * s1;
+      for (int64_t j = 0; j < n; ++j) r[j] = sigm(r[j]);
+    }
 }
 
 template <typename S>
@@ -127,7 +204,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
     auto hrow = [&](int64_t kb) { return hp + ((kb / B * T + t) * B + kb % B) * H; };
     Tensor h_t = hprev.select(1, t);
     Tensor hq_t = hq.select(0, t);
-    at::baddbmm_out(hq_t, b_state, h_t, w_state);
+    product<S>(hq_t, b_state, h_t, w_state, false);
     const S* hqt = hq_t.data_ptr<S>();
     // input attention and selection
     for (int64_t b = 0; b < B; ++b) {
@@ -185,7 +262,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
       }
     }
     if (d.lstm) {
-      act_t.sigmoid_();
+      sigmoid_<S>(act_t);
       S* cn = c_new.data_ptr<S>();
       Tensor tc_t = tc.select(0, t);
       S* tcp = tc_t.data_ptr<S>();
@@ -200,7 +277,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
           tcp[kb * H + j] = S(2) * cv;
         }
       }
-      tc_t.sigmoid_();
+      sigmoid_<S>(tc_t);
       for (int64_t kb = 0; kb < KB; ++kb) {
         for (int64_t j = 0; j < H; ++j) {
           const S tcv = S(2) * tcp[kb * H + j] - S(1);
@@ -209,7 +286,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
         }
       }
     } else {
-      act_t.narrow(-1, 0, 2 * H).sigmoid_();
+      sigmoid_<S>(act_t.narrow(-1, 0, 2 * H));
       for (int64_t k = 0; k < K; ++k) {
         for (int64_t b = 0; b < B; ++b) {
           const int64_t kb = k * B + b;
@@ -221,7 +298,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
           for (int64_t j = 0; j < H; ++j) a[2 * H + j] = S(2) * (bi[j] + r * vin[j] + a[j] * ghn[j]);
         }
       }
-      act_t.narrow(-1, 2 * H, H).sigmoid_();  // tanh(x) = 2 sigmoid(2x) - 1
+      sigmoid_<S>(act_t.narrow(-1, 2 * H, H));  // tanh(x) = 2 sigmoid(2x) - 1
       for (int64_t kb = 0; kb < KB; ++kb) {
         S* a = at_ + kb * G;
         const S* hh = hrow(kb);
@@ -241,7 +318,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
         std::copy(from, from + H, srcp + ((kb / B * T + t) * B + kb % B) * H);
       }
       Tensor qkv_t = qkv.select(0, t);
-      at::bmm_out(qkv_t, src.select(1, t), w_comm);
+      product<S>(qkv_t, Tensor(), src.select(1, t), w_comm, false);
       const S* qp = qkv_t.data_ptr<S>();
       S* att_t = att.data_ptr<S>() + t * K * K * B * d.heads;
       S* rd = read.data_ptr<S>();
@@ -273,8 +350,8 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
         }
       }
       Tensor go_t = go.select(0, t);
-      at::baddbmm_out(go_t, b_out, read.select(1, t), w_out);  // update columns doubled (see top)
-      go_t.sigmoid_();
+      product<S>(go_t, b_out, read.select(1, t), w_out, false);  // update columns doubled (see top)
+      sigmoid_<S>(go_t);
       S* gs = go_t.data_ptr<S>();
       for (int64_t kb = 0; kb < KB; ++kb) {
         const S* hh = hrow(kb);
@@ -397,7 +474,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
           db[H + j] += dg[H + j];
         }
       }
-      at::bmm_out(d_read, d_go.select(1, t), w_outT);
+      product<S>(d_read, Tensor(), d_go.select(1, t), w_outT, false);
       const S* drd = d_read.data_ptr<S>();
       const S* qp = qkv.data_ptr<S>() + t * KB * Q;
       const S* att_t = att.data_ptr<S>() + t * K * K * B * d.heads;
@@ -431,7 +508,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
           }
         }
       }
-      at::bmm_out(d_src, d_qkv.select(1, t), w_commT);
+      product<S>(d_src, Tensor(), d_qkv.select(1, t), w_commT, false);
       const S* dsp = d_src.data_ptr<S>();
       for (int64_t kb = 0; kb < KB; ++kb) {
         S* to = (d.kept && !mt[kb]) ? dhp : dhnp;  // kept: inactive RIMs' keys/values came from h_prev
@@ -525,7 +602,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
       S* db = dbs + (kb / B) * GQ;
       for (int64_t j = 0; j < GQ; ++j) db[j] += g[j];
     }
-    dh.baddbmm_(d_hq.select(1, t), w_stateT);
+    product<S>(dh, Tensor(), d_hq.select(1, t), w_stateT, true);
     dhp = dh.data_ptr<S>();
     // resets: the state before this step was the initial state for these samples
     for (int64_t b = 0; b < B; ++b) {

@@ -71,7 +71,7 @@ void select(const Dims& d, const S* s, uint8_t* m) {
 // Per-RIM product out[k] (=|+=) bias[k] + x[k] @ w[k]: x [K, B, I] and out [K, B, O] with unit stride in the
 // last dim, w [K, I, O] contiguous, bias [K, 1, O] contiguous or undefined. Small products (PPO minibatches
 // of a few sequences, rollouts) run as plain loops here: no dispatch; large ones as at::bmm / baddbmm.
-constexpr int64_t kSmallProduct = 1 << 17;  // multiply-adds
+constexpr int64_t kSmallProduct = 1 << 20;  // multiply-adds
 
 template <typename S>
 void product(Tensor& out, const Tensor& bias, const Tensor& x, const Tensor& w, bool accumulate) {

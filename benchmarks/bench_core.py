@@ -98,6 +98,7 @@ def measure(models: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15, --quick 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -109,7 +110,7 @@ def main() -> None:
                        f"{', cuda' if torch.cuda.is_available() else ' (no CUDA device found)'}\n")
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    repeats = 3 if args.quick else 15
+    repeats = args.repeats or (3 if args.quick else 15)
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, T={T}, input {D}, "
           f"RIMs K={K} k={KA} H={H}, median of {repeats} interleaved runs")
     print(f"{'model':<22} {'B':>3} {'fwd+bwd ms':>11} {'/LSTM':>6} {'/GRU':>6} {'T=1 fwd ms':>11} {'/LSTM':>6}  path")

@@ -77,9 +77,22 @@ template <typename S>
 void product(Tensor& out, const Tensor& bias, const Tensor& x, const Tensor& w, bool accumulate) {
   const int64_t K = x.size(0), B = x.size(1), I = x.size(2), O = w.size(2);
   if (K * B * I * O > kSmallProduct) {
-    if (accumulate) out.baddbmm_(x, w);
-    else if (bias.defined()) at::baddbmm_out(out, bias, x, w);
-    else at::bmm_out(out, x, w);
+    if (accumulate) {
+      out.baddbmm_(x, w);
+      return;
+    }
+    at::bmm_out(out, x, w);
+    if (bias.defined()) {  // added here: baddbmm_out would first copy the broadcast bias into out
+      const S* bp = bias.data_ptr<S>();
+      S* op = out.data_ptr<S>();
+      const int64_t os0 = out.stride(0), os1 = out.stride(1);
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t b = 0; b < B; ++b) {
+          S* orow = op + k * os0 + b * os1;
+          const S* brow = bp + k * O;
+          for (int64_t o = 0; o < O; ++o) orow[o] += brow[o];
+        }
+    }
     return;
   }
   const S* __restrict__ xp = x.data_ptr<S>();

@@ -228,8 +228,9 @@ class RIMs(nn.Module):
             w_comm, w_out, b_out = comm.scaled_weight(), comm.output_gate.weight, comm.output_gate.bias
         else:
             w_comm = w_out = b_out = empty
-        weights = (w_in, w_state, b_state, b_in, w_comm, w_out, b_out, kernel.double_update_columns(w_out, b_out),
-                   torch.stack(self._initial()).to(x.dtype))
+        w_out, b_out, b_in = w_out.contiguous(), b_out.contiguous(), b_in.contiguous()
+        weights = (w_in, w_state, b_state, b_in, w_comm.contiguous(), w_out, b_out,
+                   kernel.double_update_columns(w_out, b_out), torch.stack(self._initial()).to(x.dtype))
         if key is not None:
             self._kernel_cache = (key, weights)
         return weights

@@ -46,6 +46,12 @@ struct Dims {
   bool lstm, across, renorm, comm, kept, block;
 };
 
+void check_inputs(std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors)
+    TORCH_CHECK(!t->defined() || t->numel() == 0 || (t->is_contiguous() && t->device().is_cpu()),
+                "rims_rl_cpp: every tensor must be a contiguous CPU tensor");
+}
+
 Dims dims_of(const Tensor& values, const Tensor& keys, const Tensor& w_state, c10::IntArrayRef cfg) {
   TORCH_CHECK(cfg.size() == NCFG, "rims_rl_cpp: bad config");
   Dims d;
@@ -395,6 +401,8 @@ std::vector<Tensor> rims_forward(const Tensor& h0, const Tensor& c0, const Tenso
                                  const Tensor& w_comm, const Tensor& w_out, const Tensor& b_out,
                                  const Tensor& init, const Tensor& starts, c10::IntArrayRef cfg) {
   at::NoGradGuard no_grad;
+  check_inputs({&h0, &c0, &values, &keys, &w_state, &b_state, &b_in, &w_comm, &w_out, &b_out, &init, &starts});
+  TORCH_CHECK(starts.scalar_type() == at::kByte, "rims_rl_cpp: starts must be uint8");
   Dims d = dims_of(values, keys, w_state, cfg);
   std::vector<Tensor> result;
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "rims_forward", [&] {
@@ -644,6 +652,7 @@ std::vector<Tensor> rims_backward(const std::vector<Tensor>& saved, const Tensor
                                   const Tensor& starts, const Tensor& d_out, const Tensor& d_hT,
                                   const Tensor& d_cT, c10::IntArrayRef cfg) {
   at::NoGradGuard no_grad;
+  check_inputs({&values, &keys, &w_state, &w_comm, &w_out, &starts, &d_out, &d_hT, &d_cT});
   Dims d = dims_of(values, keys, w_state, cfg);
   std::vector<Tensor> result;
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "rims_backward", [&] {

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("csrc") / "sequence.cpp"
+# Per-RIM products up to this many multiply-adds run as the kernel's own loops, larger ones as at::bmm.
+SMALL_PRODUCT = 1 << 20
 _state: dict = {}  # "ok": bool once tried; "error": why not
 
 

@@ -250,7 +250,7 @@ class RIMs(nn.Module):
                        else starts.view(T, B).to(torch.uint8).contiguous())
         block = cfg.block_inactive_grad and K > cfg.k and torch.is_grad_enabled()
         flags = [int(lstm), cfg.k, int(cfg.selection == "across"), int(cfg.across_renormalise),
-                 int(comm is not None), int(cfg.comm_inactive == "kept"), int(block)] + sizes
+                 int(comm is not None), int(cfg.comm_inactive == "kept"), int(block)] + sizes + [kernel.SMALL_PRODUCT]
         out, c_final, mask, probs, att = kernel.run(
             h_state[0], h_state[1] if lstm else empty, gate_inputs, keys.reshape(T, B, -1).contiguous(),
             w_state, b_state, b_in, w_comm, w_out, b_out, init, start_bytes, flags, doubled_out)

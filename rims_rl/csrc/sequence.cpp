@@ -37,12 +37,12 @@ namespace {
 
 using at::Tensor;
 
-enum Cfg { LSTM, TOPK, ACROSS, RENORM, COMM, KEPT, BLOCK, HEADS, CK, CV, NCFG };
+enum Cfg { LSTM, TOPK, ACROSS, RENORM, COMM, KEPT, BLOCK, HEADS, CK, CV, SMALL, NCFG };
 
 template <typename S> inline S sigm(S x) { return S(1) / (S(1) + std::exp(-x)); }
 
 struct Dims {
-  int64_t T, K, B, H, G, dk, GQ, Q, HV, heads, ck, cv, topk;
+  int64_t T, K, B, H, G, dk, GQ, Q, HV, heads, ck, cv, topk, small;
   bool lstm, across, renorm, comm, kept, block;
 };
 
@@ -59,7 +59,7 @@ Dims dims_of(const Tensor& values, const Tensor& keys, const Tensor& w_state, c1
   d.H = w_state.size(1); d.dk = keys.size(2); d.GQ = d.G + d.dk;
   d.lstm = cfg[LSTM]; d.topk = cfg[TOPK]; d.across = cfg[ACROSS]; d.renorm = cfg[RENORM];
   d.comm = cfg[COMM]; d.kept = cfg[KEPT]; d.block = cfg[BLOCK];
-  d.heads = cfg[HEADS]; d.ck = cfg[CK]; d.cv = cfg[CV];
+  d.heads = cfg[HEADS]; d.ck = cfg[CK]; d.cv = cfg[CV]; d.small = cfg[SMALL];
   d.Q = d.heads * (2 * d.ck + d.cv); d.HV = d.heads * d.cv;
   return d;
 }
@@ -75,14 +75,13 @@ void select(const Dims& d, const S* s, uint8_t* m) {
 }
 
 // Per-RIM product out[k] (=|+=) bias[k] + x[k] @ w[k]: x [K, B, I] and out [K, B, O] with unit stride in the
-// last dim, w [K, I, O] contiguous, bias [K, 1, O] contiguous or undefined. Small products (PPO minibatches
-// of a few sequences, rollouts) run as plain loops here: no dispatch; large ones as at::bmm / baddbmm.
-constexpr int64_t kSmallProduct = 1 << 20;  // multiply-adds
-
+// last dim, w [K, I, O] contiguous, bias [K, 1, O] contiguous or undefined. Small products (up to `small`
+// multiply-adds: PPO minibatches of a few sequences, rollouts) run as register-blocked loops here, with
+// no dispatch; larger ones as at::bmm / baddbmm.
 template <typename S>
-void product(Tensor& out, const Tensor& bias, const Tensor& x, const Tensor& w, bool accumulate) {
+void product(Tensor& out, const Tensor& bias, const Tensor& x, const Tensor& w, bool accumulate, int64_t small) {
   const int64_t K = x.size(0), B = x.size(1), I = x.size(2), O = w.size(2);
-  if (K * B * I * O > kSmallProduct) {
+  if (K * B * I * O > small) {
     if (accumulate) {
       out.baddbmm_(x, w);
       return;
@@ -223,7 +222,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
     auto hrow = [&](int64_t kb) { return hp + ((kb / B * T + t) * B + kb % B) * H; };
     Tensor h_t = hprev.select(1, t);
     Tensor hq_t = hq.select(0, t);
-    product<S>(hq_t, b_state, h_t, w_state, false);
+    product<S>(hq_t, b_state, h_t, w_state, false, d.small);
     const S* hqt = hq_t.data_ptr<S>();
     // input attention and selection
     for (int64_t b = 0; b < B; ++b) {
@@ -337,7 +336,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
         std::copy(from, from + H, srcp + ((kb / B * T + t) * B + kb % B) * H);
       }
       Tensor qkv_t = qkv.select(0, t);
-      product<S>(qkv_t, Tensor(), src.select(1, t), w_comm, false);
+      product<S>(qkv_t, Tensor(), src.select(1, t), w_comm, false, d.small);
       const S* qp = qkv_t.data_ptr<S>();
       S* att_t = att.data_ptr<S>() + t * K * K * B * d.heads;
       S* rd = read.data_ptr<S>();
@@ -369,7 +368,7 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
         }
       }
       Tensor go_t = go.select(0, t);
-      product<S>(go_t, b_out, read.select(1, t), w_out, false);  // update columns doubled (see top)
+      product<S>(go_t, b_out, read.select(1, t), w_out, false, d.small);  // update columns doubled (see top)
       sigmoid_<S>(go_t);
       S* gs = go_t.data_ptr<S>();
       for (int64_t kb = 0; kb < KB; ++kb) {
@@ -495,7 +494,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
           db[H + j] += dg[H + j];
         }
       }
-      product<S>(d_read, Tensor(), d_go.select(1, t), w_outT, false);
+      product<S>(d_read, Tensor(), d_go.select(1, t), w_outT, false, d.small);
       const S* drd = d_read.data_ptr<S>();
       const S* qp = qkv.data_ptr<S>() + t * KB * Q;
       const S* att_t = att.data_ptr<S>() + t * K * K * B * d.heads;
@@ -529,7 +528,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
           }
         }
       }
-      product<S>(d_src, Tensor(), d_qkv.select(1, t), w_commT, false);
+      product<S>(d_src, Tensor(), d_qkv.select(1, t), w_commT, false, d.small);
       const S* dsp = d_src.data_ptr<S>();
       for (int64_t kb = 0; kb < KB; ++kb) {
         S* to = (d.kept && !mt[kb]) ? dhp : dhnp;  // kept: inactive RIMs' keys/values came from h_prev
@@ -623,7 +622,7 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
       S* db = dbs + (kb / B) * GQ;
       for (int64_t j = 0; j < GQ; ++j) db[j] += g[j];
     }
-    product<S>(dh, Tensor(), d_hq.select(1, t), w_stateT, true);
+    product<S>(dh, Tensor(), d_hq.select(1, t), w_stateT, true, d.small);
     dhp = dh.data_ptr<S>();
     // resets: the state before this step was the initial state for these samples
     for (int64_t b = 0; b < B; ++b) {

@@ -7,8 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from .attention import Communication, InputAttention, top_k_mask
-from .config import RIMsConfig
 from . import kernel
+from .config import RIMsConfig
 from .fused import FusedStep, fused_step
 from .group import StepProduct, make_cell
 
@@ -237,7 +237,7 @@ class RIMs(nn.Module):
 
     def _forward_kernel(self, x: Tensor, h_state: State, starts: Tensor | None) -> tuple[Tensor, State, RIMsInfo]:
         """The whole sequence through ``rims_rl.kernel`` (same arithmetic as the steps)."""
-        cfg, cell, attn, comm = self.config, self.cell, self.input_attention, self.communication
+        cfg, attn, comm = self.config, self.input_attention, self.communication
         T, B, R, _ = x.shape
         K, H = cfg.num_units, cfg.unit_size
         lstm = cfg.cell == "lstm"

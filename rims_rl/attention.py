@@ -13,6 +13,13 @@ from torch import Tensor, nn
 from .group import GroupLinear, StepProduct
 
 
+def top_k_mask(logits: Tensor, k: int) -> Tensor:
+    """logits [K, B] -> bool mask [K, B] with the k largest per column; ties go to the lower index
+    (a stable descending sort), so the mask is a deterministic function of the logits."""
+    order = torch.sort(logits, dim=0, descending=True, stable=True).indices[:k]
+    return torch.zeros(logits.shape, dtype=torch.bool, device=logits.device).scatter_(0, order, True)
+
+
 class InputAttention(nn.Module):
     """Keys/values of the input rows (shared by all RIMs) and per-RIM queries of the RIM states.
 
@@ -51,10 +58,13 @@ class InputAttention(nn.Module):
         return torch.einsum("kbhd,brhd->kbhr", q, keys)
 
     def probabilities(self, scores: Tensor) -> tuple[Tensor, Tensor]:
-        """scores [K, B, heads, R] -> (attention on the real rows [K, B, heads, R], activity score [K, B]).
+        """scores [K, B, heads, R] -> (attention on the real rows [K, B, heads, R], selection logits [K, B]).
 
-        The activity score is the attention a RIM puts on the real rows, averaged over heads
-        (``1 - attention on the null row`` for ``selection="null"``); the top-k RIMs are active.
+        A RIM's activity is the attention it puts on the real rows, averaged over heads
+        (``1 - attention on the null row`` for ``selection="null"``); the top-k RIMs are active. The
+        selection logits are a strictly increasing function of the activity computed from the scores
+        in the log domain (the score itself for one row and one head), so the ranking does not suffer
+        from probabilities that saturate at 1.0 in floating point.
         """
         if self.selection == "across":
             probs = torch.softmax(scores, dim=0)
@@ -62,9 +72,28 @@ class InputAttention(nn.Module):
             probs = torch.sigmoid(scores)  # softmax over [null (score 0), row]
         else:
             probs = torch.softmax(F.pad(scores, (1, 0)), dim=-1)[..., 1:]
-        activity = probs.sum(-1) if probs.shape[-1] > 1 else probs.squeeze(-1)
-        activity = activity.mean(-1) if self.num_heads > 1 else activity.squeeze(-1)
-        return probs, activity
+        return probs, self.selection_logits(scores)
+
+    def masked_probabilities(self, scores: Tensor, mask: Tensor, renormalise: bool) -> Tensor:
+        """``selection="across"``: the attention the RIMs read with, [K, B, heads, R]; inactive RIMs
+        (mask [K, B] False) read 0. ``renormalise``: a softmax across the active RIMs only, so each row's
+        attention sums to 1 over them (authors' Atari code); else the softmax across all K times the mask."""
+        m = mask.view(mask.shape + (1, 1))
+        if renormalise:
+            return torch.softmax(scores.masked_fill(~m, float("-inf")), dim=0)
+        return torch.softmax(scores, dim=0) * m
+
+    def selection_logits(self, scores: Tensor) -> Tensor:
+        """scores [K, B, heads, R] -> [K, B], increasing in the activity (see ``probabilities``)."""
+        K, B, heads, R = scores.shape
+        if heads == 1 and R == 1:
+            return scores.reshape(K, B)
+        if self.selection == "across":  # log sum_{heads, rows} softmax_K(scores)
+            return torch.logsumexp((scores - torch.logsumexp(scores, dim=0, keepdim=True)).flatten(2), dim=-1)
+        on_rows = torch.logsumexp(scores, dim=-1)  # [K, B, heads]; activity_h = sigmoid(on_rows_h)
+        if heads == 1:
+            return on_rows.reshape(K, B)
+        return torch.logsumexp(F.logsigmoid(on_rows), dim=-1)
 
     def read(self, probs: Tensor, values: Tensor) -> Tensor:
         """probs [K, B, heads, R], values [B, R, heads, value] -> read [K, B, heads*value]."""
@@ -107,15 +136,18 @@ class Communication(nn.Module):
         return (StepProduct(self.scaled_weight()),
                 StepProduct(self.output_gate.weight, self.output_gate.bias))
 
-    def forward(self, h: Tensor, products: tuple[StepProduct, StepProduct] | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, products: tuple[StepProduct, StepProduct] | None = None,
+                source: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """h [K, B, H] -> (h + gated read [K, B, H], attention [K(query), K(key), B, heads]).
 
         products: ``step_products()``, made once per sequence by the caller (None: make them here).
+        source: the states queries, keys and values are computed from (None: h), e.g. with the kept
+        state of inactive RIMs (``comm_inactive="kept"``).
         With K of a few units, scores and reads are broadcast products (no transposed copies).
         """
         K, B, _ = h.shape
         qkv_product, gate_product = self.step_products() if products is None else products
-        qkv = qkv_product(h).view(K, B, self.num_heads, -1)
+        qkv = qkv_product(h if source is None else source).view(K, B, self.num_heads, -1)
         q, k, v = qkv.split([self.key_size, self.key_size, self.value_size], dim=-1)
         attention = torch.softmax((q.unsqueeze(1) * k).sum(-1), dim=1)  # [Kq, Kk, B, heads]
         read = (self.dropout(attention).unsqueeze(-1) * v).sum(1)  # [Kq, B, heads, value]

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 
 CELLS = ("lstm", "gru")
 SELECTIONS = ("null", "across")
+COMM_INACTIVE = ("tentative", "kept")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class RIMsConfig:
     input_dropout: float = 0.0  # on input attention probabilities (paper: 0.1; use 0 for PPO)
     comm_dropout: float = 0.0  # on communication attention probabilities (paper: 0.1)
     selection: str = "null"  # "null" (paper) | "across" (authors' Atari code)
+    across_renormalise: bool = True  # "across": top-k attention renormalised over the active RIMs (authors' code)
+    comm_inactive: str = "tentative"  # communication keys/values of inactive RIMs: "tentative" (code) | "kept" (paper)
     communication: bool = True
     input_attention: bool = True
     block_inactive_grad: bool = True
@@ -47,11 +50,15 @@ class RIMsConfig:
         if self.selection not in SELECTIONS:
             raise ValueError(
                 f"RIMsConfig.selection={self.selection!r} is invalid: valid values are {', '.join(SELECTIONS)}")
+        if self.comm_inactive not in COMM_INACTIVE:
+            raise ValueError(f"RIMsConfig.comm_inactive={self.comm_inactive!r} is invalid: valid values are "
+                             f"{', '.join(COMM_INACTIVE)}")
         for name in ("input_dropout", "comm_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"RIMsConfig.{name}={value!r} is invalid: valid values are floats in [0, 1)")
-        for name in ("communication", "input_attention", "block_inactive_grad", "learned_initial_state"):
+        for name in ("across_renormalise", "communication", "input_attention", "block_inactive_grad",
+                     "learned_initial_state"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"RIMsConfig.{name}={value!r} is invalid: valid values are True, False")

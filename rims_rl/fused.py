@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .attention import top_k_mask
+
 _sigmoid_backward = torch.ops.aten.sigmoid_backward  # (grad, sigmoid output) -> grad * y * (1 - y)
 _tanh_backward = torch.ops.aten.tanh_backward  # (grad, tanh output) -> grad * (1 - y^2)
 
@@ -28,10 +30,9 @@ def fused_step(h: Tensor, c: Tensor | None, values: Tensor, keys: Tensor, w_stat
     hq = torch.baddbmm(b_state, h, w_state)
     gates_h, query = hq.split([G, hq.shape[-1] - G], dim=-1)
     dkey = query.shape[-1]
-    probs = torch.sigmoid((query.view(K, B, 1, dkey) * keys[:, 0]).sum(-1, keepdim=True))  # [K, B, 1, 1]
-    activity = probs.view(K, B)
-    mask = torch.zeros(K, B, dtype=torch.bool, device=h.device).scatter_(
-        0, activity.topk(k, dim=0).indices, True)
+    scores = (query.view(K, B, 1, dkey) * keys[:, 0]).sum(-1, keepdim=True)  # [K, B, 1, 1]
+    probs = torch.sigmoid(scores)
+    mask = top_k_mask(scores.view(K, B), k)
     m3 = mask.unsqueeze(-1)
     p = probs.view(K, B, 1)
     v_in = values.view(K, B, G)
@@ -83,6 +84,10 @@ class FusedStep(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dh_out, dc_out, _mask, _probs, _attention):
+        if torch.is_grad_enabled():  # create_graph=True: this hand-written backward is not differentiable
+            raise RuntimeError(
+                "second-order gradients (create_graph=True) through the fused RIMs step are not supported: "
+                "set core.backend = \"reference\" for them")
         (h, c, v_in, keys, w_state, w_comm, w_out, query, p, h_new, q, kk, v, attention, read2, sg, tu,
          m3) = ctx.saved
         store_state, store_comm, store_out = ctx.stores
@@ -94,8 +99,7 @@ class FusedStep(torch.autograd.Function):
         dh_prev = dh_out - dh_c
         # communication: h_c = h_new + sigmoid(gate) * tanh(update), gate|update = read W_out + b_out
         d_go = torch.cat([_sigmoid_backward(dh_c * tu, sg), _tanh_backward(dh_c * sg, tu)], dim=-1)
-        store_out.inputs.append(read2)
-        store_out.grads.append(d_go)
+        store_out.add(read2, d_go)
         d_read = torch.bmm(d_go, w_out.transpose(1, 2)).view(q.shape[:-1] + (v.shape[-1],))  # [Kq, B, heads, value]
         d_att = (d_read.unsqueeze(1) * v).sum(-1)  # [Kq, Kk, B, heads]
         d_v = (attention.unsqueeze(-1) * d_read.unsqueeze(1)).sum(0)  # [Kk, B, heads, value]
@@ -103,8 +107,7 @@ class FusedStep(torch.autograd.Function):
         d_q = (d_s.unsqueeze(-1) * kk).sum(1)  # [Kq, B, heads, key]
         d_k = (d_s.unsqueeze(-1) * q.unsqueeze(1)).sum(0)  # [Kk, B, heads, key]
         d_qkv = torch.cat([d_q, d_k, d_v], dim=-1).view(K, B, -1)
-        store_comm.inputs.append(h_new)
-        store_comm.grads.append(d_qkv)
+        store_comm.add(h_new, d_qkv)
         dh_new = torch.baddbmm(dh_c, d_qkv, w_comm.transpose(1, 2))
         if ctx.block:
             dh_new = dh_new * mf
@@ -141,8 +144,7 @@ class FusedStep(torch.autograd.Function):
         d_query = d_score * key
         d_keys = (d_score * query).sum(0).view(keys.shape)
         d_hq = torch.cat([d_gh, d_query], dim=-1)
-        store_state.inputs.append(h)
-        store_state.grads.append(d_hq)
+        store_state.add(h, d_hq)
         dh_prev = torch.baddbmm(dh_prev, d_hq, w_state.transpose(1, 2))
         return (dh_prev, dc_prev, d_values, d_keys, None, None, d_b_in, None, None, None, None, None, None, None,
                 None, None)

@@ -99,13 +99,33 @@ def make_cell(cell: str, num_units: int, input_size: int, hidden_size: int) -> G
 
 
 class _GradStore:
-    """Inputs and output gradients of the per-step products of one sequence, filled during backward."""
+    """Inputs and output gradients of the per-step products of one sequence, filled during backward.
 
-    __slots__ = ("inputs", "grads")
+    Entries belong to one backward pass (autograd graph task): a pass that does not reach the weights
+    (e.g. ``torch.autograd.grad(loss, x, retain_graph=True)``) leaves entries that the next pass drops,
+    so weight gradients are exact whatever the order of backward calls.
+    """
+
+    __slots__ = ("inputs", "grads", "task")
 
     def __init__(self) -> None:
         self.inputs: list[Tensor] = []
         self.grads: list[Tensor] = []
+        self.task = -1
+
+    def add(self, x: Tensor, grad: Tensor) -> None:
+        """Record one step's product input and output gradient for the current backward pass."""
+        task = torch._C._current_graph_task_id()
+        if task != self.task:
+            self.inputs, self.grads, self.task = [], [], task
+        self.inputs.append(x)
+        self.grads.append(grad)
+
+    def take(self) -> tuple[list[Tensor], list[Tensor]]:
+        """The current backward pass's entries (emptied)."""
+        inputs, grads = (self.inputs, self.grads) if self.task == torch._C._current_graph_task_id() else ([], [])
+        self.inputs, self.grads, self.task = [], [], -1
+        return inputs, grads
 
 
 class _DeferredParams(torch.autograd.Function):
@@ -121,9 +141,7 @@ class _DeferredParams(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_weight: Tensor | None, d_bias: Tensor | None):
-        store = ctx.store
-        inputs, grads = store.inputs, store.grads
-        store.inputs, store.grads = [], []
+        inputs, grads = ctx.store.take()
         if not grads:
             return d_weight, d_bias, None
         x = torch.cat(inputs, dim=1) if len(inputs) > 1 else inputs[0]  # [K, T*B, in]
@@ -153,8 +171,7 @@ class _StepProduct(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            ctx.store.inputs.append(x)
-            ctx.store.grads.append(grad)
+            ctx.store.add(x, grad)
         dx = torch.bmm(grad, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         return dx, None, None, None
 

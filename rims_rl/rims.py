@@ -6,10 +6,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .attention import Communication, InputAttention
+from .attention import Communication, InputAttention, top_k_mask
+from . import kernel
 from .config import RIMsConfig
 from .fused import FusedStep, fused_step
 from .group import StepProduct, make_cell
+
+
+BACKENDS = ("auto", "cpp", "fused", "reference")
 
 
 class RIMsInfo(NamedTuple):
@@ -107,8 +111,24 @@ class RIMs(nn.Module):
         # Internal switch (tests compare both paths): fold the value projection into the
         # input-to-gate weights for all T steps at once when there is one input row.
         self._fold_single_row = True
-        # Internal switch: run the common configuration's step as one autograd node (rims_rl.fused).
-        self._fused_step = True
+        self.backend = "auto"
+        self._kernel_cache: tuple | None = None  # (parameter versions, weights) for no-grad kernel calls
+        self.last_path: str | None = None  # the path the last forward call ran (see ``backend``)
+
+    @property
+    def backend(self) -> str:
+        """Which implementation runs the steps: ``"auto"`` (default: the fastest that covers the
+        configuration and device: ``"cpp"``, else ``"fused"``, else ``"reference"``), ``"cpp"`` (the
+        compiled sequence kernel, ``rims_rl.kernel``; raises if it is unavailable or does not cover the
+        call), ``"fused"`` (at most the Python fused step, ``rims_rl.fused``) or ``"reference"`` (the
+        op-by-op step, also differentiable twice). ``last_path`` names the one the last call ran."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise ValueError(f"RIMs backend={value!r} is invalid: valid values are {', '.join(BACKENDS)}")
+        self._backend = value
 
     # ------------------------------------------------------------------ state
     def _initial(self) -> list[Tensor]:
@@ -140,15 +160,18 @@ class RIMs(nn.Module):
         h_state = tuple(s.to(x.dtype).transpose(0, 1).contiguous() for s in state)  # [K, B, H]
         initial = [s.to(x.dtype).unsqueeze(1) for s in self._initial()]  # [K, 1, H]
         resets, starts = self._check_starts(episode_starts, T, B, x)
+        if self._kernel_ok(x):
+            self.last_path = "cpp"
+            return self._forward_kernel(x, h_state, starts)
 
         seq = self._prepare(x)
         block = self.config.block_inactive_grad and K > self.config.k and torch.is_grad_enabled()
         fused = self._fused_ok(seq)
+        self.last_path = "fused" if fused else "reference"
         outs, masks, probs_all, comm_all = [], [], [], []
         for t in range(T):
-            if resets[t]:
-                keep, start = 1.0 - starts[t], starts[t]
-                h_state = tuple(torch.addcmul(s * keep, s0, start) for s, s0 in zip(h_state, initial))
+            if resets[t]:  # where, not a product: the old state may hold NaN or inf (NaN * 0 = NaN)
+                h_state = tuple(torch.where(starts[t], s0, s) for s, s0 in zip(h_state, initial))
             h_state, mask, probs, comm_attention = self._step(h_state, seq.step_inputs(t), seq, block, fused)
             outs.append(h_state[0])
             if mask is not None:
@@ -160,7 +183,81 @@ class RIMs(nn.Module):
 
         out = torch.stack(outs).permute(0, 2, 1, 3).reshape(T, B, K * H)
         final = tuple(s.transpose(0, 1) for s in h_state)
-        return out, final, self._info(masks, probs_all, comm_all, T, B, R, x)
+        return out, final, self._info(torch.stack(masks) if masks else None,
+                                      torch.stack(probs_all) if probs_all else None,
+                                      torch.stack(comm_all) if comm_all else None, T, B, R, x)
+
+    # ----------------------------------------------------------------- kernel
+    def _kernel_ok(self, x: Tensor) -> bool:
+        """Whether the compiled sequence kernel runs this call (``backend`` "auto" or "cpp")."""
+        if self.backend not in ("auto", "cpp"):
+            return False
+        cfg = self.config
+        reason = None
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            reason = f"device {x.device.type} / dtype {x.dtype} (the kernel runs float32/float64 on CPU)"
+        elif self.input_attention is None or x.shape[2] != 1 or cfg.num_input_heads != 1 or not self._fold_single_row:
+            reason = "it covers one input row, one input head and input attention on"
+        elif self.training and (cfg.input_dropout > 0 or cfg.comm_dropout > 0):
+            reason = "active dropout"
+        elif not kernel.available():
+            reason = f"it is unavailable: {kernel.unavailable_reason()}"
+        if reason is not None and self.backend == "cpp":
+            raise RuntimeError(f"RIMs backend='cpp' cannot run this call: {reason}")
+        return reason is None
+
+    def _kernel_weights(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The kernel's weight tensors: (w_in [value, K*G], w_state, b_state, b_in, w_comm, w_out, b_out,
+        doubled (w_out, b_out), init). Built from the parameters at every call with gradients on; with
+        gradients off (rollouts) kept until a parameter changes (in-place update, load, move)."""
+        key = None
+        if not torch.is_grad_enabled():
+            key = (x.dtype, x.device) + tuple((id(p), p._version, p.data_ptr()) for p in self.parameters())
+            if self._kernel_cache is not None and self._kernel_cache[0] == key:
+                return self._kernel_cache[1]
+        cell, attn, comm = self.cell, self.input_attention, self.communication
+        K, lstm = self.config.num_units, self.config.cell == "lstm"
+        w_in = cell.input_to_gates.weight  # [K, value, G] -> [value, K*G]: one product for all RIMs and steps
+        w_in = w_in.transpose(0, 1).reshape(w_in.shape[1], -1)
+        w_state = torch.cat([cell.hidden_to_gates.weight, attn.query.weight], dim=-1)
+        b_gates = cell.hidden_to_gates.bias + cell.input_to_gates.bias if lstm else cell.hidden_to_gates.bias
+        b_state = torch.cat([b_gates, b_gates.new_zeros(K, 1, attn.query.out_features)], dim=-1)
+        empty = x.new_empty(0)
+        b_in = empty if lstm else cell.input_to_gates.bias
+        if comm is not None:
+            w_comm, w_out, b_out = comm.scaled_weight(), comm.output_gate.weight, comm.output_gate.bias
+        else:
+            w_comm = w_out = b_out = empty
+        w_out, b_out, b_in = w_out.contiguous(), b_out.contiguous(), b_in.contiguous()
+        weights = (w_in, w_state, b_state, b_in, w_comm.contiguous(), w_out, b_out,
+                   kernel.double_update_columns(w_out, b_out), torch.stack(self._initial()).to(x.dtype))
+        if key is not None:
+            self._kernel_cache = (key, weights)
+        return weights
+
+    def _forward_kernel(self, x: Tensor, h_state: State, starts: Tensor | None) -> tuple[Tensor, State, RIMsInfo]:
+        """The whole sequence through ``rims_rl.kernel`` (same arithmetic as the steps)."""
+        cfg, attn, comm = self.config, self.input_attention, self.communication
+        T, B, R, _ = x.shape
+        K, H = cfg.num_units, cfg.unit_size
+        lstm = cfg.cell == "lstm"
+        keys, values = attn.project(x + self.row_embedding)  # [T, B, 1, 1, *]
+        w_in, w_state, b_state, b_in, w_comm, w_out, b_out, doubled_out, init = self._kernel_weights(x)
+        gate_inputs = torch.mm(values.reshape(T * B, -1), w_in).view(T, B, K, -1)  # [T, B, K, G]
+        empty = x.new_empty(0)
+        sizes = [comm.num_heads, comm.key_size, comm.value_size] if comm is not None else [1, 1, 1]
+        start_bytes = (torch.zeros(T, B, dtype=torch.uint8) if starts is None
+                       else starts.view(T, B).to(torch.uint8).contiguous())
+        block = cfg.block_inactive_grad and K > cfg.k and torch.is_grad_enabled()
+        flags = [int(lstm), cfg.k, int(cfg.selection == "across"), int(cfg.across_renormalise),
+                 int(comm is not None), int(cfg.comm_inactive == "kept"), int(block)] + sizes + [kernel.SMALL_PRODUCT]
+        out, c_final, mask, probs, att = kernel.run(
+            h_state[0], h_state[1] if lstm else empty, gate_inputs, keys.reshape(T, B, -1).contiguous(),
+            w_state, b_state, b_in, w_comm, w_out, b_out, init, start_bytes, flags, doubled_out)
+        final = (out[-1].transpose(0, 1),) + ((c_final.transpose(0, 1),) if lstm else ())
+        info = self._info(mask if cfg.k < K else None, probs.view(T, K, B, 1, 1),
+                          att if comm is not None else None, T, B, R, x)
+        return out.permute(0, 2, 1, 3).reshape(T, B, K * H), final, info
 
     # ------------------------------------------------------------------ steps
     def _prepare(self, x: Tensor) -> "_Sequence":
@@ -227,14 +324,14 @@ class RIMs(nn.Module):
             gates_x, gates_h = input_gates, hq
         else:
             gates_h, query = hq.split([G, hq.shape[-1] - G], dim=-1)
-            probs, activity = attn.probabilities(attn.scores(query, keys))
+            scores = attn.scores(query, keys)
+            probs, logits = attn.probabilities(scores)
             probs_info = probs
             if cfg.k < K:
-                mask = torch.zeros(K, B, dtype=torch.bool, device=hq.device).scatter_(
-                    0, activity.topk(cfg.k, dim=0).indices, True)
+                mask = top_k_mask(logits, cfg.k)
                 mask3 = mask.unsqueeze(-1)
                 if cfg.selection == "across":  # inactive RIMs read nothing
-                    probs = probs * mask3.unsqueeze(-1)
+                    probs = attn.masked_probabilities(scores, mask, cfg.across_renormalise)
             probs = attn.dropout(probs)
             if not seq.folded:
                 gates_x = cell.input_to_gates(attn.read(probs, values))
@@ -254,7 +351,10 @@ class RIMs(nn.Module):
             h_new = torch.where(mask3, h_new, h_new.detach())
         comm_attention = None
         if comm is not None:
-            h_new, comm_attention = comm(h_new, seq.comm_products)
+            source = None
+            if cfg.comm_inactive == "kept" and mask3 is not None:  # inactive RIMs: keys/values of the kept state
+                source = torch.where(mask3, h_new, state[0])
+            h_new, comm_attention = comm(h_new, seq.comm_products, source)
         new = (h_new,) + tuple(new[1:])
         if mask3 is not None:  # inactive RIMs keep their state bit-for-bit
             new = tuple(torch.where(mask3, n, s) for n, s in zip(new, state))
@@ -264,8 +364,9 @@ class RIMs(nn.Module):
         """Whether the fused step (``rims_rl.fused``) covers this configuration (else the general,
         op-by-op step runs); with gradients on, its per-step products must defer their weight grads."""
         cfg = self.config
-        if not (self._fused_step and seq.folded and self.input_attention is not None
+        if not (self.backend != "reference" and seq.folded and self.input_attention is not None
                 and self.communication is not None and cfg.selection == "null" and cfg.num_input_heads == 1
+                and cfg.comm_inactive == "tentative"
                 and cfg.k < cfg.num_units):
             return False
         if self.training and (cfg.input_dropout > 0 or cfg.comm_dropout > 0):
@@ -275,23 +376,25 @@ class RIMs(nn.Module):
         return seq.state_product.deferred and all(p.deferred for p in seq.comm_products)
 
     # ---------------------------------------------------------------- helpers
-    def _info(self, masks: list[Tensor], probs: list[Tensor], comm: list[Tensor], T: int, B: int, R: int,
+    def _info(self, masks: Tensor | None, probs: Tensor | None, comm: Tensor | None, T: int, B: int, R: int,
               x: Tensor) -> RIMsInfo:
+        """masks [T, K, B] (None: all active), probs [T, K, B, heads, R] (None: no input attention),
+        comm [T, Kq, Kk, B, heads] (None: no communication) -> RIMsInfo."""
         K = self.config.num_units
         with torch.no_grad():
-            if masks:
-                mask = torch.stack(masks).transpose(1, 2)  # [T, B, K]
+            if masks is not None:
+                mask = masks.transpose(1, 2)  # [T, B, K]
             else:
                 mask = torch.ones(T, B, K, dtype=torch.bool, device=x.device)
             if self.input_attention is not None:
-                input_attention = self.input_attention.info_attention(torch.stack(probs)).transpose(1, 2)
+                input_attention = self.input_attention.info_attention(probs).transpose(1, 2)
             else:
                 input_attention = torch.full((T, B, K, R + 1), 1.0 / R, dtype=x.dtype, device=x.device)
                 input_attention[..., 0] = 0.0
             comm_attention = None
-            if comm:
+            if comm is not None:
                 # [T, Kq, Kk, B, heads] -> [T, B, heads, Kq, Kk], inactive query rows zeroed
-                comm_attention = torch.stack(comm).permute(0, 3, 4, 1, 2) * mask[:, :, None, :, None]
+                comm_attention = comm.permute(0, 3, 4, 1, 2) * mask[:, :, None, :, None]
         return RIMsInfo(mask, input_attention.detach(), None if comm_attention is None else comm_attention.detach())
 
     def _check_input(self, x: Tensor) -> Tensor:
@@ -324,12 +427,12 @@ class RIMs(nn.Module):
 
     @staticmethod
     def _check_starts(episode_starts: Tensor | None, T: int, B: int, x: Tensor) -> tuple[list[bool], Tensor | None]:
-        """-> (per step: any reset?, starts as [T, 1, B, 1] floats)."""
+        """-> (per step: any reset?, starts as [T, 1, B, 1] bools)."""
         if episode_starts is None:
             return [False] * T, None
         starts = torch.as_tensor(episode_starts, device=x.device)
         if tuple(starts.shape) != (T, B):
             raise ValueError(f"RIMs episode_starts of shape {tuple(starts.shape)} is invalid: valid shape is "
                              f"[T={T}, B={B}]")
-        starts = starts.to(x.dtype)
-        return (starts != 0).any(dim=1).tolist(), starts.view(T, 1, B, 1)
+        starts = starts != 0
+        return starts.any(dim=1).tolist(), starts.view(T, 1, B, 1)

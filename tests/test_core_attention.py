@@ -28,7 +28,7 @@ def test_input_attention_null_row_softmax_and_read():
     x = torch.randn(1, B, R, D)
     h = torch.randn(K, B, H)
     keys, values = attn.project(x)
-    probs, activity = attn.probabilities(attn.scores(attn.query(h), keys[0]))
+    probs, logits = attn.probabilities(attn.scores(attn.query(h), keys[0]))
     # reference: explicit zero null row prepended, full softmax over R+1 rows
     kv = x[0] @ attn.key_value.weight.T  # [B, R, heads*(key+value)]
     kv = torch.cat([torch.zeros(B, 1, kv.shape[-1]), kv], dim=1).view(B, R + 1, heads, key + value)
@@ -37,7 +37,8 @@ def test_input_attention_null_row_softmax_and_read():
     scores = torch.einsum("kbhd,brhd->kbhr", q, k_ref) / math.sqrt(key)
     p = torch.softmax(scores, dim=-1)
     torch.testing.assert_close(probs, p[..., 1:])
-    torch.testing.assert_close(activity, 1 - p[..., 0].mean(-1))
+    # selection logits: log of the attention on the rows summed over heads (the activity times heads)
+    torch.testing.assert_close(logits.exp() / heads, 1 - p[..., 0].mean(-1))
     read = torch.einsum("kbhr,brhd->kbhd", p, v_ref).reshape(K, B, heads * value)
     torch.testing.assert_close(attn.read(probs, values[0]), read)
 
@@ -46,6 +47,6 @@ def test_across_selection_is_a_softmax_over_units():
     torch.manual_seed(0)
     attn = InputAttention(6, 4, 5, 8, 3, 1, "across", dropout=0.0)
     keys, _ = attn.project(torch.randn(1, 2, 3, 6))
-    probs, activity = attn.probabilities(attn.scores(attn.query(torch.randn(4, 2, 5)), keys[0]))
+    probs, logits = attn.probabilities(attn.scores(attn.query(torch.randn(4, 2, 5)), keys[0]))
     torch.testing.assert_close(probs.sum(0), torch.ones(2, 1, 3))
-    torch.testing.assert_close(activity, probs.sum(-1).squeeze(-1))
+    torch.testing.assert_close(logits.exp(), probs.sum(-1).squeeze(-1))

@@ -3,6 +3,7 @@ import base64
 import csv
 import io
 import re
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -165,3 +166,26 @@ def test_training_wall_seconds_adds_every_training_process(tmp_path):
     # (1020 - 1000 + 100/50) + (2004 - 2000 + 100/50)
     assert training_wall_seconds(tmp_path, rollout_steps=100) == pytest.approx(22.0 + 6.0)
     assert training_wall_seconds(tmp_path / "nothing", rollout_steps=100) is None
+
+
+def test_study_findings_tables_hold_compares_numbers(study):
+    import importlib.util
+
+    from agents.experiments.compare import cell
+    from agents.experiments.report import read_comparison
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "findings.py"
+    spec = importlib.util.spec_from_file_location("findings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    comparison = read_comparison(study / "compare" / "compare.json")
+    text = module.findings(comparison, core="rims")
+    summary = comparison["summary"]
+    for core in ("rims", "lstm"):
+        unshifted = next(s for s in summary if s["core"] == core and s["shift"] == "all" and s["level"] == 0
+                         and s["metric"] == "success_rate")
+        line = next(line for line in text.splitlines() if line.startswith(f"| {core} | 2 |"))
+        assert line.split(" | ")[2] == cell(unshifted)
+    poi = next(p for p in comparison["improvement"] if p["core_a"] == "rims" and p["core_b"] == "lstm"
+               and p["shift"] == "all" and p["level"] == 0 and p["metric"] == "success_rate")
+    assert f"| lstm | {format_number(poi['probability'])} [" in text

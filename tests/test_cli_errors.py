@@ -39,6 +39,14 @@ def test_bad_train_input(args, words, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()  # validated before anything is created
 
 
+@pytest.mark.parametrize("episodes, words", [(0, ["--episodes", "0"]), (2**32, ["--episodes", "reset seed"])])
+def test_demo_checks_episodes_before_training(episodes, words, tmp_path, capsys):
+    code = run_main(["demo", "--config", tiny_config(tmp_path), "--cores", "lstm", "--episodes", episodes,
+                     "--logdir", tmp_path / "runs", "--no-progress"])
+    _check_one_line_error(code, capsys, words)
+    assert not (tmp_path / "runs").exists()  # refused before training, not after it
+
+
 def test_missing_and_corrupt_models(tmp_path, capsys):
     _check_one_line_error(run_main(["evaluate", "--model", tmp_path / "none.zip"]), capsys, ["none.zip", "exist"])
     bad = tmp_path / "model.zip"

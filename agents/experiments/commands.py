@@ -37,6 +37,15 @@ def check_out_dir(out_dir: Path, files: Sequence[str]) -> None:
 
 DEFAULT_EPISODES = 400  # a success rate's 95% CI half-width is then <= 0.05 (1.96 * sqrt(0.25 / 400) = 0.049)
 
+
+def check_episodes(episodes: int, seed: int) -> None:
+    """UserError unless ``episodes`` >= 1 and every episode's reset seed ``seed`` .. ``seed + episodes - 1`` is valid."""
+    if episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    check_seed(seed)
+    check_seed(seed + episodes - 1, "--seed + --episodes - 1 (the last episode's reset seed)")
+
+
 def evaluate(
     model: str | os.PathLike,
     shifts: Sequence[str] | str | None = None,
@@ -69,12 +78,9 @@ def evaluate(
         if run_dir is None:
             raise UserError(f"--env is required: {model_file} does not lie in a run dir with {CONFIG_FILE}")
         env = read_run_config(run_dir)["env"]
-    if episodes < 1:
-        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    check_episodes(episodes, seed)
     if n_envs < 1:
         raise UserError(f"--n-envs must be >= 1, got {n_envs}")
-    check_seed(seed)
-    check_seed(seed + episodes - 1, "--seed + --episodes - 1 (the last episode's reset seed)")
     settings = sweep_settings(env, shifts)
     out_dir = Path(out) if out is not None else (run_dir / EVAL_DIR if run_dir else model_file.parent / EVAL_DIR)
     check_out_dir(out_dir, ("results.csv", "results.json", "returns.png"))
@@ -218,6 +224,7 @@ def demo(
     sweep = shifts if shifts is not None else base["eval"]["sweep"]
     episodes = episodes if episodes is not None else base["eval"]["episodes"]
     sweep_settings(base["env"], sweep)  # validate before training
+    check_episodes(episodes, EVAL_SEED)
     runs = [(_run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed))
             for core in cores for seed in seeds]
     states = [run_state(run_dir, cfg) for cfg, run_dir in runs]

@@ -47,6 +47,16 @@ def test_demo_checks_episodes_before_training(episodes, words, tmp_path, capsys)
     assert not (tmp_path / "runs").exists()  # refused before training, not after it
 
 
+@pytest.mark.parametrize("command", [
+    ["train", "--core", "lstm", "lstm", "--seed", "0", "0"],
+    ["demo", "--cores", "lstm", "lstm", "--seeds", "0", "0", "--workers", "1", "--shifts", "none", "--episodes", "2"],
+])
+def test_a_repeated_core_or_seed_trains_one_run(command, tmp_path, capsys):
+    code = run_main([*command, "--config", tiny_config(tmp_path), "--logdir", tmp_path / "runs", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert [p.parent.name for p in (tmp_path / "runs").rglob("model.zip")] == ["seed0"]
+
+
 def test_missing_and_corrupt_models(tmp_path, capsys):
     _check_one_line_error(run_main(["evaluate", "--model", tmp_path / "none.zip"]), capsys, ["none.zip", "exist"])
     bad = tmp_path / "model.zip"

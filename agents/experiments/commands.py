@@ -225,6 +225,7 @@ def demo(
     episodes = episodes if episodes is not None else base["eval"]["episodes"]
     sweep_settings(base["env"], sweep)  # validate before training
     check_episodes(episodes, EVAL_SEED)
+    cores, seeds = list(dict.fromkeys(cores)), list(dict.fromkeys(seeds))  # a repeated core/seed: one run
     runs = [(_run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed))
             for core in cores for seed in seeds]
     states = [run_state(run_dir, cfg) for cfg, run_dir in runs]

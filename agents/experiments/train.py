@@ -449,7 +449,8 @@ def train(
         return [train_run(cfg, run_dir, resume=True, progress=progress, device=flags.get("device"))]
     base = resolve_config(config, overrides, **flags)
     check_logdir(logdir)
-    plan = [(core, seed) for core in (cores or [base["core"]]) for seed in (seeds or [base["seed"]])]
+    plan = list(dict.fromkeys((core, seed) for core in (cores or [base["core"]])  # a repeated core/seed: one run
+                              for seed in (seeds or [base["seed"]])))
     runs = [(_run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed)) for core, seed in plan]
     for _, run_dir in runs:
         refuse_existing(run_dir)

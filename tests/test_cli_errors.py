@@ -101,6 +101,31 @@ def test_corrupt_checkpoint_on_resume(trained_run, tmp_path, capsys):
     _check_one_line_error(run_main(["train", "--resume", trained_run, "--set", "timesteps=5"]), capsys, ["--set"])
 
 
+def test_a_checkpoint_that_cannot_load_closes_the_training_env(trained_run, tmp_path, monkeypatch):
+    import envs
+    from agents.experiments.config import UserError
+    from agents.experiments.runs import read_run_config
+    from agents.experiments.train import train_run
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    (run / "checkpoints" / "last.zip").write_bytes(b"garbage")
+    made = []
+    real = envs.make_vec_env
+
+    def spy(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        made[-1].closed_by_test = False
+        close = made[-1].close
+        made[-1].close = lambda: (close(), setattr(made[-1], "closed_by_test", True))
+        return made[-1]
+
+    monkeypatch.setattr(envs, "make_vec_env", spy)
+    with pytest.raises(UserError, match="last.zip"):  # what a sweep task hits (it resumes without the CLI's checks)
+        train_run(read_run_config(run), run, resume=True, progress=False, device="cpu")
+    assert made and all(env.closed_by_test for env in made)
+
+
 def test_record_rejects_unknown_format(trained_run, tmp_path, capsys):
     _check_one_line_error(run_main(["record", "--model", trained_run, "--out", tmp_path / "x.txt"]), capsys,
                           [".gif", ".mp4"])

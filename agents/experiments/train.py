@@ -348,14 +348,18 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
             print(f"removed {stale} (left by an interrupted write)")
     env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=cfg["seed"], shifts=cfg["shifts"], training=True,
                        instructions=instructions_option(cfg))
-    if resume and checkpoint.is_file():
-        model = load_model(checkpoint, env=env, device=device)
-        model.tensorboard_log = str(run_dir / TB_DIR)
-        print(f"resuming {run_dir} from step {model.num_timesteps} ({checkpoint})")
-    else:
-        model = build_model(cfg, env, run_dir, device)
-        if resume:
-            print(f"{run_dir} has no checkpoint yet: training from step 0")
+    try:
+        if resume and checkpoint.is_file():
+            model = load_model(checkpoint, env=env, device=device)
+            model.tensorboard_log = str(run_dir / TB_DIR)
+            print(f"resuming {run_dir} from step {model.num_timesteps} ({checkpoint})")
+        else:
+            model = build_model(cfg, env, run_dir, device)
+            if resume:
+                print(f"{run_dir} has no checkpoint yet: training from step 0")
+    except BaseException:  # a checkpoint that cannot load: a sweep's Ray worker lives on, so close the env now
+        env.close()
+        raise
     created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,18 @@ def test_compare_writes_improvement_csv_with_cis_for_several_runs(tmp_path):
     assert rims["ci95_low"] is not None and len(rims["ci95_high"]) == len(profile["taus"])
 
 
+def test_seeds_trained_on_different_devices_are_compared(tmp_path):
+    import yaml
+
+    for seed in (0, 1):
+        run = write_run(tmp_path / "runs", "rims", seed, {"none": 0.9, "distractors": 0.8, "size": 0.6})
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg["device"] = "cpu" if seed else "cuda"  # `train --device` writes it; where a run trains, not what
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    runs = compare_runs(find_run_dirs([tmp_path / "runs"]), reps=20)["runs"]
+    assert sorted(r["seed"] for r in runs) == [0, 1]
+
+
 def test_bad_episode_and_env_counts_are_user_errors():
     from agents.experiments.config import UserError
     from agents.experiments.evaluation import run_episodes

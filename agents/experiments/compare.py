@@ -41,7 +41,7 @@ from agents.experiments.bootstrap import aggregate_cis, improvement_ci, profile_
 from agents.experiments.config import UserError
 from agents.experiments.evaluation import (UNSHIFTED, format_number, read_results, scale_changing, table_console,
                                            write_csv_json)
-from agents.experiments.runs import EVAL_DIR, read_run_config
+from agents.experiments.runs import EVAL_DIR, RUNTIME_KEYS, read_run_config
 
 AGGREGATES = ("iqm", "mean", "median", "optimality_gap")
 COMPARE_COLUMNS = ("env", "core", "shift", "level", "metric", "runs", "tasks") + tuple(
@@ -112,7 +112,8 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
 
 
 def _check_same_experiment(runs: list[dict[str, Any]]) -> None:
-    """Runs of one env and core must differ in the seed only (else they are not seeds of one condition)."""
+    """Runs of one env and core must differ in the seed only (else they are not seeds of one condition); the
+    runtime keys (``device``: where a run trained, not what it computed) may differ, as in ``runs.run_state``."""
     first: dict[tuple[str, str], dict[str, Any]] = {}
     seen: dict[tuple[str, str, int], str] = {}
     for run in runs:
@@ -123,7 +124,7 @@ def _check_same_experiment(runs: list[dict[str, Any]]) -> None:
         seen[key] = run["dir"]
         ref = first.setdefault((run["env"], run["core"]), run)
         differ = sorted(k for k in set(ref["config"]) | set(run["config"])
-                        if k != "seed" and ref["config"].get(k) != run["config"].get(k))
+                        if k != "seed" and k not in RUNTIME_KEYS and ref["config"].get(k) != run["config"].get(k))
         if differ:
             raise UserError(f"runs {ref['dir']} and {run['dir']} ({run['core']}) differ in {', '.join(differ)}, "
                             f"not only in the seed; compare the runs of one experiment at a time")

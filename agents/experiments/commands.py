@@ -39,7 +39,7 @@ DEFAULT_EPISODES = 400  # a success rate's 95% CI half-width is then <= 0.05 (1.
 
 
 def check_episodes(episodes: int, seed: int) -> None:
-    """UserError unless ``episodes`` >= 1 and every episode's reset seed ``seed`` .. ``seed + episodes - 1`` is valid."""
+    """UserError unless ``episodes`` >= 1 and every reset seed ``seed`` .. ``seed + episodes - 1`` is valid."""
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
     check_seed(seed)

@@ -93,6 +93,18 @@ def test_report_of_a_dir_without_evaluated_runs_is_a_user_error(tmp_path, capsys
     assert err.count("\n") == 1 and "rims-rl evaluate" in err and not (tmp_path / "report.html").exists()
 
 
+def test_report_over_a_compare_json_it_cannot_read_is_a_user_error(tmp_path, capsys):
+    root = tmp_path / "runs"
+    write_run(root, "rims", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
+    (root / "compare").mkdir()
+    for text in ('{"summary": []}', "not json"):  # an older rims-rl's compare.json (no profiles), a damaged one
+        (root / "compare" / "compare.json").write_text(text)  # newer than the results: reused
+        assert run_main(["report", root]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "compare.json" in err and "Traceback" not in err
+        assert not (root / "report.html").exists()
+
+
 def test_learning_curves_take_the_iqm_across_seeds_with_ci_bands_only_for_several_runs(study, tmp_path):
     curves = learning_curves(find_run_dirs([study]), reps=100)
     rims = curves["RedBallDistractors-v0"]["training return (unshifted)"]["rims"]

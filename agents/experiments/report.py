@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.experiments.compare import AGGREGATES, METRIC_LABELS, NO_CI, cell, headline_metric
+from agents.experiments.config import UserError
 from agents.experiments.evaluation import UNSHIFTED, format_number, read_results, scale_changing
 from agents.experiments.files import atomic_write_text
 from agents.experiments.runs import EVAL_DIR
@@ -314,6 +315,10 @@ def write_runs_table(run_dirs: list[Path], path: str | os.PathLike) -> Path:
 
 
 def read_comparison(path: str | os.PathLike) -> dict[str, Any]:
-    """compare.json's content (summary, improvement, profiles, runs)."""
-    data = json.loads(Path(path).read_text())
-    return {k: data[k] for k in ("summary", "improvement", "profiles", "runs")}
+    """compare.json's content (summary, improvement, profiles, runs); UserError if unreadable or of an older rims-rl."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {k: data[k] for k in ("summary", "improvement", "profiles", "runs")}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a compare.json of this rims-rl ({type(e).__name__}: {str(e)[:80]}); "
+                        f"remove it, or run `rims-rl compare` again") from None

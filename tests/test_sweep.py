@@ -55,6 +55,8 @@ def _grid(tmp_path, **keys) -> str:
     ({}, ["--device", "tpu"], ["tpu", "cuda"]),
     ({}, ["--device", "cuda:1"], ["cuda:1", "--device cuda"]),
     ({}, ["--retries", "-1"], ["--retries"]),
+    ({}, ["--evaluate", "--episodes", "0"], ["--episodes", "0"]),
+    ({}, ["--evaluate", "--episodes", str(2**32)], ["--episodes", "reset seed"]),
     ({"tasks": []}, [], ["tasks", "non-empty"]),
     ({"tasks": [{"timesteps": 64}]}, [], ["task 1", "env"]),
     ({"tasks": [{"env": ENV, "budget": 64}]}, [], ["task 1", "budget", "timesteps"]),

@@ -32,7 +32,7 @@ from agents.experiments.config import CORES, UserError
 from agents.experiments.devices import check_device_name, cuda_available, resolve_device
 from agents.experiments.runs import (EVAL_DIR, FINAL_MODEL, TRAIN_LOG, env_dirname, read_num_timesteps, run_dir_for,
                                      run_dir_lock, run_state)
-from agents.experiments.train import Interrupted, _run_config, check_logdir, resolve_config
+from agents.experiments.train import EVAL_SEED, Interrupted, _run_config, check_logdir, resolve_config
 
 GRID_KEYS = ("envs", "tasks", "cores", "seeds", "config", "overrides", "timesteps")
 TASK_KEYS = ("env", "timesteps", "overrides", "config")
@@ -243,8 +243,10 @@ def plan_sweep(grid: Grid, logdir: str | os.PathLike, evaluate: bool = False,
     Checks every env, core, config key and value, and every existing run dir (a different config
     in it is refused). Nothing is created.
     """
-    if episodes is not None and episodes < 1:
-        raise UserError(f"--episodes must be >= 1, got {episodes}")
+    if episodes is not None:
+        from agents.experiments.commands import check_episodes
+
+        check_episodes(episodes, EVAL_SEED)  # the evaluation after training must not fail on them
     for core in grid.cores or ():
         if core not in CORES:
             raise UserError(f"unknown core {core!r}; valid cores: {', '.join(CORES)}")

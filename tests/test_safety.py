@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from agents import RecurrentPPO
@@ -350,7 +351,10 @@ def test_a_closed_output_pipe_is_one_line(tmp_path):
 def test_empty_or_cut_config_yaml_is_one_line(trained_run, tmp_path, capsys):
     run = tmp_path / "lstm" / "seed0"
     shutil.copytree(trained_run, run)
-    for content in (b"", b"env: RedBallDistractors-v0\n", b"\x00\xff garbage"):  # empty, cut off, not text
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    damaged = [yaml.safe_dump({**cfg, "eval": {}}).encode(), yaml.safe_dump({**cfg, "ppo": 3}).encode()]
+    # empty, cut off, not text, a section emptied, a section that is not a mapping
+    for content in (b"", b"env: RedBallDistractors-v0\n", b"\x00\xff garbage", *damaged):
         (run / "config.yaml").write_bytes(content)
         before = _snapshot(run)
         _one_line_error(run_main(["evaluate", "--model", run]), capsys, ["config"])

@@ -25,6 +25,14 @@ CORES = ("rims", "lstm", "gru", "none")
 # here, so older run dirs stay readable.
 RUN_CONFIG_KEYS = ("env", "core", "seed", "policy", "timesteps", "n_envs", "threads", "shifts", "checkpoint_freq",
                    "ppo", "cores", "policy_kwargs", "eval")
+# Keys of the sections every run's config.yaml has had (same rule: later additions are not required).
+RUN_CONFIG_SECTIONS = {
+    "ppo": ("learning_rate", "lr_schedule", "n_steps", "n_minibatches", "n_epochs", "gamma", "gae_lambda",
+            "clip_range", "ent_coef", "vf_coef", "max_grad_norm"),
+    "eval": ("freq", "episodes", "shifts", "sweep"),
+    "cores": (),
+    "policy_kwargs": (),
+}
 OPEN_SECTIONS = ("policy_kwargs",)  # sections whose keys are not in the preset (checked by train.validate_config)
 
 
@@ -242,12 +250,18 @@ def dump_config(cfg: dict, path: str | os.PathLike) -> None:
 def read_config_file(path: str | os.PathLike) -> dict:
     """Read a resolved ``config.yaml`` of a run dir as it was written (no preset merging).
 
-    UserError if it is empty, unreadable or lacks one of ``RUN_CONFIG_KEYS`` (a cut-off write).
+    UserError if it is empty, unreadable, lacks one of ``RUN_CONFIG_KEYS`` or of the section keys
+    ``RUN_CONFIG_SECTIONS`` (a cut-off or damaged write), or a section is not a mapping.
     """
     cfg = _read_yaml(Path(path))
     if not cfg:
         raise UserError(f"config {path} is empty; the run dir is damaged (restore config.yaml or remove the dir)")
     missing = [key for key in RUN_CONFIG_KEYS if key not in cfg]
+    for section, keys in RUN_CONFIG_SECTIONS.items():
+        if section in cfg and not isinstance(cfg[section], dict):
+            missing.append(f"{section} (not a mapping)")
+        elif isinstance(cfg.get(section), dict):
+            missing += [f"{section}.{key}" for key in keys if key not in cfg[section]]
     if missing:
         raise UserError(f"config {path} lacks key(s) {', '.join(missing)}; the run dir is damaged "
                         f"(restore config.yaml or remove the dir)")

@@ -98,6 +98,28 @@ def test_tasks_give_each_env_its_own_budget_and_overrides(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_task_with_a_one_line_value_error_fails_without_a_retry(tmp_path, monkeypatch):
+    """An envs/rims_rl ValueError is a user error for the CLI; the task reports it instead of raising
+    (raising would make Ray retry a run that cannot succeed)."""
+    from agents.experiments import sweep, train
+    from agents.experiments.train import _run_config, resolve_config
+
+    def bad_env(*args, **kwargs):
+        raise ValueError("unknown word 'wobble' in mission 'wobble the ball'")
+
+    class Board:  # the ProgressBoard actor's interface, in-process
+        class report:
+            @staticmethod
+            def remote(*args):
+                return None
+
+    monkeypatch.setattr(train, "train_run", bad_env)
+    cfg = _run_config(resolve_config(str(tiny_config(tmp_path))), "lstm", 0)
+    outcome = sweep.run_task(cfg, str(tmp_path / "run"), "cpu", None, Board(), "tiny lstm seed0")
+    assert outcome["status"] == "failed" and "wobble" in outcome["reason"]
+    assert "wobble" in (tmp_path / "run" / "train.log").read_text()
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_sweep_on_cuda_without_a_gpu_fails_before_ray_starts(tmp_path, capsys):
     code = run_main(["sweep", _grid(tmp_path), "--device", "cuda", "--logdir", tmp_path / "runs"])

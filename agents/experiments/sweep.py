@@ -333,7 +333,7 @@ def run_task(cfg: dict, run_dir: str, device: str, evaluation: dict | None, boar
             board.report.remote(name, steps, False)
             if evaluation is not None:
                 commands.evaluate(path, shifts=evaluation["shifts"], episodes=evaluation["episodes"], device=device)
-        except UserError as e:  # nothing a retry would change
+        except ValueError as e:  # a UserError or envs'/rims_rl's one-line ValueError: a retry would change nothing
             print(f"failed: {_one_line(e)}")
             board.report.remote(name, 0, False)
             return {"status": "failed", "reason": _one_line(e), "steps": None}

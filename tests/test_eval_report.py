@@ -105,6 +105,21 @@ def test_report_over_a_compare_json_it_cannot_read_is_a_user_error(tmp_path, cap
         assert not (root / "report.html").exists()
 
 
+def test_report_redoes_a_fresh_comparison_that_covers_other_runs(tmp_path):
+    """A compare.json newer than every result, but of some of the runs only (an earlier demo with fewer
+    cores), is not reused: the report's tables cover every run its runs.csv and curves show."""
+    import json
+
+    root = tmp_path / "runs"
+    rims = write_run(root, "rims", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
+    write_run(root, "lstm", 0, {"none": 0.5, "distractors": 0.4, "size": 0.3})
+    assert run_main(["compare", rims, "--out", root / "compare", "--reps", 50]) == 0  # rims alone, newest file
+    assert run_main(["report", root, "--reps", 50]) == 0
+    runs = json.loads((root / "compare" / "compare.json").read_text())["runs"]
+    assert sorted(r["core"] for r in runs) == ["lstm", "rims"]
+    assert "| lstm |" in (root / "report.md").read_text()
+
+
 def test_learning_curves_take_the_iqm_across_seeds_with_ci_bands_only_for_several_runs(study, tmp_path):
     curves = learning_curves(find_run_dirs([study]), reps=100)
     rims = curves["RedBallDistractors-v0"]["training return (unshifted)"]["rims"]

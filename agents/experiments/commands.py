@@ -170,8 +170,8 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, r
     """The ``report`` command: ``report.html`` (self-contained) and ``report.md`` for the runs under
     ``directory``, in ``out`` (default ``directory``), with ``runs.csv``; an ``out`` elsewhere also gets
     compare's ``compare.csv`` and ``improvement.csv``, so that it holds everything to publish. It reuses
-    ``<directory>/compare/compare.json`` when that is newer than every run's results.json, else runs
-    ``compare`` first."""
+    ``<directory>/compare/compare.json`` when that is newer than every run's results.json and covers
+    exactly the runs under ``directory``, else runs ``compare`` first."""
     from agents.experiments.curves import CURVE_REPS
     from agents.experiments.report import REPORT_FILES, read_comparison, write_report
 
@@ -188,9 +188,12 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, r
     check_out_dir(out_dir, (*REPORT_FILES, *COMPARE_TABLES))
     compare_json = _default_compare_out([directory], run_dirs) / "compare.json"
     newest = max((r / EVAL_DIR / "results.json").stat().st_mtime for r in run_dirs)
-    if not compare_json.is_file() or compare_json.stat().st_mtime < newest:
+    comparison = read_comparison(compare_json) if compare_json.is_file() else None
+    if (comparison is None or compare_json.stat().st_mtime < newest
+            or {Path(r["dir"]).resolve() for r in comparison["runs"]} != {r.resolve() for r in run_dirs}):
         compare([directory], out=compare_json.parent, reps=reps, seed=seed, quiet=True)
-    page, md = write_report(read_comparison(compare_json), run_dirs, out_dir, reps=min(reps, CURVE_REPS))
+        comparison = read_comparison(compare_json)
+    page, md = write_report(comparison, run_dirs, out_dir, reps=min(reps, CURVE_REPS))
     copied = [atomic_write_bytes(out_dir / name, (compare_json.parent / name).read_bytes())
               for name in COMPARE_TABLES if out is not None and out_dir.resolve() != compare_json.parent.resolve()]
     print(f"report: {page} (self-contained) and {md}" + (f"; with {', '.join(str(c) for c in copied)}" if copied

@@ -13,6 +13,7 @@ from agents.experiments.config import load_preset
 from agents.experiments.record import ROW_HEIGHT, TEXT_HEIGHT
 from agents.experiments.runs import read_num_timesteps
 from cli_tiny import run_main, tiny_config
+from envs import DEFAULT_ENV_ID
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +167,22 @@ def test_no_arguments_runs_the_demo_with_its_defaults(monkeypatch):
     assert str(calls[0]["logdir"]) == "runs/demo"
 
 
+def test_a_resumed_run_keeps_the_best_score_of_earlier_sessions(tmp_path):
+    import json
+
+    from agents.experiments.callbacks import PeriodicEvalCallback
+
+    run = tmp_path / "run"
+    run.mkdir()
+    fresh = PeriodicEvalCallback(run, DEFAULT_ENV_ID, None, episodes=1, freq=32, seed=0)
+    assert fresh.best == float("-inf")
+    (run / "best_model.zip").write_bytes(b"a model")
+    (run / "best_model.json").write_text(json.dumps({"mean_return": 0.75, "step": 64, "episodes": 1}))
+    assert PeriodicEvalCallback(run, DEFAULT_ENV_ID, None, episodes=1, freq=32, seed=0).best == 0.75
+    (run / "best_model.json").write_text("cut")  # an unreadable score: the next evaluation sets a new best
+    assert PeriodicEvalCallback(run, DEFAULT_ENV_ID, None, episodes=1, freq=32, seed=0).best == float("-inf")
+
+
 def test_train_with_periodic_evaluation_keeps_the_best_model(tmp_path):
     cfg = tiny_config(tmp_path)
     code = run_main(["train", "--config", cfg, "--core", "gru", "--logdir", tmp_path / "runs", "--eval-freq", 32,
@@ -174,6 +191,8 @@ def test_train_with_periodic_evaluation_keeps_the_best_model(tmp_path):
     (run,) = (tmp_path / "runs").glob("*/gru/seed0")
     assert (run / "best_model.zip").is_file()
     assert 32 <= read_num_timesteps(run / "best_model.zip") <= 64
+    score = json.loads((run / "best_model.json").read_text())
+    assert score["step"] == read_num_timesteps(run / "best_model.zip") and score["episodes"] == 1
     acc = EventAccumulator(str(run / "tb" / "train_1"))
     acc.Reload()
     assert {"eval/mean_return", "eval/success_rate"} <= set(acc.Tags()["scalars"])

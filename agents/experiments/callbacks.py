@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.experiments.runs import BEST_MODEL, CHECKPOINT, atomic_save
+from agents.experiments.files import atomic_write_text
+from agents.experiments.runs import BEST_MODEL, BEST_SCORE, CHECKPOINT, atomic_save
 
 
 def recent_mean_return(model) -> float | None:
@@ -195,14 +196,27 @@ class StopOnSignalCallback(BaseCallback):
 class PeriodicEvalCallback(BaseCallback):
     """Every ``freq`` steps: evaluate on ``shifts`` (paired episodes, the same seeds each time), log
     ``eval/mean_return``, ``eval/std_return`` and (MiniGrid/BabyAI) ``eval/success_rate`` at the
-    training step, and keep the best model (by mean return) as ``best_model.zip``."""
+    training step, and keep the best model (by mean return) as ``best_model.zip``, its score in
+    ``best_model.json``: a resumed run starts from that score, so a worse model never replaces the best
+    one of an earlier session."""
 
     def __init__(self, run_dir: str | Path, env_id: str, shifts: dict[str, int] | None, episodes: int,
                  freq: int, seed: int) -> None:
         super().__init__()
-        self.path = Path(run_dir) / BEST_MODEL
+        self.path, self.score_path = Path(run_dir) / BEST_MODEL, Path(run_dir) / BEST_SCORE
         self.env_id, self.shifts, self.episodes, self.freq, self.seed = env_id, shifts, episodes, freq, seed
-        self.best: float = -np.inf
+        self.best: float = self._saved_best()
+
+    def _saved_best(self) -> float:
+        """The mean return of the kept best model (-inf when there is none or its score is unreadable)."""
+        import json
+
+        if not self.path.is_file():
+            return -np.inf
+        try:
+            return float(json.loads(self.score_path.read_text())["mean_return"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -np.inf
 
     def _on_training_start(self) -> None:
         self._last = self.model.num_timesteps
@@ -222,8 +236,12 @@ class PeriodicEvalCallback(BaseCallback):
         if episodes[0].success is not None:
             self.logger.record("eval/success_rate", float(np.mean([e.success for e in episodes])))
         if mean > self.best:
+            import json
+
             self.best = mean
             atomic_save(self.model, self.path)
+            atomic_write_text(self.score_path, json.dumps({"mean_return": mean, "step": int(self.model.num_timesteps),
+                                                           "episodes": self.episodes}))
 
     def _on_step(self) -> bool:
         return True

@@ -6,6 +6,7 @@ Layout of one run (``<logdir>/<env>/<core>/seed<N>/``; ``/`` in an env id become
     checkpoints/last.zip   the latest periodic checkpoint (weights, optimizer state, step count)
     model.zip              the final model (written when training finishes)
     best_model.zip         the best model of the periodic evaluation (eval.freq > 0)
+    best_model.json        its score and step, so that a resumed run keeps the best model of all sessions
     tb/train_1/            TensorBoard events of training (resumed runs append to the same dir)
     tb/eval/               TensorBoard events of `evaluate`
     eval/                  results.csv, results.json, returns.png of `evaluate`
@@ -31,6 +32,7 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT = Path("checkpoints") / "last.zip"
 FINAL_MODEL = "model.zip"
 BEST_MODEL = "best_model.zip"
+BEST_SCORE = "best_model.json"
 TB_DIR = "tb"
 TRAIN_TB_NAME = "train"
 EVAL_DIR = "eval"

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from typing import Sequence
 
-from agents.experiments.config import CORES, DEFAULT_PRESET, UserError, get_value, list_presets, load_preset
+from agents.experiments.config import CORES, DEFAULT_PRESET, UserError, first_line, get_value, list_presets, load_preset
 from agents.experiments.devices import DEVICES
 
 PROG = "rims-rl"
@@ -247,8 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _dispatch(args)
         sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
     except (UserError, ValueError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {first_line(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout closed early (`rims-rl presets | head -0`)
         _silence_stdout()

@@ -40,6 +40,12 @@ class UserError(ValueError):
     """A mistake the user can fix (bad flag, bad file, existing run dir); shown as one line."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type name when the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def list_presets() -> list[str]:
     """Names of the built-in presets (file stems in ``agents/experiments/presets``), sorted."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from agents.experiments.config import UserError, read_config_file
+from agents.experiments.config import UserError, first_line, read_config_file
 from agents.experiments.files import atomic_open
 
 CONFIG_FILE = "config.yaml"
@@ -288,8 +288,7 @@ def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = Non
     except OSError as e:
         raise UserError(f"cannot read model {path}: {e.strerror or type(e).__name__}") from None
     except Exception as e:  # a bad file raises many types (torch's UnpicklingError included); all mean "cannot use it"
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load model {path}: {detail[:300]}") from None
+        raise UserError(f"cannot load model {path}: {first_line(e)[:300]}") from None
 
 
 def atomic_save(model, path: str | os.PathLike) -> Path:

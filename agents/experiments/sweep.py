@@ -28,10 +28,10 @@ from typing import Any, Sequence
 
 import yaml
 
-from agents.experiments.config import CORES, UserError
+from agents.experiments.config import CORES, UserError, first_line
 from agents.experiments.devices import check_device_name, cuda_available, resolve_device
-from agents.experiments.runs import (EVAL_DIR, FINAL_MODEL, TRAIN_LOG, env_dirname, read_num_timesteps, run_dir_for,
-                                     run_dir_lock, run_state)
+from agents.experiments.runs import (CHECKPOINT, EVAL_DIR, FINAL_MODEL, TRAIN_LOG, env_dirname, read_num_timesteps,
+                                     run_dir_for, run_dir_lock, run_state)
 from agents.experiments.train import EVAL_SEED, Interrupted, _run_config, check_logdir, resolve_config
 
 GRID_KEYS = ("envs", "tasks", "cores", "seeds", "config", "overrides", "timesteps")
@@ -223,17 +223,18 @@ class PlannedRun:
 
 
 def is_evaluated(run_dir: Path, episodes: int) -> bool:
-    """True if ``<run>/eval/results.json`` was written after ``model.zip`` with ``episodes`` per setting."""
-    import json
+    """True if ``<run>/eval/results.json`` (of this rims-rl version) was written after ``model.zip`` with
+    ``episodes`` per setting."""
+    from agents.experiments.evaluation import read_results
 
     results, model = run_dir / EVAL_DIR / RESULTS_FILE, run_dir / FINAL_MODEL
     if not results.is_file() or not model.is_file() or results.stat().st_mtime < model.stat().st_mtime:
         return False
     try:
-        meta = json.loads(results.read_text())
-    except (OSError, ValueError):
+        meta = read_results(results)
+    except UserError:
         return False
-    return isinstance(meta, dict) and meta.get("episodes", episodes) == episodes
+    return meta.get("episodes", episodes) == episodes
 
 
 def plan_sweep(grid: Grid, logdir: str | os.PathLike, evaluate: bool = False,
@@ -320,7 +321,7 @@ def run_task(cfg: dict, run_dir: str, device: str, evaluation: dict | None, boar
             path.mkdir(parents=True, exist_ok=True)
             log = stack.enter_context(open(path / TRAIN_LOG, "a", buffering=1))
         except (UserError, OSError) as e:
-            return {"status": "failed", "reason": _one_line(e), "steps": None}
+            return {"status": "failed", "reason": first_line(e), "steps": None}
         stack.enter_context(contextlib.redirect_stdout(log))
         stack.enter_context(contextlib.redirect_stderr(log))
         print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} sweep task {name} (pid {os.getpid()}, device {device}, "
@@ -334,12 +335,12 @@ def run_task(cfg: dict, run_dir: str, device: str, evaluation: dict | None, boar
             if evaluation is not None:
                 commands.evaluate(path, shifts=evaluation["shifts"], episodes=evaluation["episodes"], device=device)
         except ValueError as e:  # a UserError or envs'/rims_rl's one-line ValueError: a retry would change nothing
-            print(f"failed: {_one_line(e)}")
+            print(f"failed: {first_line(e)}")
             board.report.remote(name, 0, False)
-            return {"status": "failed", "reason": _one_line(e), "steps": None}
+            return {"status": "failed", "reason": first_line(e), "steps": None}
         except (Interrupted, KeyboardInterrupt) as e:
             print(f"interrupted: {e or type(e).__name__}")
-            steps = _steps_of_checkpoint(path)
+            steps = _steps_in(path / CHECKPOINT)
             saved = f"checkpoint at step {steps}" if steps is not None else "no checkpoint yet"
             return {"status": "interrupted", "reason": f"stopped by Ctrl-C; {saved}", "steps": steps}
         except BaseException:
@@ -359,11 +360,6 @@ def _node_id() -> str:
         return "-"
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _task_failure_reason(error: BaseException) -> str:
     """One line for a Ray error of a task: the remote exception, or that the worker died."""
     import ray.exceptions as rex
@@ -374,7 +370,7 @@ def _task_failure_reason(error: BaseException) -> str:
         return f"{type(cause).__name__}: {lines[-1] if lines else ''}".strip()
     if isinstance(error, (rex.WorkerCrashedError, rex.NodeDiedError, rex.LocalRayletDiedError)):
         return f"its worker process died ({type(error).__name__}) and no retries were left"
-    return _one_line(error)
+    return first_line(error)
 
 
 def _start_ray(address: str | None, workers: int) -> None:
@@ -394,7 +390,7 @@ def _start_ray(address: str | None, workers: int) -> None:
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"--address {address}: cannot join a Ray cluster there ({_one_line(e)})") from None
+            raise UserError(f"--address {address}: cannot join a Ray cluster there ({first_line(e)})") from None
 
 
 # ---------------------------------------------------------------- the driver
@@ -449,7 +445,7 @@ def sweep(
           f"under {logdir}: {len(plan) - len(todo)} already done, {len(todo)} to run "
           f"({sum(p.state == 'resume' for p in todo)} to resume, {sum(p.state == 'done' for p in todo)} "
           f"to evaluate only)")
-    outcomes = {id(p): RunOutcome(p, "skipped", _steps_of(p.run_dir)) for p in plan if not p.todo}
+    outcomes = {id(p): RunOutcome(p, "skipped", _steps_in(p.run_dir / FINAL_MODEL)) for p in plan if not p.todo}
     if todo:
         outcomes.update(_run_on_ray(todo, evaluate, episodes, workers, address, device, gpus_per_run, retries,
                                     progress))
@@ -499,9 +495,10 @@ def _raise_if_failed(outcomes: Sequence[RunOutcome]) -> None:
                           f"(reasons and logs in the table above)")
 
 
-def _steps_of(run_dir: Path) -> int | None:
+def _steps_in(model_file: Path) -> int | None:
+    """The step count stored in ``model_file`` (a run's model.zip or checkpoint), None if unreadable."""
     try:
-        return read_num_timesteps(run_dir / FINAL_MODEL)
+        return read_num_timesteps(model_file)
     except UserError:
         return None
 
@@ -568,7 +565,7 @@ def _wait_for_runs(refs: dict[Any, PlannedRun], board: Any, progress: bool) -> d
         except KeyboardInterrupt:
             pass
         for run in refs.values():
-            outcomes.setdefault(id(run), RunOutcome(run, "interrupted", _steps_of_checkpoint(run.run_dir),
+            outcomes.setdefault(id(run), RunOutcome(run, "interrupted", _steps_in(run.run_dir / CHECKPOINT),
                                                     "stopped by Ctrl-C"))
         print_outcomes([outcomes[id(r)] for r in refs.values()])
         raise Interrupted("SIGINT: sweep stopped, the running runs saved checkpoints; "
@@ -585,21 +582,12 @@ def _collect(ref: Any, run: PlannedRun, interrupted: bool = False) -> RunOutcome
     try:
         result = ray.get(ref)
     except rex.TaskCancelledError:
-        return RunOutcome(run, "interrupted", _steps_of_checkpoint(run.run_dir), "cancelled before it started")
+        return RunOutcome(run, "interrupted", _steps_in(run.run_dir / CHECKPOINT), "cancelled before it started")
     except rex.RayError as e:
         if interrupted:
-            return RunOutcome(run, "interrupted", _steps_of_checkpoint(run.run_dir), "stopped by Ctrl-C")
+            return RunOutcome(run, "interrupted", _steps_in(run.run_dir / CHECKPOINT), "stopped by Ctrl-C")
         return RunOutcome(run, "failed", None, _task_failure_reason(e))
     return RunOutcome(run, result["status"], result["steps"], result["reason"])
-
-
-def _steps_of_checkpoint(run_dir: Path) -> int | None:
-    from agents.experiments.runs import CHECKPOINT
-
-    try:
-        return read_num_timesteps(run_dir / CHECKPOINT)
-    except UserError:
-        return None
 
 
 class LiveLine:
@@ -698,4 +686,4 @@ def _compare_per_env(outcomes: Sequence[RunOutcome], logdir: Path) -> None:
             commands.compare(runs, out=out, quiet=True)
             print(f"comparison of {env}: {out / 'compare.csv'} (+ compare.png)")
         except UserError as e:
-            print(f"comparison of {env} skipped: {_one_line(e)}", file=sys.stderr)
+            print(f"comparison of {env} skipped: {first_line(e)}", file=sys.stderr)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from agents.experiments.config import CORES, UserError, apply_overrides, dump_config, load_config, set_value
+from agents.experiments.config import CORES, UserError, apply_overrides, first_line, dump_config, load_config, set_value
 from agents.experiments.devices import check_device_name, resolve_device
 from agents.experiments.evaluation import torch_threads
 from agents.experiments.files import remove_stale_temp_files
@@ -238,7 +238,7 @@ def validate_policy_kwargs(policy: str, kwargs: dict, core: str) -> None:
             optimizer([torch.zeros(1, requires_grad=True)], **{"lr": 1e-3, **kwargs["optimizer_kwargs"]})
         except (TypeError, ValueError) as e:
             raise UserError(f"policy_kwargs.optimizer_kwargs {kwargs['optimizer_kwargs']!r}: "
-                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                            f"{first_line(e)}") from None
 
 
 def policy_kwargs_for(cfg: dict) -> dict | None:

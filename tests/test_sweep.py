@@ -93,8 +93,10 @@ def test_tasks_give_each_env_its_own_budget_and_overrides(tmp_path):
                        (door, 0): (160, 0.0003, 2), (door, 1): (160, 0.0003, 2)}
     assert {p.run_dir.parent.parent.name for p in plan} == {ENV, door}
     # --env picks tasks; an explicit --timesteps replaces every task's budget
-    picked = plan_sweep(merge_grid(read_grid_file(path), envs=[door], timesteps=64), tmp_path / "runs")
+    file_grid = read_grid_file(path)
+    picked = plan_sweep(merge_grid(file_grid, envs=[door], timesteps=64), tmp_path / "runs")
     assert {(p.cfg["env"], p.cfg["timesteps"]) for p in picked} == {(door, 64)}
+    assert [t.timesteps for t in file_grid.tasks] == [96, 160] and file_grid.envs is None  # the file's grid is kept
     assert not (tmp_path / "runs").exists()
 
 

@@ -18,6 +18,7 @@ then evaluates the run in the same task, and the sweep ends with ``compare`` per
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -169,14 +170,14 @@ def _flatten(data: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def merge_grid(file_grid: Grid | None, **flags: Any) -> Grid:
-    """The grid file's values, each replaced by the flag of the same name when that is given (not None/empty).
+    """A copy of the grid file's values, each replaced by the flag of the same name when that is given
+    (not None/empty).
 
     ``overrides`` (``--set``) are applied after the grid file's.
     """
-    grid = file_grid or Grid()
-    if flags.get("timesteps") is not None:  # an explicit budget applies to every task
-        for task in grid.tasks or ():
-            task.timesteps = None
+    grid = dataclasses.replace(file_grid) if file_grid is not None else Grid()
+    if flags.get("timesteps") is not None and grid.tasks:  # an explicit budget applies to every task
+        grid.tasks = [dataclasses.replace(task, timesteps=None) for task in grid.tasks]
     for name, value in flags.items():
         if name == "overrides":
             grid.overrides = [*grid.overrides, *(value or [])]

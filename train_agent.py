@@ -11,7 +11,8 @@ import sys
 import textwrap
 from typing import Sequence
 
-from agents.experiments.config import CORES, DEFAULT_PRESET, UserError, first_line, get_value, list_presets, load_preset
+from agents.experiments.config import (CORES, DEFAULT_EPISODES, DEFAULT_PRESET, UserError, first_line, get_value,
+                                      list_presets, load_preset)
 from agents.experiments.devices import DEVICES
 
 PROG = "rims-rl"
@@ -121,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a model file or a run dir (uses model.zip, else the checkpoint)")
     p.add_argument("--shifts", nargs="+", default=["all"], metavar="SPEC",
                    help="settings: all, none, a shift name (every level) or name=level[,name=level]")
-    p.add_argument("--episodes", type=int, default=400,
-                   help="episodes per setting (400: a success rate's 95%% CI half-width <= 0.05)")
+    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES,
+                   help=f"episodes per setting ({DEFAULT_EPISODES}: a success rate's 95%% CI half-width <= 0.05)")
     p.add_argument("--seed", type=int, default=1000, help="reset seed of episode 0 (episode i: SEED+i)")
     p.add_argument("--deterministic", action="store_true", help="greedy actions instead of sampled ones")
     p.add_argument("--n-envs", type=int, default=64, help="sub-envs stepped at once (one batched predict per step)")

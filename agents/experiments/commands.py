@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from agents.experiments.config import UserError
+from agents.experiments.config import DEFAULT_EPISODES, UserError
 from agents.experiments.devices import resolve_device
 from agents.experiments.files import atomic_write_bytes
 from agents.experiments.evaluation import (EVAL_ENVS, EVAL_THREADS, Result, evaluate_model,
@@ -35,7 +35,6 @@ def check_out_dir(out_dir: Path, files: Sequence[str]) -> None:
 
 # ---------------------------------------------------------------- evaluation
 
-DEFAULT_EPISODES = 400  # a success rate's 95% CI half-width is then <= 0.05 (1.96 * sqrt(0.25 / 400) = 0.049)
 
 
 def check_episodes(episodes: int, seed: int) -> None:

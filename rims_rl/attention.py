@@ -5,6 +5,7 @@ Layout: per-RIM tensors are unit-major ``[K, B, ...]`` (see ``group.py``); step 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +44,10 @@ class InputAttention(nn.Module):
         """Size of one RIM's read vector (all heads concatenated)."""
         return self.num_heads * self.value_size
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: [T, B, R, D] -> keys [T, B, R, heads, key] (pre-scaled by 1/sqrt(key)), values [T, B, R, heads, value]."""
-        kv = self.key_value(x).unflatten(-1, (self.num_heads, self.key_size + self.value_size))
+    def project(self, x: Tensor, linear: Callable[[Tensor, Tensor], Tensor] = F.linear) -> tuple[Tensor, Tensor]:
+        """x: [T, B, R, D] -> keys [T, B, R, heads, key] (pre-scaled by 1/sqrt(key)), values [T, B, R, heads, value].
+        ``linear(x, weight)``: the product to use (e.g. ``rims_rl.matmul.linear``)."""
+        kv = linear(x, self.key_value.weight).unflatten(-1, (self.num_heads, self.key_size + self.value_size))
         keys, values = kv.split([self.key_size, self.value_size], dim=-1)
         return keys * (1.0 / math.sqrt(self.key_size)), values
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import Communication, InputAttention, top_k_mask
-from . import kernel
+from . import kernel, matmul
 from .config import RIMsConfig
 from .fused import FusedStep, fused_step
 from .group import StepProduct, make_cell
@@ -241,16 +241,18 @@ class RIMs(nn.Module):
         T, B, R, _ = x.shape
         K, H = cfg.num_units, cfg.unit_size
         lstm = cfg.cell == "lstm"
-        keys, values = attn.project(x + self.row_embedding)  # [T, B, 1, 1, *]
+        # the products over all T*B rows: through oneDNN where it runs them (rims_rl.matmul)
+        keys, values = attn.project(x + self.row_embedding, matmul.linear)  # [T, B, 1, 1, *]
         w_in, w_state, b_state, b_in, w_comm, w_out, b_out, doubled_out, init = self._kernel_weights(x)
-        gate_inputs = torch.mm(values.reshape(T * B, -1), w_in).view(T, B, K, -1)  # [T, B, K, G]
+        gate_inputs = matmul.matmul(values.reshape(T * B, -1), w_in).view(T, B, K, -1)  # [T, B, K, G]
         empty = x.new_empty(0)
         sizes = [comm.num_heads, comm.key_size, comm.value_size] if comm is not None else [1, 1, 1]
         start_bytes = (torch.zeros(T, B, dtype=torch.uint8) if starts is None
                        else starts.view(T, B).to(torch.uint8).contiguous())
         block = cfg.block_inactive_grad and K > cfg.k and torch.is_grad_enabled()
         flags = [int(lstm), cfg.k, int(cfg.selection == "across"), int(cfg.across_renormalise),
-                 int(comm is not None), int(cfg.comm_inactive == "kept"), int(block)] + sizes + [kernel.SMALL_PRODUCT]
+                 int(comm is not None), int(cfg.comm_inactive == "kept"), int(block)] + sizes
+        flags += [kernel.SMALL_PRODUCT, int(matmul.uses_onednn(x))]
         out, c_final, mask, probs, att = kernel.run(
             h_state[0], h_state[1] if lstm else empty, gate_inputs, keys.reshape(T, B, -1).contiguous(),
             w_state, b_state, b_in, w_comm, w_out, b_out, init, start_bytes, flags, doubled_out)

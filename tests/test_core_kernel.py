@@ -153,3 +153,48 @@ def test_rollout_weight_cache_follows_parameter_updates():
         expected, _, _ = core(x)
     assert not torch.allclose(changed, first)
     torch.testing.assert_close(changed, expected)
+
+
+def make_wide(dtype, cell):
+    """Sizes whose per-step products use every part of the kernel's register tiles: blocks of 4 rows and
+    single rows, 3-vector and 1-vector column tiles and a partial last vector."""
+    torch.manual_seed(0)
+    cfg = RIMsConfig(num_units=5, k=3, unit_size=21, cell=cell, input_key_size=7, input_value_size=19,
+                     comm_key_size=9, comm_value_size=13, num_comm_heads=2)
+    return RIMs(11, cfg).to(dtype)
+
+
+@needs_kernel
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("path", ["tiles", "bmm"])
+def test_kernel_products_equal_reference(cell, path, monkeypatch):
+    if path == "bmm":  # every per-step product through at::bmm instead of the register tiles
+        monkeypatch.setattr(kernel, "SMALL_PRODUCT", 0)
+    core = make_wide(torch.float64, cell)
+    x = torch.randn(5, 7, 11, dtype=torch.float64)
+    starts = torch.zeros(5, 7)
+    starts[3, 2] = 1
+    state = tuple(torch.randn(7, 5, 21, dtype=torch.float64) for _ in core.initial_state(7))
+    assert_same(run(core, "cpp", x, starts, state), run(core, "reference", x, starts, state))
+
+
+@needs_kernel
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("batch", [10, 13])
+def test_kernel_with_two_threads_runs_batch_chunks_side_by_side_exactly(cell, batch):
+    """With 2 torch threads and >= 256 samples a sequence, the batch is cut into 2 chunks run in
+    parallel: outputs, info and every gradient still equal the reference's (and 1 thread's)."""
+    core = make_wide(torch.float64, cell)
+    T = 32
+    x = torch.randn(T, batch, 11, dtype=torch.float64)
+    starts = (torch.rand(T, batch) < 0.1).double()
+    state = tuple(torch.randn(batch, 5, 21, dtype=torch.float64) for _ in core.initial_state(batch))
+    ref = run(core, "reference", x, starts, state)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        chunked = run(core, "cpp", x, starts, state)
+    finally:
+        torch.set_num_threads(threads)
+    assert_same(chunked, ref)
+    assert_same(run(core, "cpp", x, starts, state), chunked)

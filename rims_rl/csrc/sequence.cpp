@@ -20,9 +20,14 @@
 #include <ATen/Dispatch.h>
 #include <ATen/ops/baddbmm.h>
 #include <ATen/ops/bmm.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/sigmoid.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -37,13 +42,13 @@ namespace {
 
 using at::Tensor;
 
-enum Cfg { LSTM, TOPK, ACROSS, RENORM, COMM, KEPT, BLOCK, HEADS, CK, CV, SMALL, NCFG };
+enum Cfg { LSTM, TOPK, ACROSS, RENORM, COMM, KEPT, BLOCK, HEADS, CK, CV, SMALL, ONEDNN, NCFG };
 
 template <typename S> inline S sigm(S x) { return S(1) / (S(1) + std::exp(-x)); }
 
 struct Dims {
   int64_t T, K, B, H, G, dk, GQ, Q, HV, heads, ck, cv, topk, small;
-  bool lstm, across, renorm, comm, kept, block;
+  bool lstm, across, renorm, comm, kept, block, onednn;
 };
 
 void check_inputs(std::initializer_list<const Tensor*> tensors) {
@@ -59,7 +64,7 @@ Dims dims_of(const Tensor& values, const Tensor& keys, const Tensor& w_state, c1
   d.H = w_state.size(1); d.dk = keys.size(2); d.GQ = d.G + d.dk;
   d.lstm = cfg[LSTM]; d.topk = cfg[TOPK]; d.across = cfg[ACROSS]; d.renorm = cfg[RENORM];
   d.comm = cfg[COMM]; d.kept = cfg[KEPT]; d.block = cfg[BLOCK];
-  d.heads = cfg[HEADS]; d.ck = cfg[CK]; d.cv = cfg[CV]; d.small = cfg[SMALL];
+  d.heads = cfg[HEADS]; d.ck = cfg[CK]; d.cv = cfg[CV]; d.small = cfg[SMALL]; d.onednn = cfg[ONEDNN];
   d.Q = d.heads * (2 * d.ck + d.cv); d.HV = d.heads * d.cv;
   return d;
 }
@@ -74,10 +79,70 @@ void select(const Dims& d, const S* s, uint8_t* m) {
   }
 }
 
+// 512-bit vectors of the GCC/Clang vector extension, so that the accumulators stay in registers.
+// (a trait: GCC drops vector_size on an alias template of a dependent type)
+template <typename S> struct VecOf;
+template <> struct VecOf<float> { typedef float type __attribute__((vector_size(64))); };
+template <> struct VecOf<double> { typedef double type __attribute__((vector_size(64))); };
+template <typename S> using Vec = typename VecOf<S>::type;
+template <typename S> constexpr int64_t kLanes = 64 / sizeof(S);
+template <typename S> inline Vec<S> vload(const S* p) { Vec<S> v; std::memcpy(&v, p, sizeof(v)); return v; }
+template <typename S> inline void vstore(S* p, const Vec<S>& v) { std::memcpy(p, &v, sizeof(v)); }
+
+// One register tile of a product: rows x[0..RB) (row stride xs) times w [I, O] columns [o, o + CB vectors),
+// into out rows (stride os), starting from out (accumulate), bias or zero. Each loaded vector of w
+// serves RB rows, so the tile runs on multiply-adds rather than on loads.
+template <typename S, int RB, int CB>
+inline void tile(const S* __restrict__ x, int64_t xs, const S* __restrict__ w, int64_t I, int64_t O,
+                 const S* __restrict__ bias, bool accumulate, S* __restrict__ out, int64_t os, int64_t o) {
+  constexpr int64_t L = kLanes<S>;
+  Vec<S> acc[RB][CB];
+  for (int r = 0; r < RB; ++r)
+    for (int c = 0; c < CB; ++c)
+      acc[r][c] = accumulate ? vload(out + r * os + o + c * L) : (bias ? vload(bias + o + c * L) : Vec<S>{});
+  for (int64_t i = 0; i < I; ++i) {
+    Vec<S> wv[CB];
+    for (int c = 0; c < CB; ++c) wv[c] = vload(w + i * O + o + c * L);
+    for (int r = 0; r < RB; ++r) {
+      const S xv = x[r * xs + i];
+      for (int c = 0; c < CB; ++c) acc[r][c] += xv * wv[c];
+    }
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int c = 0; c < CB; ++c) vstore(out + r * os + o + c * L, acc[r][c]);
+}
+
+// RB rows of one RIM's product over all O columns: tiles of 3 vectors, then single vectors, then scalars.
+template <typename S, int RB>
+void rows(const S* x, int64_t xs, const S* w, int64_t I, int64_t O, const S* bias, bool accumulate, S* out,
+          int64_t os) {
+  constexpr int64_t L = kLanes<S>;
+  int64_t o = 0;
+  for (; o + 3 * L <= O; o += 3 * L) tile<S, RB, 3>(x, xs, w, I, O, bias, accumulate, out, os, o);
+  for (; o + L <= O; o += L) tile<S, RB, 1>(x, xs, w, I, O, bias, accumulate, out, os, o);
+  if (o < O && O >= L) {  // the last columns: one vector over [O - L, O), only its new lanes kept
+    const int64_t ow = O - L;
+    Vec<S> acc[RB] = {};
+    for (int64_t i = 0; i < I; ++i) {
+      const Vec<S> wv = vload(w + i * O + ow);
+      for (int r = 0; r < RB; ++r) acc[r] += x[r * xs + i] * wv;
+    }
+    for (int r = 0; r < RB; ++r)
+      for (int64_t j = o - ow; j < L; ++j)
+        out[r * os + ow + j] = (accumulate ? out[r * os + ow + j] : (bias ? bias[ow + j] : S(0))) + acc[r][j];
+    return;
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int64_t oo = o; oo < O; ++oo) {  // the last columns (fewer than a vector)
+      S a = accumulate ? out[r * os + oo] : (bias ? bias[oo] : S(0));
+      for (int64_t i = 0; i < I; ++i) a += x[r * xs + i] * w[i * O + oo];
+      out[r * os + oo] = a;
+    }
+}
+
 // Per-RIM product out[k] (=|+=) bias[k] + x[k] @ w[k]: x [K, B, I] and out [K, B, O] with unit stride in the
-// last dim, w [K, I, O] contiguous, bias [K, 1, O] contiguous or undefined. Small products (up to `small`
-// multiply-adds: PPO minibatches of a few sequences, rollouts) run as register-blocked loops here, with
-// no dispatch; larger ones as at::bmm / baddbmm.
+// last dim, w [K, I, O] contiguous, bias [K, 1, O] contiguous or undefined. Products up to `small`
+// multiply-adds run as the register tiles above, with no dispatch; larger ones as at::bmm / baddbmm.
 template <typename S>
 void product(Tensor& out, const Tensor& bias, const Tensor& x, const Tensor& w, bool accumulate, int64_t small) {
   const int64_t K = x.size(0), B = x.size(1), I = x.size(2), O = w.size(2);
@@ -100,49 +165,39 @@ void product(Tensor& out, const Tensor& bias, const Tensor& x, const Tensor& w, 
     }
     return;
   }
-  const S* __restrict__ xp = x.data_ptr<S>();
-  const S* __restrict__ wp = w.data_ptr<S>();
-  const S* __restrict__ bp = bias.defined() ? bias.data_ptr<S>() : nullptr;
-  S* __restrict__ op = out.data_ptr<S>();
+  const S* xp = x.data_ptr<S>();
+  const S* wp = w.data_ptr<S>();
+  const S* bp = bias.defined() ? bias.data_ptr<S>() : nullptr;
+  S* op = out.data_ptr<S>();
   const int64_t xs0 = x.stride(0), xs1 = x.stride(1), os0 = out.stride(0), os1 = out.stride(1);
-  // 512-bit vectors of the GCC/Clang vector extension, so the accumulators stay in registers
-  typedef S V __attribute__((vector_size(64)));
-  constexpr int64_t L = 64 / sizeof(S);
-  auto load = [](const S* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; };
-  auto init = [&](int64_t k, const S* orow, int64_t o) {
-    if (accumulate) return load(orow + o);
-    if (bp) return load(bp + k * O + o);
-    return V{};
-  };
   for (int64_t k = 0; k < K; ++k) {
-    const S* __restrict__ wk = wp + k * I * O;
-    for (int64_t b = 0; b < B; ++b) {
-      S* __restrict__ orow = op + k * os0 + b * os1;
-      const S* __restrict__ xr = xp + k * xs0 + b * xs1;
-      int64_t o = 0;
-      for (; o + 4 * L <= O; o += 4 * L) {
-        V a0 = init(k, orow, o), a1 = init(k, orow, o + L), a2 = init(k, orow, o + 2 * L),
-          a3 = init(k, orow, o + 3 * L);
-        for (int64_t i = 0; i < I; ++i) {
-          const S xv = xr[i];
-          const S* wr = wk + i * O + o;
-          a0 += xv * load(wr); a1 += xv * load(wr + L); a2 += xv * load(wr + 2 * L); a3 += xv * load(wr + 3 * L);
-        }
-        std::memcpy(orow + o, &a0, sizeof(V)); std::memcpy(orow + o + L, &a1, sizeof(V));
-        std::memcpy(orow + o + 2 * L, &a2, sizeof(V)); std::memcpy(orow + o + 3 * L, &a3, sizeof(V));
-      }
-      for (; o + L <= O; o += L) {
-        V a0 = init(k, orow, o);
-        for (int64_t i = 0; i < I; ++i) a0 += xr[i] * load(wk + i * O + o);
-        std::memcpy(orow + o, &a0, sizeof(V));
-      }
-      for (; o < O; ++o) {  // the last columns (fewer than a vector)
-        S a = accumulate ? orow[o] : (bp ? bp[k * O + o] : S(0));
-        for (int64_t i = 0; i < I; ++i) a += xr[i] * wk[i * O + o];
-        orow[o] = a;
-      }
+    const S* wk = wp + k * I * O;
+    const S* bk = bp ? bp + k * O : nullptr;
+    int64_t b = 0;
+    for (; b + 4 <= B; b += 4)
+      rows<S, 4>(xp + k * xs0 + b * xs1, xs1, wk, I, O, bk, accumulate, op + k * os0 + b * os1, os1);
+    for (; b < B; ++b)
+      rows<S, 1>(xp + k * xs0 + b * xs1, xs1, wk, I, O, bk, accumulate, op + k * os0 + b * os1, os1);
+  }
+}
+
+// a [M, N] @ b [N, P] (any strides) through oneDNN's linear op (mkldnn::_linear_pointwise, called boxed
+// so that a changed signature only loses speed); at::mm when it is absent or fails. See rims_rl/matmul.py.
+Tensor onednn_mm(const Tensor& a, const Tensor& b) {
+  // row- or column-major operands only: other strides send oneDNN to its reference loops
+  auto dense = [](const Tensor& m) { return m.is_contiguous() || m.t().is_contiguous() ? m : m.contiguous(); };
+  static const std::optional<c10::OperatorHandle> op =
+      c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+  if (op) {
+    try {
+      torch::jit::Stack stack{dense(a), dense(b.t()), c10::IValue(), std::string("none"),
+                              c10::List<std::optional<c10::Scalar>>(), std::string("")};
+      op->callBoxed(&stack);
+      return stack.at(0).toTensor();
+    } catch (const std::exception&) {
     }
   }
+  return at::mm(a, b);
 }
 
 // In-place logistic sigmoid of a [K, B, n] view with unit stride in the last dim (vectorized ATen op
@@ -395,6 +450,62 @@ std::vector<Tensor> forward_impl(const Dims& d, const Tensor& h0, const Tensor& 
   return {out, cprev, mask, probs, att, hprev, hq, act, tc, hnew, src, qkv, read, go, rprob};
 }
 
+// The batch is cut into chunks run side by side (one thread each) when torch has several threads: the
+// recurrence is independent per sample, while its small per-step products and elementwise loops do
+// not gain from a second thread. Chunks: at most the thread count, at least 4 samples each, and only
+// for sequences of >= 256 samples in all (T = 1 rollout steps run whole).
+int64_t num_chunks(int64_t T, int64_t B) {
+  const int64_t threads = at::get_num_threads();
+  if (threads < 2 || at::in_parallel_region() || T * B < 256) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(threads, B / 4));
+}
+
+// Runs chunk(i) for i < n, side by side when n > 1.
+template <typename F>
+void run_chunks(int64_t n, const F& chunk) {
+  if (n == 1) {
+    chunk(0);
+    return;
+  }
+  at::parallel_for(0, n, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) chunk(i);
+  });
+}
+
+// Samples [b0, b0 + nb) of chunk i of n, out of B.
+std::pair<int64_t, int64_t> chunk_range(int64_t i, int64_t n, int64_t B) {
+  const int64_t b0 = i * B / n;
+  return {b0, (i + 1) * B / n - b0};
+}
+
+// One chunk's part of x along `dim` (contiguous), or x itself when there is one chunk or x is empty.
+Tensor cut(const Tensor& x, int64_t dim, int64_t i, int64_t n, int64_t B) {
+  if (n == 1 || x.numel() == 0) return x;
+  auto [b0, nb] = chunk_range(i, n, B);
+  return x.narrow(dim, b0, nb).contiguous();
+}
+
+// The chunks' tensor `index` joined along `dim` (empty tensors stay empty).
+Tensor join(const std::vector<std::vector<Tensor>>& parts, size_t index, int64_t dim) {
+  if (parts.size() == 1 || parts[0][index].numel() == 0) return parts[0][index];
+  std::vector<Tensor> xs;
+  for (const auto& p : parts) xs.push_back(p[index]);
+  return at::cat(xs, dim);
+}
+
+// The chunks' tensor `index` summed (weight gradients).
+Tensor total(const std::vector<std::vector<Tensor>>& parts, size_t index) {
+  if (parts.size() == 1 || parts[0][index].numel() == 0) return parts[0][index];
+  Tensor sum = parts[0][index].clone();
+  for (size_t i = 1; i < parts.size(); ++i) sum.add_(parts[i][index]);
+  return sum;
+}
+
+constexpr size_t NSAVED = 15;              // tensors forward_impl returns
+constexpr size_t PER_CHUNK = NSAVED + 3;   // + the chunk's values, keys, starts
+
+// Returns (out, cprev, mask, probs, att) for the whole batch, then per chunk its forward_impl tensors
+// and its values, keys and starts (what the backward needs).
 std::vector<Tensor> rims_forward(const Tensor& h0, const Tensor& c0, const Tensor& values, const Tensor& keys,
                                  const Tensor& w_state, const Tensor& b_state, const Tensor& b_in,
                                  const Tensor& w_comm, const Tensor& w_out, const Tensor& b_out,
@@ -402,12 +513,22 @@ std::vector<Tensor> rims_forward(const Tensor& h0, const Tensor& c0, const Tenso
   at::NoGradGuard no_grad;
   check_inputs({&h0, &c0, &values, &keys, &w_state, &b_state, &b_in, &w_comm, &w_out, &b_out, &init, &starts});
   TORCH_CHECK(starts.scalar_type() == at::kByte, "rims_rl_cpp: starts must be uint8");
-  Dims d = dims_of(values, keys, w_state, cfg);
-  std::vector<Tensor> result;
-  AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "rims_forward", [&] {
-    result = forward_impl<scalar_t>(d, h0, c0, values, keys, w_state, b_state, b_in, w_comm, w_out, b_out,
-                                    init, starts);
+  dims_of(values, keys, w_state, cfg);
+  const int64_t B = values.size(1), n = num_chunks(values.size(0), B);
+  std::vector<std::vector<Tensor>> parts(n);
+  run_chunks(n, [&](int64_t i) {
+    at::NoGradGuard no_grad_here;  // this thread's own grad mode
+    Tensor v = cut(values, 1, i, n, B), k = cut(keys, 1, i, n, B), st = cut(starts, 1, i, n, B);
+    Dims d = dims_of(v, k, w_state, cfg);
+    AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "rims_forward", [&] {
+      parts[i] = forward_impl<scalar_t>(d, cut(h0, 1, i, n, B), cut(c0, 1, i, n, B), v, k, w_state, b_state, b_in,
+                                        w_comm, w_out, b_out, init, st);
+    });
+    parts[i].insert(parts[i].end(), {v, k, st});
   });
+  std::vector<Tensor> result = {join(parts, 0, 2), join(parts, 1, 2), join(parts, 2, 2), join(parts, 3, 2),
+                                join(parts, 4, 3)};
+  for (const auto& p : parts) result.insert(result.end(), p.begin(), p.end());
   return result;
 }
 
@@ -638,7 +759,11 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
   }
   // weight gradients of all steps at once: [K, in, T*B] x [K, T*B, out] (inputs laid out [K, T, B, .])
   auto wgrad = [&](const Tensor& x, const Tensor& g) {
-    return at::bmm(x.view({K, T * B, x.size(3)}).transpose(1, 2), g.view({K, T * B, g.size(3)}));
+    Tensor xs = x.view({K, T * B, x.size(3)}).transpose(1, 2), gs = g.view({K, T * B, g.size(3)});
+    if (!d.onednn) return at::bmm(xs, gs);
+    Tensor dw = at::empty({K, x.size(3), g.size(3)}, x.options());
+    for (int64_t k = 0; k < K; ++k) dw[k].copy_(onednn_mm(xs[k], gs[k]));
+    return dw;
   };
   Tensor d_w_state = wgrad(hprev, d_hq);
   Tensor d_w_comm = d.comm ? wgrad(src, d_qkv) : none;
@@ -646,17 +771,30 @@ std::vector<Tensor> backward_impl(const Dims& d, const std::vector<Tensor>& sv, 
   return {dh, dc, d_values, d_keys, d_w_state, d_b_state, d_b_in, d_w_comm, d_w_out, d_b_out, d_init};
 }
 
+// saved: rims_forward's result; values, keys, starts: the whole batch's (the chunks' come from saved).
 std::vector<Tensor> rims_backward(const std::vector<Tensor>& saved, const Tensor& values, const Tensor& keys,
                                   const Tensor& w_state, const Tensor& w_comm, const Tensor& w_out,
                                   const Tensor& starts, const Tensor& d_out, const Tensor& d_hT,
                                   const Tensor& d_cT, c10::IntArrayRef cfg) {
   at::NoGradGuard no_grad;
   check_inputs({&values, &keys, &w_state, &w_comm, &w_out, &starts, &d_out, &d_hT, &d_cT});
-  Dims d = dims_of(values, keys, w_state, cfg);
-  std::vector<Tensor> result;
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "rims_backward", [&] {
-    result = backward_impl<scalar_t>(d, saved, values, keys, w_state, w_comm, w_out, starts, d_out, d_hT, d_cT);
+  TORCH_CHECK(saved.size() > 5 && (saved.size() - 5) % PER_CHUNK == 0, "rims_rl_cpp: bad saved tensors");
+  const int64_t B = values.size(1), n = (saved.size() - 5) / PER_CHUNK;
+  std::vector<std::vector<Tensor>> parts(n);
+  run_chunks(n, [&](int64_t i) {
+    at::NoGradGuard no_grad_here;
+    const auto first = saved.begin() + 5 + i * PER_CHUNK;
+    const std::vector<Tensor> sv(first, first + NSAVED);
+    const Tensor &v = first[NSAVED], &k = first[NSAVED + 1], &st = first[NSAVED + 2];
+    Dims d = dims_of(v, k, w_state, cfg);
+    AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "rims_backward", [&] {
+      parts[i] = backward_impl<scalar_t>(d, sv, v, k, w_state, w_comm, w_out, st, cut(d_out, 2, i, n, B),
+                                         cut(d_hT, 1, i, n, B), cut(d_cT, 1, i, n, B));
+    });
   });
+  // d_h0, d_c0, d_values, d_keys joined along the batch; the parameter gradients summed
+  std::vector<Tensor> result = {join(parts, 0, 1), join(parts, 1, 1), join(parts, 2, 1), join(parts, 3, 1)};
+  for (size_t j = 4; j < parts[0].size(); ++j) result.push_back(total(parts, j));
   return result;
 }
 

@@ -5,9 +5,11 @@
 // (RIMs._step): one input row, one input head, folded values, LSTM or GRU cells, selection "null" or
 // "across" (renormalised or not), k <= K, communication on or off with keys/values of inactive RIMs
 // from the tentative update or the kept state, block_inactive_grad on or off, resets. The per-RIM
-// products run as at::bmm / at::baddbmm (3 per step each way); everything elementwise runs in plain
-// loops here, so a step costs a handful of dispatches instead of a hundred Python-level ops.
-// Weight gradients of the per-step products are summed over all steps in one bmm each at the end.
+// products (3 per step each way) run as register tiles here; everything elementwise runs in plain
+// loops, so a step costs no dispatch instead of a hundred Python-level ops. Weight gradients of the
+// per-step products are summed over all steps in one product each at the end (oneDNN for float32
+// when the caller says so, else at::bmm). With several torch threads the batch is cut into chunks
+// whose recurrences run side by side (rims_forward / rims_backward).
 //
 // Layouts (all contiguous): state [K, B, H]; values [T, B, K, G] (input-to-gate pre-activations of
 // the value, G = 4H lstm / 3H gru); keys [T, B, dk] (pre-scaled); w_state [K, H, G + dk] (hidden to

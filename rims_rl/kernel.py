@@ -49,11 +49,14 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _command(compiler: str, output: Path) -> list[str]:
+def _command(compiler: str, output: Path, openmp: bool = True) -> list[str]:
+    """The build command. ``openmp``: ``-fopenmp`` (batch chunks on parallel threads, through torch's own
+    OpenMP runtime, found by soname at load); else only ``-fopenmp-simd`` (chunks run one after another)."""
     from torch.utils import cpp_extension  # only needed to build
 
     lib = cpp_extension.library_paths()[0]
-    return ([compiler, "-O3", "-march=native", "-fopenmp", "-std=c++20", "-shared", "-fPIC", "-w",
+    return ([compiler, "-O3", "-march=native", "-fopenmp" if openmp else "-fopenmp-simd", "-std=c++20",
+             "-shared", "-fPIC", "-w",
              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
             + [f"-I{p}" for p in cpp_extension.include_paths()]
             + [str(SOURCE), "-o", str(output), f"-L{lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{lib}"])
@@ -63,8 +66,8 @@ def _build() -> Path:
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler found ({compiler!r})")
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), torch.__version__, sys.version, compiler,
-                                    _cpu_flags()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), torch.__version__, sys.version, compiler, _cpu_flags(),
+                                    "openmp"]).encode()).hexdigest()[:16]
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     library = directory / f"rims_rl_cpp-{key}.so"
@@ -82,6 +85,9 @@ def _build() -> Path:
         os.close(fd)
         try:
             result = subprocess.run(_command(compiler, Path(tmp)), capture_output=True, text=True, timeout=600)
+            if result.returncode != 0:  # e.g. a compiler without OpenMP: the same kernel, chunks in turn
+                result = subprocess.run(_command(compiler, Path(tmp), openmp=False), capture_output=True, text=True,
+                                        timeout=600)
             if result.returncode != 0:
                 raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-2000:]}")
             os.replace(tmp, library)

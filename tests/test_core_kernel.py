@@ -139,6 +139,33 @@ def test_without_a_compiler_the_pure_pytorch_path_runs(tmp_path):
 
 
 @needs_kernel
+def test_a_compiler_without_openmp_builds_the_kernel_with_chunks_in_turn(tmp_path):
+    """A compiler that refuses -fopenmp: the kernel is built without it, and with 2 threads its batch
+    chunks (run one after another) still give the reference's values and gradients."""
+    compiler = tmp_path / "c++-without-openmp"
+    compiler.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "-fopenmp" ] && { echo "no OpenMP" >&2; exit 1; }; done\n'
+                        'exec c++ "$@"\n')
+    compiler.chmod(0o755)
+    code = ("import torch\n"
+            "from rims_rl import RIMs, RIMsConfig, kernel\n"
+            "torch.manual_seed(0); torch.set_num_threads(2)\n"
+            "core = RIMs(7, RIMsConfig(num_units=4, k=2, unit_size=5)).double()\n"
+            "x = torch.randn(32, 10, 7, dtype=torch.float64, requires_grad=True)\n"
+            "grads = []\n"
+            "for backend in ('cpp', 'reference'):\n"
+            "    core.backend = backend; x.grad = None\n"
+            "    core(x)[0].square().sum().backward()\n"
+            "    grads.append(x.grad.clone())\n"
+            "print(kernel.available(), (grads[0] - grads[1]).abs().max().item())\n")
+    env = dict(os.environ, CXX=str(compiler), RIMS_RL_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    available, diff = result.stdout.split()
+    assert available == "True" and float(diff) < 1e-10, result.stdout
+    assert len(list((tmp_path / "cache").glob("*.so"))) == 1
+
+
+@needs_kernel
 def test_rollout_weight_cache_follows_parameter_updates():
     """No-grad calls reuse the kernel's prepared weights until a parameter changes."""
     core = make(dtype=torch.float32, k=2)

@@ -383,10 +383,20 @@ def _start_ray(address: str | None, workers: int) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token warning for a private local instance
         # Workers import this package like the driver does: an installed package needs nothing, a
         # source checkout run with `python train_agent.py` gets its root on the workers' path.
+        # Set in the environment the local instance's processes inherit, not as a runtime_env: workers
+        # of a runtime_env cannot be the ones Ray starts ahead with ray.init, so every task waited for
+        # a new worker process.
         root = str(Path(__file__).resolve().parents[2])
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, before) if p)
+        try:
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        finally:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
     else:
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)

@@ -139,7 +139,8 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = N
 
     ``runs``: run dirs or dirs holding run dirs (each evaluated before). Output dir default:
     ``DIR/compare`` for one DIR, else ``<common parent of the runs>/compare``. Writes compare.csv,
-    compare.json, improvement.csv, compare.png and profiles.png; returns the compare.csv rows.
+    compare.json, improvement.csv, compare.png and profiles.png; returns the compare.csv rows. Prints the
+    table; ``quiet`` leaves out only the lines naming the files written (callers that print their own).
     """
     from agents.experiments.compare import compare_runs, print_compare_table, write_compare
     from agents.experiments.plots import plot_compare, plot_profiles

@@ -64,15 +64,22 @@ def assert_same(fast, ref, **tol):
             torch.testing.assert_close(gp[name], g, msg=name, **tol)
 
 
+def assert_cpp_equals_reference(core, T, B, resets):
+    """Random float64 input and state for ``core``, episode starts at ``resets`` [(t, b)]: the kernel's
+    outputs, info and gradients equal the reference's."""
+    cfg = core.config
+    x = torch.randn(T, B, core.input_size, dtype=torch.float64)
+    starts = torch.zeros(T, B)
+    for t, b in resets:
+        starts[t, b] = 1
+    state = tuple(torch.randn(B, cfg.num_units, cfg.unit_size, dtype=torch.float64) for _ in core.initial_state(B))
+    assert_same(run(core, "cpp", x, starts, state), run(core, "reference", x, starts, state))
+
+
 @needs_kernel
 @pytest.mark.parametrize("fields", AXES, ids=lambda f: "-".join(str(v) for v in f.values()))
 def test_kernel_equals_reference_float64(fields):
-    core = make(**fields)
-    x = torch.randn(6, 3, 7, dtype=torch.float64)
-    starts = torch.zeros(6, 3)
-    starts[2, 1] = starts[4, 0] = 1  # resets mid-sequence
-    state = tuple(torch.randn(3, 4, 5, dtype=torch.float64) for _ in core.initial_state(3))
-    assert_same(run(core, "cpp", x, starts, state), run(core, "reference", x, starts, state))
+    assert_cpp_equals_reference(make(**fields), 6, 3, [(2, 1), (4, 0)])  # resets mid-sequence
 
 
 @needs_kernel
@@ -197,12 +204,7 @@ def make_wide(dtype, cell):
 def test_kernel_products_equal_reference(cell, path, monkeypatch):
     if path == "bmm":  # every per-step product through at::bmm instead of the register tiles
         monkeypatch.setattr(kernel, "SMALL_PRODUCT", 0)
-    core = make_wide(torch.float64, cell)
-    x = torch.randn(5, 7, 11, dtype=torch.float64)
-    starts = torch.zeros(5, 7)
-    starts[3, 2] = 1
-    state = tuple(torch.randn(7, 5, 21, dtype=torch.float64) for _ in core.initial_state(7))
-    assert_same(run(core, "cpp", x, starts, state), run(core, "reference", x, starts, state))
+    assert_cpp_equals_reference(make_wide(torch.float64, cell), 5, 7, [(3, 2)])
 
 
 @needs_kernel

@@ -103,22 +103,24 @@ def test_tasks_give_each_env_its_own_budget_and_overrides(tmp_path):
 def test_a_task_with_a_one_line_value_error_fails_without_a_retry(tmp_path, monkeypatch):
     """An envs/rims_rl ValueError is a user error for the CLI; the task reports it instead of raising
     (raising would make Ray retry a run that cannot succeed)."""
+    import ray
+
     from agents.experiments import sweep, train
     from agents.experiments.train import _run_config, resolve_config
 
     def bad_env(*args, **kwargs):
         raise ValueError("unknown word 'wobble' in mission 'wobble the ball'")
 
-    class Board:  # the ProgressBoard actor's interface, in-process
-        class report:
-            @staticmethod
-            def remote(*args):
-                return None
+    class Board:  # the BoardClient's interface, in-process
+        @staticmethod
+        def report(*args):
+            return None
 
     monkeypatch.setattr(train, "train_run", bad_env)
     cfg = _run_config(resolve_config(str(tiny_config(tmp_path))), "lstm", 0)
     outcome = sweep.run_task(cfg, str(tmp_path / "run"), "cpu", None, Board(), "tiny lstm seed0")
     assert outcome["status"] == "failed" and "wobble" in outcome["reason"]
+    assert not ray.is_initialized()  # a direct call starts no Ray instance (none left running)
     assert "wobble" in (tmp_path / "run" / "train.log").read_text()
 
 
@@ -251,3 +253,36 @@ def test_the_config_device_is_the_sweep_device_unless_the_flag_says_otherwise(tm
                      "--logdir", tmp_path / "runs"])
     _one_line_error(code, capsys.readouterr().err, ["--gpus-per-run", "cpu"])
     assert not (tmp_path / "runs").exists()
+
+
+def test_tasks_report_progress_to_the_board_the_driver_creates_after_them():
+    """The driver creates the progress board after submitting the tasks (so they get the workers
+    ray.init starts ahead); a task's BoardClient finds it by name, and its reports reach the board."""
+    import logging
+
+    import ray
+
+    from agents.experiments import sweep
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    try:
+        @ray.remote(num_cpus=1)
+        def task(board_name):
+            client = sweep.BoardClient(board_name)
+            deadline = time.time() + 60
+            while client.actor is None and time.time() < deadline:
+                client.report("run a", 5)  # skipped while the board is not registered
+                time.sleep(0.05)
+            client.report("run a", 7, False)
+            return client.actor is not None
+
+        ref = task.remote("test board")
+        board = ray.remote(num_cpus=0)(sweep.ProgressBoard).options(name="test board").remote()
+        assert ray.get(ref, timeout=120)
+        deadline = time.time() + 30  # calls from the task and from here reach the board in any order
+        while ray.get(board.snapshot.remote()) != ({"run a": 7}, set()) and time.time() < deadline:
+            time.sleep(0.05)
+        assert ray.get(board.snapshot.remote()) == ({"run a": 7}, set())
+    finally:
+        ray.shutdown()

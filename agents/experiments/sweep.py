@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -286,16 +287,38 @@ class ProgressBoard:
         return dict(self.steps), set(self.running)
 
 
+class BoardClient:
+    """A task's handle on the sweep's :class:`ProgressBoard`, looked up by name at the first report.
+
+    The driver creates the board after submitting the tasks, so that the tasks, not the board, get the
+    workers ``ray.init`` starts ahead; a report made before the board is registered is skipped (the
+    next one, after the following rollout, gets through)."""
+
+    def __init__(self, board_name: str) -> None:
+        self.board_name = board_name
+        self.actor: Any = None
+
+    def report(self, name: str, steps: int, running: bool = True) -> None:
+        if self.actor is None:
+            import ray
+
+            try:
+                self.actor = ray.get_actor(self.board_name)
+            except ValueError:  # not registered yet
+                return
+        self.actor.report.remote(name, steps, running)
+
+
 def report_progress_callback(board: Any, name: str) -> Any:
-    """An SB3 callback that sends the step count to the :class:`ProgressBoard` after every rollout."""
+    """An SB3 callback that sends the step count to the board (a :class:`BoardClient`) after every rollout."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     class ReportProgress(BaseCallback):
         def _on_training_start(self) -> None:
-            board.report.remote(name, self.model.num_timesteps)
+            board.report(name, self.model.num_timesteps)
 
         def _on_rollout_end(self) -> None:
-            board.report.remote(name, self.model.num_timesteps)
+            board.report(name, self.model.num_timesteps)
 
         def _on_step(self) -> bool:
             return True
@@ -332,12 +355,12 @@ def run_task(cfg: dict, run_dir: str, device: str, evaluation: dict | None, boar
                 train_run(cfg, path, resume=True, progress=True, device=device,
                           callbacks=[report_progress_callback(board, name)])
             steps = read_num_timesteps(path / FINAL_MODEL)
-            board.report.remote(name, steps, False)
+            board.report(name, steps, False)
             if evaluation is not None:
                 commands.evaluate(path, shifts=evaluation["shifts"], episodes=evaluation["episodes"], device=device)
         except ValueError as e:  # a UserError or envs'/rims_rl's one-line ValueError: a retry would change nothing
             print(f"failed: {first_line(e)}")
-            board.report.remote(name, 0, False)
+            board.report(name, 0, False)
             return {"status": "failed", "reason": first_line(e), "steps": None}
         except (Interrupted, KeyboardInterrupt) as e:
             print(f"interrupted: {e or type(e).__name__}")
@@ -353,12 +376,13 @@ def run_task(cfg: dict, run_dir: str, device: str, evaluation: dict | None, boar
 
 
 def _node_id() -> str:
+    """The Ray node running this task; "-" outside Ray (a direct call), without starting Ray there
+    (``ray.get_runtime_context`` would start a local instance and leave it running)."""
     import ray
 
-    try:
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # outside Ray (a direct call)
+    if not ray.is_initialized():
         return "-"
+    return ray.get_runtime_context().get_node_id()
 
 
 def _task_failure_reason(error: BaseException) -> str:
@@ -531,7 +555,7 @@ def _run_on_ray(todo: list[PlannedRun], evaluate: bool, episodes: int | None, wo
                 raise UserError(f"--device cuda: the Ray cluster at {address} has no GPU")
             gpus_per_run = 1.0 if device in ("cuda", "auto") and has_gpus else 0.0
         task_device = "cuda" if gpus_per_run > 0 else "cpu"
-        board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        board_name = f"rims-rl progress {uuid.uuid4().hex}"
         remote = ray.remote(run_task)
         refs: dict[Any, PlannedRun] = {}
         for run in todo:
@@ -541,8 +565,11 @@ def _run_on_ray(todo: list[PlannedRun], evaluate: bool, episodes: int | None, wo
                               "episodes": episodes if episodes is not None else run.cfg["eval"]["episodes"]}
             options = dict(num_cpus=max(1, run.cfg["threads"]), num_gpus=gpus_per_run, max_retries=retries,
                            retry_exceptions=True, name=f"rims-rl {run.name}")
-            refs[remote.options(**options).remote(run.cfg, str(run.run_dir), task_device, evaluation, board,
-                                                  run.name)] = run
+            refs[remote.options(**options).remote(run.cfg, str(run.run_dir), task_device, evaluation,
+                                                  BoardClient(board_name), run.name)] = run
+        # Created after the tasks, so that they get the workers ray.init started ahead (an actor created
+        # first took one, and a task waited for a new worker process).
+        board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()
         return _wait_for_runs(refs, board, progress)
     finally:
         ray.shutdown()

@@ -48,27 +48,28 @@ def _dense(m: Tensor) -> Tensor:
     return m if m.is_contiguous() or m.t().is_contiguous() else m.contiguous()
 
 
-def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """x [N, in] @ weight [out, in]^T (+ bias [out]); any strides."""
-    if uses_onednn(x) and x.shape[0] * x.shape[1] * weight.shape[0] >= MIN_ONEDNN_PRODUCT:
-        return torch.ops.mkldnn._linear_pointwise(_dense(x), _dense(weight), bias, "none", [], "")
-    return torch.addmm(bias, x, weight.t()) if bias is not None else torch.mm(x, weight.t())
+def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x [N, in] @ weight [out, in]^T (+ bias [out]) through oneDNN; any strides."""
+    return torch.ops.mkldnn._linear_pointwise(_dense(x), _dense(weight), bias, "none", [], "")
 
 
 def _weight_grad(grad: Tensor, x: Tensor) -> Tensor:
     """grad [N, out]^T @ x [N, in] -> [out, in], in the operand order oneDNN runs faster (measured:
     the larger of out and in as the output's columns)."""
     if grad.shape[1] > x.shape[1]:
-        return _linear(x.t(), grad.t(), None).t()
-    return _linear(grad.t(), x.t(), None)
+        return _onednn_linear(x.t(), grad.t()).t()
+    return _onednn_linear(grad.t(), x.t())
 
 
 class _Linear(torch.autograd.Function):
+    """``F.linear`` on 2-D x whose forward and backward products all run through oneDNN (the three have
+    the same number of multiply-adds, so :func:`linear` decides for all of them at once)."""
+
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _linear(x, weight, bias)
+        return _onednn_linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -77,16 +78,18 @@ class _Linear(torch.autograd.Function):
             dx = grad.mm(weight) if ctx.needs_input_grad[0] else None
             dw = grad.t().mm(x) if ctx.needs_input_grad[1] else None
         else:
-            dx = _linear(grad, weight.t(), None) if ctx.needs_input_grad[0] else None
+            dx = _onednn_linear(grad, weight.t()) if ctx.needs_input_grad[0] else None
             dw = _weight_grad(grad, x) if ctx.needs_input_grad[1] else None
         db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``torch.nn.functional.linear(x, weight, bias)`` for x [..., in], weight [out, in], bias [out] or None,
-    differentiable once (twice through the torch.mm fallback)."""
-    if not uses_onednn(x):
+    """``torch.nn.functional.linear(x, weight, bias)`` for x [..., in], weight [out, in], bias [out] or None:
+    through oneDNN (differentiable once) for float32 CPU products of at least ``MIN_ONEDNN_PRODUCT``
+    multiply-adds, else ``F.linear`` itself."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if not uses_onednn(x) or rows * x.shape[-1] * weight.shape[0] < MIN_ONEDNN_PRODUCT:
         return torch.nn.functional.linear(x, weight, bias)
     lead = x.shape[:-1]
     return _Linear.apply(x.reshape(-1, x.shape[-1]), weight, bias).view(*lead, weight.shape[0])

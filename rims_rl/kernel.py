@@ -131,8 +131,11 @@ class SequenceKernel(torch.autograd.Function):
         saved = torch.ops.rims_rl_cpp.forward(h0, c0, values, keys, w_state, b_state, b_in, w_comm, *doubled_out,
                                               init, starts, cfg)
         out, cprev, mask, probs, att = saved[:5]
-        ctx.saved = saved
-        ctx.inputs = (values, keys, w_state, w_comm, w_out, starts)
+        # Through save_for_backward, not as ctx attributes: the saved list holds the output, and an output
+        # kept on ctx is a reference cycle (output -> C++ node -> ctx -> output) that not even the garbage
+        # collector frees: every training call's buffers stayed in memory for the life of the process.
+        ctx.save_for_backward(*saved, values, keys, w_state, w_comm, w_out, starts)
+        ctx.num_saved = len(saved)
         ctx.cfg, ctx.lstm, ctx.comm = cfg, c0.numel() > 0, w_comm.numel() > 0
         c_final = cprev[-1].clone() if ctx.lstm else cprev
         ctx.mark_non_differentiable(mask, probs, att)
@@ -143,15 +146,16 @@ class SequenceKernel(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("second-order gradients (create_graph=True) through the compiled RIMs kernel are "
                                "not supported: set core.backend = \"reference\" for them")
-        values, keys, w_state, w_comm, w_out, starts = ctx.inputs
-        out = ctx.saved[0]
+        tensors = ctx.saved_tensors
+        saved, (values, keys, w_state, w_comm, w_out, starts) = tensors[:ctx.num_saved], tensors[ctx.num_saved:]
+        out = saved[0]
         d_out = torch.zeros_like(out) if d_out is None else d_out.contiguous()
         d_hT = torch.zeros_like(out[0])
         if ctx.lstm:
             d_cT = torch.zeros_like(out[0]) if d_c is None else d_c.contiguous()
         else:
             d_cT = out.new_empty(0)
-        grads = torch.ops.rims_rl_cpp.backward(ctx.saved, values, keys, w_state, w_comm, w_out, starts, d_out,
+        grads = torch.ops.rims_rl_cpp.backward(list(saved), values, keys, w_state, w_comm, w_out, starts, d_out,
                                                d_hT, d_cT, ctx.cfg)
         d_h0, d_c0, d_values, d_keys, d_w_state, d_b_state, d_b_in, d_w_comm, d_w_out, d_b_out, d_init = grads
         comm = (d_w_comm, d_w_out, d_b_out) if ctx.comm else (None, None, None)

@@ -287,3 +287,59 @@ def test_an_all_zero_input_row_is_not_the_null_row(selection):
     assert len(set(on_rows.tolist())) == K  # no ties among the RIMs
     if selection == "null":
         assert not torch.allclose(on_rows, torch.full_like(on_rows, 0.5))
+
+
+
+def custom_autograd_nodes(tensor: torch.Tensor) -> list:
+    """Weak references to every node of ``tensor``'s graph that a ``torch.autograd.Function`` made."""
+    import weakref
+
+    seen, todo, found = set(), [tensor.grad_fn], []
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            found.append(weakref.ref(node))
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return found
+
+
+@pytest.mark.parametrize("backend", ["cpp", "fused", "reference"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_training_step_frees_its_buffers_without_the_garbage_collector(cell, backend):
+    """Forward + backward leave no reference cycle: the autograd nodes of a call (and the buffers they
+    save for backward) are freed by reference counting when the caller drops the outputs. The kernel
+    kept its outputs on its autograd ctx, a cycle output -> node -> ctx -> output that even the garbage
+    collector could not free, so a PPO run's memory grew by every update's buffers (1.5 GB after 16k
+    steps of the minigrid preset, against 0.44 GB now)."""
+    import gc
+
+    from rims_rl import kernel
+
+    if backend == "cpp" and not kernel.available():
+        pytest.skip(f"compiled kernel unavailable: {kernel.unavailable_reason()}")
+    core = make(cell, learned_initial_state=True)
+    core.backend = backend
+
+    def train_step():
+        x = inputs(T=6, B=3).requires_grad_(True)
+        starts = torch.zeros(6, 3, dtype=torch.bool)
+        starts[3, 1] = True
+        out, final, _info = core(x, core.initial_state(3), starts)
+        nodes = custom_autograd_nodes(out)
+        (out.square().sum() + sum(f.sum() for f in final)).backward()
+        assert core.last_path == backend
+        return nodes
+
+    assert train_step()  # the first call's caches (kernel load, dispatch) are not garbage
+    gc.collect()
+    gc.disable()
+    try:
+        nodes = [node for _ in range(3) for node in train_step()]
+        alive = sum(node() is not None for node in nodes)
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert (alive, unreachable) == (0, 0)

@@ -24,10 +24,11 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.buffer import SequenceBatch, SequenceBuffer, chunks_per_env, make_sequence_buffer
+from agents.buffer import SequenceBatch, SequenceBuffer, make_sequence_buffer
 from agents.cores import CoreState, check_core_name
 from agents.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, RecurrentActorCriticPolicy
 from agents.rims_logging import ActivationRecorder
+from agents.sequences import chunks_per_env
 from agents.serialization import load_model, save_model
 
 SelfRecurrentPPO = TypeVar("SelfRecurrentPPO", bound="RecurrentPPO")

@@ -9,21 +9,23 @@ built-in tasks DEFAULT_ENV_ID (RedBallDistractors-v0) and PICKUP_ENV_ID (PickupD
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ale_py
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers MiniGrid/BabyAI ids)
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
 
 from envs.errors import bad_value
 from envs.ids import env_kind, is_atari
+from envs.infos import LIFE_LOST
 from envs.minigrid import BUILT_IN_IDS, DEFAULT_ENV_ID, PICKUP_ENV_ID, make_minigrid_vec_env, resolve_instructions
 from envs.shifts import ShiftInfo, list_shifts, parse_shifts, shift_table_markdown
 from envs.shifts import minigrid_layout
 from envs.shifts.minigrid_floor import FLOOR_FRACTION
-from envs.vec import LIFE_LOST
+
+if TYPE_CHECKING:  # SB3 imports torch: `import envs` stays light, SB3 comes with the first env built
+    from stable_baselines3.common.vec_env import VecEnv
 
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per emulator

@@ -11,19 +11,20 @@ import contextlib
 import io
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from envs.minigrid_fast_obs import BoundFastGenObs, replaceable
 from envs.missions import MISSION_LENGTH, VOCABULARY, encode_mission
 from envs.shifts.minigrid_floor import FloorNoise
 from envs.tasks import PickupDistractorsEnv, RedBallDistractorsEnv  # noqa: F401  (entry points, old imports)
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
 
 DEFAULT_ENV_ID = "RedBallDistractors-v0"
 PICKUP_ENV_ID = "PickupDistractors-v0"
@@ -132,6 +133,10 @@ def resolve_instructions(env_id: str, instructions: bool | str) -> bool:
 def _make_one(env_id: str, env_kwargs: dict[str, Any], floor_fraction: float, observation: str,
               render_mode: str | None, seed: int, env_index: int, fast_obs: bool = True,
               int_actions: bool = True, instructions: bool = False):
+    # SB3 (and with it torch) is imported where an env is built, not with the module: `import envs` stays
+    # light for the command line's checks and the sweep's driver process.
+    from stable_baselines3.common.monitor import Monitor
+
     def thunk() -> gym.Env:
         env = gym.make(env_id, render_mode=render_mode, **env_kwargs)
         if fast_obs and observation == "symbolic":
@@ -158,6 +163,8 @@ def make_minigrid_vec_env(env_id: str, n_envs: int, seed: int, env_kwargs: dict[
     fast_obs, int_actions: the speed-ups FastSymbolicObs (symbolic observation only) and IntActions;
     neither changes any observation, reward or episode (False: MiniGrid's own path, for comparisons).
     """
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
     venv = DummyVecEnv([_make_one(env_id, env_kwargs, floor_fraction, observation, render_mode, seed, i,
                                   fast_obs, int_actions, instructions) for i in range(n_envs)])
     venv.seed(seed)

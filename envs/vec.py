@@ -18,11 +18,11 @@ from gymnasium import spaces
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from envs.infos import LIFE_LOST
 from envs.shifts.atari_visual import FrameShifter
 
 OBS_SIZE = 84
 STACK = 4
-LIFE_LOST = "life_lost"  # info key: a life was lost at this step and the game goes on (see envs.episode_starts)
 
 
 def rgb_to_gray84(frames: np.ndarray) -> np.ndarray:

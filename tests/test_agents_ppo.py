@@ -99,7 +99,7 @@ def test_minibatch_options_are_validated():
 
 
 def test_bptt_length_caps_the_update_sequences():
-    from agents.buffer import chunks_per_env
+    from agents.sequences import chunks_per_env
 
     assert chunks_per_env(128, 8, 4) == 1  # whole rollouts
     assert chunks_per_env(128, 8, 4, max_length=32) == 4

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import yaml
 
 from agents.experiments.config import CORES, UserError, first_line
-from agents.experiments.devices import check_device_name, cuda_available, resolve_device
+from agents.experiments.devices import check_device_name, resolve_device
 from agents.experiments.runs import (CHECKPOINT, EVAL_DIR, FINAL_MODEL, TRAIN_LOG, env_dirname, read_num_timesteps,
                                      run_dir_for, run_dir_lock, run_state)
 from agents.experiments.train import EVAL_SEED, Interrupted, _run_config, check_logdir, resolve_config
@@ -550,9 +550,12 @@ def _run_on_ray(todo: list[PlannedRun], evaluate: bool, episodes: int | None, wo
         print(f"Ray {'started locally with ' + str(workers) + ' CPUs' if address is None else 'joined at ' + address}"
               f" in {time.perf_counter() - t0:.1f} s")
         if gpus_per_run is None:
-            has_gpus = (cuda_available() if address is None else ray.cluster_resources().get("GPU", 0) > 0)
+            # The GPUs Ray schedules by (it finds them itself, locally too): a task asking for a GPU that
+            # Ray does not count would wait forever. The driver never imports torch for this.
+            has_gpus = ray.cluster_resources().get("GPU", 0) > 0
             if device == "cuda" and not has_gpus:
-                raise UserError(f"--device cuda: the Ray cluster at {address} has no GPU")
+                where = "on this machine" if address is None else f"in the Ray cluster at {address}"
+                raise UserError(f"--device cuda: Ray finds no GPU {where}")
             gpus_per_run = 1.0 if device in ("cuda", "auto") and has_gpus else 0.0
         task_device = "cuda" if gpus_per_run > 0 else "cpu"
         board_name = f"rims-rl progress {uuid.uuid4().hex}"

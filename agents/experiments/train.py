@@ -103,7 +103,7 @@ def validate_config(cfg: dict) -> None:
     """
     from envs import list_shifts, parse_shifts
 
-    from agents.buffer import chunks_per_env
+    from agents.sequences import chunks_per_env
 
     if cfg["core"] not in CORES:
         raise UserError(f"unknown core {cfg['core']!r}; valid cores: {', '.join(CORES)}")
@@ -221,7 +221,7 @@ def policy_kwarg_names(policy: str) -> list[str]:
 
 def validate_policy_kwargs(policy: str, kwargs: dict, core: str) -> None:
     """UserError for a ``policy_kwargs`` key the policy does not take or a value it cannot use."""
-    valid = policy_kwarg_names(policy)
+    valid = policy_kwarg_names(policy) if kwargs else []  # no torch import where there is nothing to check
     for key, value in kwargs.items():
         if key not in valid:
             raise UserError(f"policy_kwargs.{key} is not an argument of {policy}; valid: {', '.join(valid)}")

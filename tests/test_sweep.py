@@ -278,6 +278,20 @@ def test_the_config_device_is_the_sweep_device_unless_the_flag_says_otherwise(tm
     assert not (tmp_path / "runs").exists()
 
 
+def test_without_a_live_line_tasks_report_to_no_board_and_never_touch_ray(capsys):
+    """Piped or --no-progress, a sweep shows no live line and starts no progress board: the tasks' client
+    has no board name, and its reports return at once (a lookup would start Ray outside a worker)."""
+    import ray
+
+    from agents.experiments import sweep
+
+    client = sweep.BoardClient(None)
+    client.report("run a", 5)
+    client.report("run a", 7, False)
+    assert client.actor is None and not ray.is_initialized()
+    assert sweep.LiveLine([], enabled=True).live is None  # pytest's captured stdout is no terminal
+
+
 def test_tasks_report_progress_to_the_board_the_driver_creates_after_them():
     """The driver creates the progress board after submitting the tasks (so they get the workers
     ray.init starts ahead); a task's BoardClient finds it by name, and its reports reach the board."""

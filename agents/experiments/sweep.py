@@ -292,13 +292,16 @@ class BoardClient:
 
     The driver creates the board after submitting the tasks, so that the tasks, not the board, get the
     workers ``ray.init`` starts ahead; a report made before the board is registered is skipped (the
-    next one, after the following rollout, gets through)."""
+    next one, after the following rollout, gets through). ``board_name`` None: the sweep shows no live
+    line, so there is no board and reports go nowhere."""
 
-    def __init__(self, board_name: str) -> None:
+    def __init__(self, board_name: str | None) -> None:
         self.board_name = board_name
         self.actor: Any = None
 
     def report(self, name: str, steps: int, running: bool = True) -> None:
+        if self.board_name is None:
+            return
         if self.actor is None:
             import ray
 
@@ -546,6 +549,7 @@ def _run_on_ray(todo: list[PlannedRun], evaluate: bool, episodes: int | None, wo
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
     _start_ray(address, workers)
+    display: LiveLine | None = None
     try:
         print(f"Ray {'started locally with ' + str(workers) + ' CPUs' if address is None else 'joined at ' + address}"
               f" in {time.perf_counter() - t0:.1f} s")
@@ -558,7 +562,10 @@ def _run_on_ray(todo: list[PlannedRun], evaluate: bool, episodes: int | None, wo
                 raise UserError(f"--device cuda: Ray finds no GPU {where}")
             gpus_per_run = 1.0 if device in ("cuda", "auto") and has_gpus else 0.0
         task_device = "cuda" if gpus_per_run > 0 else "cpu"
-        board_name = f"rims-rl progress {uuid.uuid4().hex}"
+        display = LiveLine(todo, progress)
+        # The progress board feeds the live line only: without one (piped output, --no-progress) there is
+        # no board actor, whose process would take CPU from the runs while they start.
+        board_name = f"rims-rl progress {uuid.uuid4().hex}" if display.live is not None else None
         remote = ray.remote(run_task)
         refs: dict[Any, PlannedRun] = {}
         for run in todo:
@@ -572,19 +579,23 @@ def _run_on_ray(todo: list[PlannedRun], evaluate: bool, episodes: int | None, wo
                                                   BoardClient(board_name), run.name)] = run
         # Created after the tasks, so that they get the workers ray.init started ahead (an actor created
         # first took one, and a task waited for a new worker process).
-        board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()
-        return _wait_for_runs(refs, board, progress)
+        board = None
+        if board_name is not None:
+            board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()
+        return _wait_for_runs(refs, board, display)
     finally:
+        if display is not None:
+            display.stop()
         ray.shutdown()
 
 
-def _wait_for_runs(refs: dict[Any, PlannedRun], board: Any, progress: bool) -> dict[int, RunOutcome]:
-    """Collect the tasks as they end, showing the live line; on Ctrl-C let the running ones checkpoint."""
+def _wait_for_runs(refs: dict[Any, PlannedRun], board: Any, display: LiveLine) -> dict[int, RunOutcome]:
+    """Collect the tasks as they end, showing the live line (fed by ``board``, None without a live line);
+    on Ctrl-C let the running ones checkpoint."""
     import ray
 
     outcomes: dict[int, RunOutcome] = {}
     pending = list(refs)
-    display = LiveLine(list(refs.values()), progress)
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
@@ -592,7 +603,8 @@ def _wait_for_runs(refs: dict[Any, PlannedRun], board: Any, progress: bool) -> d
                 outcome = _collect(ref, refs[ref])
                 outcomes[id(outcome.run)] = outcome
                 display.finished(outcome)
-            display.update(ray.get(board.snapshot.remote()))
+            if board is not None:
+                display.update(ray.get(board.snapshot.remote()))
     except KeyboardInterrupt:
         display.stop()
         print("interrupted: stopping the running runs at their next step (each saves a checkpoint) ...",

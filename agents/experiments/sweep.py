@@ -590,8 +590,8 @@ def _run_on_ray(todo: list[PlannedRun], evaluate: bool, episodes: int | None, wo
 
 
 def _wait_for_runs(refs: dict[Any, PlannedRun], board: Any, display: LiveLine) -> dict[int, RunOutcome]:
-    """Collect the tasks as they end, showing the live line (fed by ``board``, None without a live line);
-    on Ctrl-C let the running ones checkpoint."""
+    """Collect the tasks as they end, showing the live line (fed by ``board``, None without a live line;
+    the caller stops ``display``); on Ctrl-C let the running ones checkpoint."""
     import ray
 
     outcomes: dict[int, RunOutcome] = {}
@@ -623,8 +623,6 @@ def _wait_for_runs(refs: dict[Any, PlannedRun], board: Any, display: LiveLine) -
         print_outcomes([outcomes[id(r)] for r in refs.values()])
         raise Interrupted("SIGINT: sweep stopped, the running runs saved checkpoints; "
                           "run the same command again to resume") from None
-    finally:
-        display.stop()
     return outcomes
 
 

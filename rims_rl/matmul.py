@@ -86,8 +86,8 @@ class _Linear(torch.autograd.Function):
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``torch.nn.functional.linear(x, weight, bias)`` for x [..., in], weight [out, in], bias [out] or None:
-    through oneDNN (differentiable once) for float32 CPU products of at least ``MIN_ONEDNN_PRODUCT``
-    multiply-adds, else ``F.linear`` itself."""
+    through oneDNN for float32 CPU products of at least ``MIN_ONEDNN_PRODUCT`` multiply-adds (a second
+    derivative goes through ``torch.mm``), else ``F.linear`` itself."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if not uses_onednn(x) or rows * x.shape[-1] * weight.shape[0] < MIN_ONEDNN_PRODUCT:
         return torch.nn.functional.linear(x, weight, bias)

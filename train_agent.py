@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output dir (default: DIR)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (if compare must run first)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--study", metavar="STUDY.yaml",
+                   help="a study (grid) file: its primary comparison (key primary) is shown first")
+    p.add_argument("--reference", metavar="CORE", help="the core the verdict measures every other core against "
+                                                      "(default: lstm where compared)")
 
     p = sub.add_parser("record", help="record one episode with the RIMs activation strip",
                        formatter_class=_Formatter,
@@ -216,7 +220,8 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "compare":
         experiment.compare(args.runs, out=args.out, reps=args.reps, seed=args.seed)
     elif args.command == "report":
-        experiment.report(args.dir, out=args.out, reps=args.reps, seed=args.seed)
+        experiment.report(args.dir, out=args.out, reps=args.reps, seed=args.seed, study=args.study,
+                          reference=args.reference)
     elif args.command == "record":
         experiment.record(args.model, out=args.out, shifts=args.shifts, seed=args.seed,
                           deterministic=args.deterministic, max_steps=args.max_steps, fps=args.fps, env=args.env,

@@ -56,18 +56,25 @@ def test_report_tables_hold_the_numbers_of_compare_csv(study):
             assert text in page and text in md, text
     with open(study / "compare" / "improvement.csv") as f:
         poi = list(csv.DictReader(f))
-    for p in poi:
-        assert f"<td>{format_number(float(p['probability']))}</td>" in page
-    for section in ("What was run", "Learning curves", "Each shift&#x27;s ladder", "Pooled aggregates",
-                    "Probability of improvement", "Performance profiles", "Random-policy baseline", "Caveats"):
-        assert section in page, section
+    for p in poi:  # each pair once, against the reference core (lstm): P [CI] and the IQM difference [CI]
+        cells = [f"{format_number(float(p[k]))} [{format_number(float(p[ci + 'ci95_low']))}, "
+                 f"{format_number(float(p[ci + 'ci95_high']))}]" for k, ci in (("probability", ""),
+                                                                             ("difference", "difference_"))]
+        row = f"<td>{p['core_a']}</td><td>{p['core_b']}</td><td>{cells[0]}</td><td>{cells[1]}</td>"
+        assert (row in page) == (p["core_b"] == "lstm"), row
+    sections = ("Verdict", "Comparisons whose 95% CI excludes 0.5", "Runs below the random baseline", "Caveats",
+                "What was run", "Learning curves", "Each shift&#x27;s ladder", "Pooled aggregates",
+                "Probability of improvement", "Performance profiles", "Random-policy baseline")
+    positions = [page.index(section) for section in sections]
+    assert positions == sorted(positions)  # the answer first, the details last
+    assert page.count("<details>") == 6
     assert "commit" in page and "<td>0 1</td>" in page  # seeds per core
 
 
 def test_report_flags_the_undertrained_core_and_few_seeds(study):
     md = (study.parent / "report" / "report.md").read_text()
     assert "lstm looks undertrained" in md and "rims looks undertrained" not in md
-    assert "only 2 seeds" in md
+    assert "only 2 seeds" in md and "train at least 10 seeds" in md
     assert "size changes the task's scale" in md
     # the Markdown twin references PNGs that lie beside it
     for name in re.findall(r"\]\((report_\w+\.png)\)", md):
@@ -150,7 +157,8 @@ def test_learning_curves_of_a_periodic_shifted_evaluation_name_its_shifts(tmp_pa
 def test_undertrained_flag_on_negative_returns_uses_the_distance_above_the_random_policy():
     from agents.experiments.report import caveats
 
-    runs = [{"env": "ALE/Pong-v5", "core": c, "seed": s} for c in ("rims", "lstm") for s in range(5)]
+    runs = [{"env": "ALE/Pong-v5", "core": c, "seed": s, "timesteps": 1000, "episodes": 10}
+            for c in ("rims", "lstm") for s in range(10)]
     summary = [{"env": "ALE/Pong-v5", "core": c, "shift": "all", "level": 0, "metric": "return", "iqm": v}
                for c, v in (("rims", -20.0), ("lstm", -10.0))]
     baselines = {"ALE/Pong-v5": {("none", 0): {"random_return": -21.0}}}
@@ -216,3 +224,80 @@ def test_study_findings_tables_hold_compares_numbers(study):
     poi = next(p for p in comparison["improvement"] if p["core_a"] == "rims" and p["core_b"] == "lstm"
                and p["shift"] == "all" and p["level"] == 0 and p["metric"] == "success_rate")
     assert f"| lstm | {format_number(poi['probability'])} [" in text
+
+
+def _section(md: str, heading: str) -> str:
+    """The text of report.md's ``## heading`` section."""
+    return md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_generated_findings_list_every_clear_comparison_once_and_count_them(study):
+    md = (study.parent / "report" / "report.md").read_text()
+    with open(study / "compare" / "improvement.csv") as f:
+        poi = list(csv.DictReader(f))
+    clear = [p for p in poi if p["ci95_low"] and float(p["ci95_low"]) > 0.5]
+    section = _section(md, "Comparisons whose 95% CI excludes 0.5")
+    assert clear and len(clear) == section.count(" beats ")  # one line per clear pair, in the winner's direction
+    for p in clear:
+        assert f"{p['core_a']} beats {p['core_b']}" in section
+    unordered = {(p["shift"], p["level"], p["metric"], *sorted((p["core_a"], p["core_b"]))) for p in poi}
+    assert f"{len(unordered)} comparisons were made" in section and "not adjusted" in section
+
+
+def test_runs_below_the_random_policy_are_named(study):
+    md = (study.parent / "report" / "report.md").read_text()
+    section = _section(md, "Runs below the random baseline")
+    # the fixture's lstm runs succeed 0.4 unshifted, the random policy 0.6; rims 0.9
+    assert "| RedBallDistractors-v0 | lstm | 0 | success rate | 0.4 | 0.6 |" in section
+    assert "| RedBallDistractors-v0 | lstm | 1 |" in section and "| rims |" not in section
+
+
+def test_failed_runs_the_iqm_trims_are_named_and_a_primary_comparison_comes_first(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(4):
+        write_run(root, "rims", seed, {"none": 0.0 if seed == 2 else 0.9, "distractors": 0.8, "size": 0.6})
+        write_run(root, "lstm", seed, {"none": 0.8, "distractors": 0.5, "size": 0.5})
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text("cores: [rims, lstm]\nprimary:\n  env: RedBallDistractors-v0\n  shift: distractors\n"
+                          "  level: 1\n  cores: [rims, lstm]\n  metric: success_rate\n")
+    assert run_main(["report", root, "--out", tmp_path / "rep", "--reps", 50, "--study", study_file]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.index("## Primary comparison") < md.index("## Verdict")
+    primary = _section(md, "Primary comparison")
+    assert "| rims vs lstm | 4 vs 4 | 1 [1, 1] | 0.3 [0.3, 0.3] | rims beats lstm (95% CI above 0.5) |" in primary
+    below = _section(md, "Runs below the random baseline")
+    assert "| RedBallDistractors-v0 | rims | 2 | 4 | 1 |" in below  # at 0, trimmed by the IQM of 4 runs
+    assert "| RedBallDistractors-v0 | rims | 2 | success rate | 0 | 0.6 |" in below
+
+
+def test_bad_study_files_and_references_are_one_line_errors(study, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    for text, expected in (("primary: [1]", "primary must be a mapping"),
+                           ("primary: {env: E, shift: all, level: 1, cores: [rims]}", "two core labels"),
+                           ("primary: {env: E, shift: all, level: x, cores: [a, b]}", "level must be an integer"),
+                           ("primary: {env: E, shift: all, level: 1, cores: [a, b], colour: red}", "unknown key")):
+        bad.write_text(text)
+        assert run_main(["report", study, "--out", tmp_path / "r", "--study", bad]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert run_main(["report", study, "--out", tmp_path / "r", "--study", tmp_path / "none.yaml"]) == 2
+    assert "cannot read study file" in capsys.readouterr().err
+    assert run_main(["report", study, "--out", tmp_path / "r", "--reference", "gru"]) == 2
+    assert "--reference 'gru' is not a compared core; valid: lstm, rims" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_names_from_run_files_are_escaped_in_both_reports(tmp_path):
+    root = tmp_path / "runs"
+    hostile = "<img src=x onerror=alert(1)>|x"
+    for seed in (0, 1):
+        run = write_run(root, "rims", seed, {"none": 0.9, "distractors": 0.8, "size": 0.6})
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg["core"] = hostile
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        write_run(root, "lstm", seed, {"none": 0.8, "distractors": 0.5, "size": 0.5})
+    assert run_main(["report", root, "--out", tmp_path / "rep", "--reps", 20]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert not re.search(r"(?<!\\)<img", md) and "\\<img src=x onerror=alert(1)\\>\\|x" in md
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;|x" in page

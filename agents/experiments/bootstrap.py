@@ -1,14 +1,21 @@
-"""rliable's stratified bootstrap, vectorized over the resamples (same draws, same numbers, ~100x faster).
+"""Bootstrap CIs over runs, vectorized over the resamples, with runs drawn jointly across settings.
 
-rliable (``rliable.library.get_interval_estimates``) resamples the runs of a score matrix
-``[runs, tasks, ...]`` independently within each task, once per resample with
-``np.random.choice(runs, shape)`` from numpy's global RNG, calls the statistic in a Python loop
-and takes percentile CIs (``np.percentile``, 2.5 and 97.5). Its probability of improvement
-resamples the runs of X and then of Y in every resample (``StratifiedIndependentBootstrap``).
-This module draws exactly the same indices in the same order (global RNG seeded with ``seed``,
-its state restored afterwards), evaluates the statistics of all resamples at once with numpy,
-and takes the same percentiles; tests check the numbers against rliable's on fixed arrays. The
-point estimates are rliable's own ``metrics`` functions (in compare.py).
+**What is resampled.** The unit of replication is a trained run (a seed). A score matrix
+``[runs, tasks]`` holds, for one group, each run's score on each of the group's settings (e.g. every
+shift at level 2). Every setting is scored by the same trained networks, so a run that is good is good
+everywhere: the settings are not independent strata. Each resample therefore draws run indices ONCE
+(``np.random.choice(runs, runs)``) and uses them for every setting of the group ("joint" resampling).
+rliable's stratified bootstrap draws runs independently per task, which averages the run-to-run
+variation away and gives pooled CIs that are too narrow when scores move together across settings
+(perfectly correlated settings: a pooled CI as wide as one setting's with joint draws, about
+``1/sqrt(tasks)`` as wide with independent draws). Different envs are different trained runs and are
+never pooled in one matrix, so each env is its own stratum.
+
+For a group of one setting the draws are rliable's exactly (the same calls on numpy's global RNG,
+seeded with ``seed`` and restored afterwards), so single-setting CIs equal rliable's
+``get_interval_estimates``; the tests check it. Two-sample statistics (probability of improvement,
+the IQM difference) draw the runs of X, then of Y, in every resample, as rliable's
+``StratifiedIndependentBootstrap`` does. CIs are percentile intervals (2.5 and 97.5).
 """
 from __future__ import annotations
 
@@ -33,18 +40,14 @@ def seeded_global_numpy(seed: int) -> Iterator[None]:
 
 
 def resample(arrays: list[np.ndarray], reps: int, seed: int) -> list[np.ndarray]:
-    """``reps`` stratified resamples of each array ``[runs, tasks, ...]`` (``[reps, runs, tasks, ...]``).
+    """``reps`` joint resamples of the runs of each array ``[runs, tasks, ...]`` (``[reps, runs, tasks, ...]``).
 
-    In every resample the arrays are drawn in order, each with ``np.random.choice(runs, shape)``:
-    rliable's draws for one array (StratifiedBootstrap) or a pair (StratifiedIndependentBootstrap).
+    In every resample the arrays are drawn in order, each with ``np.random.choice(runs, runs)``, and a
+    drawn run keeps all its tasks: whole rows are resampled.
     """
     with seeded_global_numpy(seed):
-        draws = [[np.random.choice(a.shape[0], a.shape, replace=True) for a in arrays] for _ in range(reps)]
-    out = []
-    for k, a in enumerate(arrays):
-        index = np.stack([d[k] for d in draws])  # [reps, runs, tasks, ...]
-        out.append(np.take_along_axis(np.broadcast_to(a, index.shape), index, axis=1))
-    return out
+        draws = [[np.random.choice(a.shape[0], a.shape[0], replace=True) for a in arrays] for _ in range(reps)]
+    return [a[np.stack([d[k] for d in draws])] for k, a in enumerate(arrays)]
 
 
 def percentile_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +68,12 @@ def mean(resampled: np.ndarray) -> np.ndarray:
 
 
 def median(resampled: np.ndarray) -> np.ndarray:
-    """rliable's ``aggregate_median`` (median over tasks of the mean over runs) of each resample."""
-    return np.median(resampled.mean(axis=1), axis=1)
+    """The median over runs of each run's mean over the tasks, of each resample ``[reps, runs, tasks]``.
+
+    For one task it is the median over runs (seeds). rliable's ``aggregate_median`` is instead the
+    median over tasks of the per-task means, which for one task is the mean.
+    """
+    return np.median(resampled.mean(axis=2), axis=1)
 
 
 def optimality_gap(resampled: np.ndarray, gamma: float = 1.0) -> np.ndarray:
@@ -79,8 +86,13 @@ AGGREGATE_STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def point_estimate(name: str, scores: np.ndarray) -> float:
+    """The aggregate ``name`` of ``scores [runs, tasks]`` (the same function as its bootstrap)."""
+    return float(AGGREGATE_STATS[name](scores[None])[0])
+
+
 def aggregate_cis(scores: np.ndarray, names: list[str], reps: int, seed: int) -> dict[str, tuple[float, float]]:
-    """95% CIs of the named aggregates of ``scores [runs, tasks]`` (one set of resamples for all)."""
+    """95% CIs of the named aggregates of ``scores [runs, tasks]`` (one set of joint resamples for all)."""
     (res,) = resample([scores], reps, seed)
     values = np.stack([AGGREGATE_STATS[name](res) for name in names], axis=1)
     low, high = percentile_ci(values)
@@ -94,11 +106,19 @@ def improvement_probability(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ((xs > ys) + 0.5 * (xs == ys)).mean(axis=(1, 2)).mean(axis=1)
 
 
+def improvement_cis(x: np.ndarray, y: np.ndarray, reps: int,
+                    seed: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """95% CIs of the probability of improvement of ``x [nx, tasks]`` over ``y [ny, tasks]`` and of the IQM
+    difference ``IQM(x) - IQM(y)``, both from the same joint resamples."""
+    rx, ry = resample([x, y], reps, seed)
+    p_low, p_high = percentile_ci(improvement_probability(rx, ry))
+    d_low, d_high = percentile_ci(iqm(rx) - iqm(ry))
+    return (float(p_low), float(p_high)), (float(d_low), float(d_high))
+
+
 def improvement_ci(x: np.ndarray, y: np.ndarray, reps: int, seed: int) -> tuple[float, float]:
     """95% CI of the probability of improvement of ``x [nx, tasks]`` over ``y [ny, tasks]``."""
-    rx, ry = resample([x, y], reps, seed)
-    low, high = percentile_ci(improvement_probability(rx, ry))
-    return float(low), float(high)
+    return improvement_cis(x, y, reps, seed)[0]
 
 
 def profile_cis(scores: np.ndarray, taus: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +129,7 @@ def profile_cis(scores: np.ndarray, taus: np.ndarray, reps: int, seed: int) -> t
 
 
 def curve_cis(values: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """95% CIs of the IQM across runs at each point of ``values [runs, points]`` (each point its own
-    stratum, as rliable's sample-efficiency curves over ``[runs, 1, points]``)."""
-    (res,) = resample([values[:, None, :]], reps, seed)
-    return percentile_ci(trim_mean(res[:, :, 0, :], proportiontocut=0.25, axis=1))
+    """95% CIs of the IQM across runs at each point of ``values [runs, points]`` (whole curves resampled;
+    each point's CI has the same distribution as with per-point draws, and the band is one set of runs)."""
+    (res,) = resample([values], reps, seed)
+    return percentile_ci(trim_mean(res, proportiontocut=0.25, axis=1))

@@ -121,7 +121,7 @@ def evaluate(
 # ---------------------------------------------------------------- comparison
 
 STUDY_REPORT = Path(__file__).resolve().parents[2] / "docs" / "results" / "distractors" / "report.md"
-COMPARE_TABLES = ("compare.csv", "improvement.csv")  # copied beside a report written elsewhere
+COMPARE_TABLES = ("compare.csv", "improvement.csv", "scores.csv")  # copied beside a report written elsewhere
 
 
 def _default_compare_out(runs: Sequence[str | os.PathLike], run_dirs: list[Path]) -> Path:
@@ -142,7 +142,7 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = N
     compare.json, improvement.csv, compare.png and profiles.png; returns the compare.csv rows. Prints the
     table; ``quiet`` leaves out only the lines naming the files written (callers that print their own).
     """
-    from agents.experiments.compare import compare_runs, print_compare_table, write_compare
+    from agents.experiments.compare import compare_runs, print_compare_table, print_warnings, write_compare
     from agents.experiments.plots import plot_compare, plot_profiles
 
     if not 1 <= reps <= MAX_REPS:
@@ -150,15 +150,16 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = N
     check_seed(seed)
     run_dirs = find_run_dirs(list(runs))
     out = Path(out) if out is not None else _default_compare_out(runs, run_dirs)
-    check_out_dir(out, ("compare.csv", "compare.json", "improvement.csv", "compare.png", "profiles.png"))
+    check_out_dir(out, ("compare.csv", "compare.json", "improvement.csv", "scores.csv", "compare.png", "profiles.png"))
     comparison = compare_runs(run_dirs, reps=reps, seed=seed)
-    csv_path, json_path, improvement_path = write_compare(comparison, out, run_dirs)
+    print_warnings(comparison)
+    csv_path, json_path, improvement_path, scores_path = write_compare(comparison, out, run_dirs)
     plot = plot_compare(comparison["summary"], out / "compare.png")
     profiles = plot_profiles(comparison["profiles"], out / "profiles.png") if any(
         comparison["profiles"].values()) else None
     print_compare_table(comparison)
     if not quiet:
-        print(f"compared {len(run_dirs)} runs: {csv_path}, {json_path}, {improvement_path}\nplot: {plot}"
+        print(f"compared {len(run_dirs)} runs: {csv_path}, {json_path}, {improvement_path}, {scores_path}\nplot: {plot}"
               + (f", {profiles}" if profiles else ""))
     return comparison["summary"]
 
@@ -166,18 +167,22 @@ def compare(runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = N
 # ---------------------------------------------------------------- report
 
 def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, reps: int = 2000,
-           seed: int = 0) -> Path:
+           seed: int = 0, study: str | os.PathLike | None = None, reference: str | None = None) -> Path:
     """The ``report`` command: ``report.html`` (self-contained) and ``report.md`` for the runs under
     ``directory``, in ``out`` (default ``directory``), with ``runs.csv``; an ``out`` elsewhere also gets
     compare's ``compare.csv`` and ``improvement.csv``, so that it holds everything to publish. It reuses
     ``<directory>/compare/compare.json`` when that is newer than every run's results.json and covers
-    exactly the runs under ``directory``, else runs ``compare`` first."""
+    exactly the runs under ``directory``, else runs ``compare`` first. ``study``: a study (grid) file whose
+    ``primary`` comparison the report shows first; ``reference``: the core the verdict measures the others
+    against (default lstm)."""
     from agents.experiments.curves import CURVE_REPS
+    from agents.experiments.findings import read_primary, verdict
     from agents.experiments.report import REPORT_FILES, read_comparison, write_report
 
     if reps < 1:
         raise UserError(f"--reps must be >= 1, got {reps}")
     check_seed(seed)
+    primary = read_primary(study) if study is not None else None
     directory = Path(directory)
     run_dirs = find_run_dirs([directory])
     missing = [r for r in run_dirs if not (r / EVAL_DIR / "results.json").is_file()]
@@ -189,11 +194,13 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, r
     compare_json = _default_compare_out([directory], run_dirs) / "compare.json"
     newest = max((r / EVAL_DIR / "results.json").stat().st_mtime for r in run_dirs)
     comparison = read_comparison(compare_json) if compare_json.is_file() else None
-    if (comparison is None or compare_json.stat().st_mtime < newest
+    if (comparison is None or comparison.get("scores") is None or compare_json.stat().st_mtime < newest
             or {Path(r["dir"]).resolve() for r in comparison["runs"]} != {r.resolve() for r in run_dirs}):
         compare([directory], out=compare_json.parent, reps=reps, seed=seed, quiet=True)
         comparison = read_comparison(compare_json)
-    page, md = write_report(comparison, run_dirs, out_dir, reps=min(reps, CURVE_REPS))
+    verdict(comparison, reference)  # an unknown --reference is one line before anything is written
+    page, md = write_report(comparison, run_dirs, out_dir, reps=min(reps, CURVE_REPS), primary=primary,
+                            reference=reference)
     copied = [atomic_write_bytes(out_dir / name, (compare_json.parent / name).read_bytes())
               for name in COMPARE_TABLES if out is not None and out_dir.resolve() != compare_json.parent.resolve()]
     print(f"report: {page} (self-contained) and {md}" + (f"; with {', '.join(str(c) for c in copied)}" if copied
@@ -264,7 +271,7 @@ def demo(
     print(f"TensorBoard curves: tensorboard --logdir {out}")
     report(out, reps=reps)  # prints the report's path
     if STUDY_REPORT.is_file():
-        print(f"the full answer (4 cores x 5 seeds x 3 tasks; this demo is a small part of it): {STUDY_REPORT}")
+        print(f"the published study (4 cores x 5 seeds x 3 tasks, one untuned preset): {STUDY_REPORT}")
     return summary
 
 

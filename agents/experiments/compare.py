@@ -1,43 +1,62 @@
-"""Compare runs (cores x seeds) with rliable: aggregates with stratified-bootstrap CIs, probability
-of improvement, performance profiles.
+"""Compare runs (cores x seeds): aggregates with bootstrap CIs over runs, probability of improvement,
+IQM differences, performance profiles, and every run's scores.
 
-Each run contributes, per setting of its ``eval/results.json``, three per-run scores (metrics):
-``return`` (mean return), ``success_rate`` (MiniGrid/BabyAI only) and ``normalized_score``
-(``(R - R_random) / (R_unshifted - R_random)``, see evaluation.py). For one env, core, group and
-metric the score matrix is ``[runs, tasks]``: a group is either every shift pooled at one level
-(``shift == "all"``; the tasks are the settings at that level, level 0 = the unshifted setting)
+Each run contributes, per setting of its ``eval/results.json``, three scores (metrics): ``return``
+(mean return), ``success_rate`` (MiniGrid/BabyAI only) and ``normalized_score``. For one env, core,
+group and metric the score matrix is ``[runs, tasks]``: a group is either every shift pooled at one
+level (``shift == "all"``; the tasks are the settings at that level, level 0 = the unshifted setting)
 or one shift's ladder at one level (one task; its level 0 is the unshifted setting).
+
+**Normalized score.** ``(R - R_random) / (R_ref - R_random_unshifted)`` with ``R`` a run's mean return on a
+setting, ``R_random`` the random policy's on the same setting and episodes, and one fixed reference per
+env: ``R_ref`` is the mean unshifted return over all runs of the comparison on that env (every core and
+seed). The reference does not depend on the run being scored, so a run below the random policy gets a
+negative score and stays in every table; 1 = the comparison's average unshifted level, 0 = chance. It is
+an affine map per setting, so it never changes which run beats which on a setting. Adding or removing
+runs changes the scale. It is undefined (empty) for an env whose runs do not beat chance on average.
 
 Scale-changing shifts (``ShiftInfo.changes_scale``, e.g. ``size``: the step budget grows) are
 compared on success rate and normalized score only: they get no ``return`` rows and are left out
 of the pooled ``return`` aggregates.
 
-Aggregates are rliable's (Agarwal et al. 2021): IQM, mean, median and optimality gap (threshold 1,
-for success rate and normalized score only), with 95% percentile CIs of rliable's stratified
-bootstrap (runs resampled with replacement within each task), computed by
-``agents.experiments.bootstrap`` with rliable's own draws, vectorized (the same numbers, tested).
-With one run per core there is no CI (seed variation cannot be estimated from one seed): the CI
-columns are empty.
+**Statistics** (``agents.experiments.bootstrap``): 95% percentile CIs from 2,000 bootstrap resamples
+of the runs. Within a group the runs are drawn jointly: each resample draws run indices once and
+uses them on every setting of the group, because every setting is scored by the same trained runs
+(rliable's stratified bootstrap draws them per setting, which makes pooled CIs too narrow). Envs are
+separate strata (never pooled). Single-setting groups give rliable's numbers exactly. With one run per
+core there is no CI: the CI columns are empty.
 
 ``compare.csv`` columns: env, core, shift, level, metric, runs, tasks, then for each aggregate
-``<agg>, <agg>_ci95_low, <agg>_ci95_high`` with agg in iqm, mean, median, optimality_gap.
+``<agg>, <agg>_ci95_low, <agg>_ci95_high``:
+
+- ``iqm``: rliable's interquartile mean of all run x setting scores of the group (25% trimmed mean);
+- ``mean``: the mean of all scores;
+- ``median``: the median over runs of each run's mean over the group's settings (for one setting, the
+  median over seeds);
+- ``optimality_gap``: rliable's mean shortfall below 1 (success rate and normalized score only).
 
 ``improvement.csv`` columns: env, shift, level, metric, core_a, core_b, runs_a, runs_b, probability
-(that a run of core_a beats a run of core_b, ties counting half, averaged over the group's tasks),
-ci95_low, ci95_high. The metric is the env's primary one: success rate where episodes succeed or
-fail, else the normalized score for scale-changing shifts and the return otherwise.
+(that a run of core_a beats a run of core_b, ties counting half, averaged over the group's settings),
+ci95_low, ci95_high, difference (IQM of core_a minus IQM of core_b on the metric), difference_ci95_low,
+difference_ci95_high (from the same resamples). Each ordered pair is listed (A vs B and B vs A). The
+metric is the env's primary one: success rate where episodes succeed or fail, else the normalized score
+for scale-changing shifts and the return otherwise.
+
+``scores.csv``: one row per run and evaluated setting (:data:`SCORES_COLUMNS`), the numbers every
+table is computed from.
 """
 from __future__ import annotations
 
 import itertools
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from rliable import metrics
 
-from agents.experiments.bootstrap import aggregate_cis, improvement_ci, profile_cis
+from agents.experiments.bootstrap import aggregate_cis, improvement_cis, point_estimate, profile_cis
 from agents.experiments.config import UserError
 from agents.experiments.evaluation import (UNSHIFTED, format_number, read_results, scale_changing, table_console,
                                            write_csv_json)
@@ -47,7 +66,9 @@ AGGREGATES = ("iqm", "mean", "median", "optimality_gap")
 COMPARE_COLUMNS = ("env", "core", "shift", "level", "metric", "runs", "tasks") + tuple(
     col for agg in AGGREGATES for col in (agg, f"{agg}_ci95_low", f"{agg}_ci95_high"))
 IMPROVEMENT_COLUMNS = ("env", "shift", "level", "metric", "core_a", "core_b", "runs_a", "runs_b", "probability",
-                       "ci95_low", "ci95_high")
+                       "ci95_low", "ci95_high", "difference", "difference_ci95_low", "difference_ci95_high")
+SCORES_COLUMNS = ("env", "core", "seed", "shift", "level", "success_rate", "mean_return", "normalized_score",
+                  "random_success_rate", "random_return", "episodes")
 METRIC_FIELDS = {"return": "mean_return", "success_rate": "success_rate", "normalized_score": "normalized_score"}
 BOUNDED = ("success_rate", "normalized_score")  # metrics whose target is 1 (optimality gap, profiles)
 METRIC_LABELS = {"return": "return", "success_rate": "success rate", "normalized_score": "normalized score"}
@@ -56,8 +77,10 @@ NO_CI = "1 seed: no CI"
 
 
 def aggregate_functions(metric: str) -> dict[str, Callable[[np.ndarray], float]]:
-    """rliable's aggregate functions for ``metric`` (no optimality gap for raw returns)."""
-    funcs = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean, "median": metrics.aggregate_median}
+    """The aggregate functions for ``metric``: rliable's IQM, mean and optimality gap (none for raw returns)
+    and the median over runs (:func:`agents.experiments.bootstrap.median`)."""
+    funcs = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean,
+             "median": lambda s: point_estimate("median", s)}
     if metric in BOUNDED:
         funcs["optimality_gap"] = lambda s: metrics.aggregate_optimality_gap(s, 1.0)
     return funcs
@@ -65,8 +88,8 @@ def aggregate_functions(metric: str) -> dict[str, Callable[[np.ndarray], float]]
 
 def aggregate_scores(scores: np.ndarray, metric: str, reps: int, seed: int) -> dict[str, float | None]:
     """IQM, mean, median (and optimality gap for bounded metrics) of ``scores [runs, tasks]`` with
-    95% stratified-bootstrap CIs (rliable's draws, vectorized: agents.experiments.bootstrap); CIs
-    None with one run."""
+    95% bootstrap CIs (runs drawn jointly across the tasks: agents.experiments.bootstrap); CIs None
+    with one run."""
     funcs = aggregate_functions(metric)
     row: dict[str, float | None] = {}
     cis = aggregate_cis(scores, list(funcs), reps, seed) if scores.shape[0] > 1 else {}
@@ -77,26 +100,43 @@ def aggregate_scores(scores: np.ndarray, metric: str, reps: int, seed: int) -> d
     return row
 
 
-def _float(x: Any) -> float | None:
-    return None if x is None else float(x)
-
-
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int,
                                seed: int) -> tuple[float, float | None, float | None]:
     """rliable's probability that a run of X beats a run of Y (``[runs, tasks]`` each) and its 95% CI.
 
-    The CI (rliable resamples the runs of X and of Y independently within each task) needs several
-    runs of both; else it is None.
+    The CI needs several runs of both; else it is None.
     """
-    point = float(metrics.probability_of_improvement(x, y))
-    if min(x.shape[0], y.shape[0]) < 2:
-        return point, None, None
-    low, high = improvement_ci(x, y, reps, seed)
-    return point, low, high
+    row = improvement(x, y, reps, seed)
+    return row["probability"], row["ci95_low"], row["ci95_high"]
+
+
+def improvement(x: np.ndarray, y: np.ndarray, reps: int, seed: int) -> dict[str, float | None]:
+    """P(a run of X beats a run of Y) and the IQM difference X - Y, each with its 95% CI (None unless
+    both have several runs), from one set of joint resamples."""
+    row: dict[str, float | None] = {
+        "probability": float(metrics.probability_of_improvement(x, y)), "ci95_low": None, "ci95_high": None,
+        "difference": float(metrics.aggregate_iqm(x) - metrics.aggregate_iqm(y)),
+        "difference_ci95_low": None, "difference_ci95_high": None}
+    if min(x.shape[0], y.shape[0]) >= 2:
+        (row["ci95_low"], row["ci95_high"]), (row["difference_ci95_low"], row["difference_ci95_high"]) = \
+            improvement_cis(x, y, reps, seed)
+    return row
+
+
+def mirrored(row: dict[str, Any]) -> dict[str, Any]:
+    """The improvement row of B over A from that of A over B."""
+    def flip(value: float | None, minus: float) -> float | None:
+        return None if value is None else minus - value
+
+    return {**row, "core_a": row["core_b"], "core_b": row["core_a"], "runs_a": row["runs_b"],
+            "runs_b": row["runs_a"], "probability": 1 - row["probability"],
+            "ci95_low": flip(row["ci95_high"], 1), "ci95_high": flip(row["ci95_low"], 1),
+            "difference": -row["difference"], "difference_ci95_low": flip(row["difference_ci95_high"], 0),
+            "difference_ci95_high": flip(row["difference_ci95_low"], 0)}
 
 
 def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """Per run: env, core, seed, config and {(shift, level): results row}."""
+    """Per run: env, core, seed, config and {(shift, level): scores} (:data:`SCORES_COLUMNS`' fields)."""
     runs = []
     for run_dir in run_dirs:
         cfg = read_run_config(run_dir)
@@ -108,7 +148,30 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
                      "rows": rows, "config": cfg, "episodes": data.get("episodes"),
                      "num_timesteps": data.get("num_timesteps")})
     _check_same_experiment(runs)
+    for env in {r["env"] for r in runs}:
+        add_normalized_scores([r for r in runs if r["env"] == env])
     return runs
+
+
+def normalization_reference(env_runs: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """``(R_ref, R_random_unshifted)`` of an env: the mean unshifted return over all its runs and the random
+    policy's unshifted mean return (averaged over the runs' baselines); None if the runs do not beat chance
+    on average or a baseline is missing."""
+    unshifted = [r["rows"][(UNSHIFTED, 0)] for r in env_runs]
+    if any(u.get("random_return") is None for u in unshifted):
+        return None
+    reference = float(np.mean([u["mean_return"] for u in unshifted]))
+    random = float(np.mean([u["random_return"] for u in unshifted]))
+    return (reference, random) if reference > random else None
+
+
+def add_normalized_scores(env_runs: list[dict[str, Any]]) -> None:
+    """Set every row's ``normalized_score`` of the runs of one env from the env's fixed reference (module doc)."""
+    reference = normalization_reference(env_runs)
+    for run in env_runs:
+        run["rows"] = {key: {**row, "normalized_score": None if reference is None or row.get("random_return") is None
+                             else (row["mean_return"] - row["random_return"]) / (reference[0] - reference[1])}
+                       for key, row in run["rows"].items()}
 
 
 def _check_same_experiment(runs: list[dict[str, Any]]) -> None:
@@ -143,6 +206,13 @@ def _groups(env: str, env_runs: list[dict[str, Any]]) -> list[tuple[str, int, li
     return groups
 
 
+def uncommon_settings(env_runs: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """Settings that some runs of an env evaluated and others did not (left out of the comparison)."""
+    every = set.union(*(set(r["rows"]) for r in env_runs))
+    common = set.intersection(*(set(r["rows"]) for r in env_runs))
+    return sorted(every - common)
+
+
 def metric_tasks(env: str, shift: str, metric: str, tasks: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """The tasks of a group that ``metric`` may use: no scale-changing setting for raw returns."""
     if metric != "return":
@@ -168,21 +238,36 @@ def _scores(core_runs: list[dict[str, Any]], metric: str, tasks: list[tuple[str,
     return np.array(values, dtype=np.float64)
 
 
+def score_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """scores.csv: one row per run and evaluated setting, sorted by env, core, seed, then the run's order."""
+    rows = []
+    for run in sorted(runs, key=lambda r: (r["env"], r["core"], r["seed"])):
+        for (shift, level), row in run["rows"].items():
+            rows.append({"env": run["env"], "core": run["core"], "seed": run["seed"], "shift": shift, "level": level,
+                         **{k: row.get(k) for k in SCORES_COLUMNS[5:]}})
+    return rows
+
+
 def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The comparison of ``run_dirs``: ``{"summary": [compare.csv rows], "improvement": [improvement.csv
-    rows], "profiles": {env: performance profiles}, "runs": [per-run info]}``.
+    rows], "scores": [scores.csv rows], "profiles": {env: performance profiles}, "runs": [per-run info],
+    "left_out": {env: settings some runs lack}}``.
 
-    Only settings evaluated in every run of an env are used, so all cores face the same tasks.
+    Only settings evaluated in every run of an env are compared, so all cores face the same tasks.
     """
     runs = _load_runs(run_dirs)
     summary: list[dict[str, Any]] = []
-    improvement: list[dict[str, Any]] = []
+    improvements: list[dict[str, Any]] = []
     profiles: dict[str, Any] = {}
+    left_out: dict[str, list[str]] = {}
     for env in sorted({r["env"] for r in runs}):
         env_runs = [r for r in runs if r["env"] == env]
         cores = sorted({r["core"] for r in env_runs})
         by_core = {core: [r for r in env_runs if r["core"] == core] for core in cores}
         with_success = all(r["rows"][(UNSHIFTED, 0)].get("success_rate") is not None for r in env_runs)
+        missing = uncommon_settings(env_runs)
+        if missing:
+            left_out[env] = [f"{shift} level {level}" for shift, level in missing]
         groups = _groups(env, env_runs)
         for shift, level, tasks in groups:
             for metric in METRIC_FIELDS:
@@ -200,18 +285,15 @@ def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> dict[
                 x, y = _scores(by_core[a], metric, use), _scores(by_core[b], metric, use)
                 if x is None or y is None:
                     continue
-                p, low, high = probability_of_improvement(x, y, reps, seed)
-                base = {"env": env, "shift": shift, "level": level, "metric": metric}
-                improvement.append({**base, "core_a": a, "core_b": b, "runs_a": len(x), "runs_b": len(y),
-                                    "probability": p, "ci95_low": low, "ci95_high": high})
-                improvement.append({**base, "core_a": b, "core_b": a, "runs_a": len(y), "runs_b": len(x),
-                                    "probability": 1 - p, "ci95_low": None if high is None else 1 - high,
-                                    "ci95_high": None if low is None else 1 - low})
+                row = {"env": env, "shift": shift, "level": level, "metric": metric, "core_a": a, "core_b": b,
+                       "runs_a": len(x), "runs_b": len(y), **improvement(x, y, reps, seed)}
+                improvements += [row, mirrored(row)]
         profiles[env] = _profiles(env, by_core, groups, with_success, reps, seed)
     run_info = [{"dir": r["dir"], "env": r["env"], "core": r["core"], "seed": r["seed"],
                  "timesteps": r["config"].get("timesteps"), "num_timesteps": r["num_timesteps"],
                  "episodes": r["episodes"]} for r in runs]
-    return {"summary": summary, "improvement": improvement, "profiles": profiles, "runs": run_info}
+    return {"summary": summary, "improvement": improvements, "scores": score_rows(runs), "profiles": profiles,
+            "runs": run_info, "left_out": left_out}
 
 
 def _profiles(env: str, by_core: dict[str, list[dict[str, Any]]], groups, with_success: bool,
@@ -237,23 +319,54 @@ def _profiles(env: str, by_core: dict[str, list[dict[str, Any]]], groups, with_s
 
 
 def write_compare(comparison: dict[str, Any], out_dir: str | os.PathLike,
-                  run_dirs: list[Path]) -> tuple[Path, Path, Path]:
-    """Write ``compare.csv``, ``compare.json`` (everything) and ``improvement.csv`` into ``out_dir``."""
+                  run_dirs: list[Path]) -> tuple[Path, Path, Path, Path]:
+    """Write ``compare.csv``, ``compare.json`` (everything), ``improvement.csv`` and ``scores.csv`` into ``out_dir``."""
     csv_path, json_path = write_csv_json(out_dir, "compare", COMPARE_COLUMNS, comparison["summary"],
                                          {"run_dirs": [str(r) for r in run_dirs], **comparison,
-                                          "improvement_columns": list(IMPROVEMENT_COLUMNS)})
+                                          "improvement_columns": list(IMPROVEMENT_COLUMNS),
+                                          "scores_columns": list(SCORES_COLUMNS)})
     improvement_path, _ = write_csv_json(out_dir, "improvement", IMPROVEMENT_COLUMNS, comparison["improvement"],
                                          {"improvement": comparison["improvement"]})
-    return csv_path, json_path, improvement_path
+    scores_path, _ = write_csv_json(out_dir, "scores", SCORES_COLUMNS, comparison["scores"],
+                                    {"scores": comparison["scores"]})
+    return csv_path, json_path, improvement_path, scores_path
+
+
+def comparison_warnings(comparison: dict[str, Any]) -> list[str]:
+    """One line per env whose compared cores differ in budget or evaluation episodes, or whose runs were
+    not all evaluated on the same settings."""
+    lines = []
+    for env in sorted({r["env"] for r in comparison["runs"]}):
+        runs = [r for r in comparison["runs"] if r["env"] == env]
+        for key, what in (("timesteps", "training budgets (steps)"), ("episodes", "evaluation episodes per setting")):
+            values = {core: sorted({str(r[key]) for r in runs if r["core"] == core}) for core in {r["core"] for r in runs}}
+            if len({v for vs in values.values() for v in vs}) > 1:
+                shown = ", ".join(f"{core} {'/'.join(v)}" for core, v in sorted(values.items()))
+                lines.append(f"{env}: the compared cores differ in {what}: {shown}")
+        if env in comparison.get("left_out", {}):
+            lines.append(f"{env}: {', '.join(comparison['left_out'][env])} not evaluated in every run; left out of "
+                         f"the comparison")
+    return lines
+
+
+def print_warnings(comparison: dict[str, Any]) -> None:
+    """Each of :func:`comparison_warnings` as one line on stderr."""
+    for line in comparison_warnings(comparison):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def cell(row: dict[str, Any] | None, agg: str = "iqm") -> str:
     """``value [low, high]``, or the value alone when there is no CI (one run); "" for no row."""
     if row is None or row.get(agg) is None:
         return ""
-    text = format_number(row[agg])
-    if row.get(f"{agg}_ci95_low") is not None:
-        text += f" [{format_number(row[f'{agg}_ci95_low'])}, {format_number(row[f'{agg}_ci95_high'])}]"
+    return with_ci(row[agg], row.get(f"{agg}_ci95_low"), row.get(f"{agg}_ci95_high"))
+
+
+def with_ci(value: float, low: float | None, high: float | None) -> str:
+    """``value [low, high]``, or the value alone without a CI."""
+    text = format_number(value)
+    if low is not None:
+        text += f" [{format_number(low)}, {format_number(high)}]"
     return text
 
 
@@ -325,9 +438,4 @@ def print_compare_table(comparison: dict[str, Any]) -> None:
 
 
 def _poi_cell(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return ""
-    text = format_number(row["probability"])
-    if row["ci95_low"] is not None:
-        text += f" [{format_number(row['ci95_low'])}, {format_number(row['ci95_high'])}]"
-    return text
+    return "" if row is None else with_ci(row["probability"], row["ci95_low"], row["ci95_high"])

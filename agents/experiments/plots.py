@@ -18,6 +18,9 @@ from agents.experiments.compare import METRIC_LABELS  # noqa: E402
 from agents.experiments.files import atomic_open  # noqa: E402
 
 
+SHARE_LIMITS = (-0.02, 1.02)  # success rates and shares span 0-1 on every plot, so small gaps look small
+
+
 def runs_label(core: str, runs: int) -> str:
     """Legend text: "rims (1 run, no CI)", "lstm (3 runs)"."""
     return f"{core} (1 run, no CI)" if runs == 1 else f"{core} ({runs} runs)"
@@ -65,6 +68,8 @@ def plot_returns_vs_level(rows: Sequence[Any], path: str | os.PathLike, title: s
                 ax.plot(x, random, ls="--", lw=1, color=line[0].get_color(), alpha=0.6)
         ax.set_xlabel("shift level (0 = training conditions)")
         ax.set_ylabel(label)
+        if field == "success_rate":
+            ax.set_ylim(*SHARE_LIMITS)
         ax.set_xticks(sorted({r.level for r in rows}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="dashed: random policy", title_fontsize=7)
@@ -103,6 +108,8 @@ def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike, met
         ax.set_xlabel("shift level (0 = training conditions)")
         ci = any(s["runs"] > 1 for s in rows)
         ax.set_ylabel(f"IQM {METRIC_LABELS[metric]}" + (" (95% CI)" if ci else ""))
+        if metric == "success_rate":
+            ax.set_ylim(*SHARE_LIMITS)
         ax.set_xticks(sorted({s["level"] for s in rows}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -122,7 +129,8 @@ def plot_profiles(profiles: dict[str, Any], path: str | os.PathLike) -> Path:
                 ax.fill_between(p["taus"], entry["ci95_low"], entry["ci95_high"], color=line.get_color(), alpha=0.2)
         ax.set_title(f"{env}: every shifted setting", fontsize=9)
         ax.set_xlabel(f"{METRIC_LABELS[p['metric']]} threshold tau")
-        ax.set_ylabel(f"fraction of runs x settings with score > tau")
+        ax.set_ylabel("fraction of runs x settings with score > tau")
+        ax.set_ylim(*SHARE_LIMITS)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -8,39 +8,28 @@ table, image) rendered twice, so both files hold the same numbers.
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import subprocess
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agents.experiments.compare import AGGREGATES, METRIC_LABELS, NO_CI, cell, headline_metric
+from agents.experiments.compare import (AGGREGATES, METRIC_LABELS, NO_CI, cell, comparison_warnings, headline_metric,
+                                        with_ci)
 from agents.experiments.config import UserError
 from agents.experiments.evaluation import UNSHIFTED, format_number, read_results, scale_changing
 from agents.experiments.files import atomic_write_text
+from agents.experiments.findings import (Primary, clear_comparisons, primary_row,
+                                         runs_below_random, trimmed_failures, verdict)
+from agents.experiments.render import Block, render_html, render_markdown
 from agents.experiments.runs import EVAL_DIR
 
 REPORT_FILES = ("report.html", "report.md", "runs.csv", "report_curves.png", "report_ladder.png",
                 "report_profiles.png")
 RUNS_COLUMNS = ("env", "core", "seed", "timesteps", "budget", "wall_seconds", "success_rate", "mean_return")
 UNDERTRAINED_FRACTION = 0.8  # a core below this share of the best core's unshifted score is flagged
-FEW_SEEDS = 5
-
-
-@dataclass
-class Block:
-    """One piece of the report: ``kind`` is heading (text, level), text, table (header, rows) or image (path, text)."""
-
-    kind: str
-    text: str = ""
-    level: int = 2
-    header: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
-    path: Path | None = None
+FEW_SEEDS = 10  # percentile bootstrap CIs under-cover below about 10 runs
 
 
 def package_commit() -> str:
@@ -74,8 +63,9 @@ def caveats(comparison: dict[str, Any], baselines: dict[str, dict[tuple[str, int
             notes.append(f"{env}: one seed per core ({NO_CI}). A difference between cores may be seed noise; "
                          f"train several seeds (e.g. `rims-rl demo --seeds 0 1 2 3 4`) before drawing conclusions.")
         elif fewest < FEW_SEEDS:
-            notes.append(f"{env}: only {fewest} seeds for some core: the bootstrap CIs across seeds are rough "
-                         f"(they under-cover with fewer than about {FEW_SEEDS} runs).")
+            notes.append(f"{env}: only {fewest} seeds for some core. Percentile bootstrap CIs under-cover with so "
+                         f"few runs (with 5 a nominal 95% CI misses the truth noticeably more than 1 time in 20): "
+                         f"read the CIs as too narrow, and train at least {FEW_SEEDS} seeds for a claim.")
         rows = [s for s in summary if s["env"] == env]
         if not rows:
             continue
@@ -102,13 +92,13 @@ def caveats(comparison: dict[str, Any], baselines: dict[str, dict[tuple[str, int
                 if base["random_return"] is not None and value <= base["random_return"]:
                     notes.append(f"{env}: {core} does not beat the random policy unshifted (IQM return "
                                  f"{format_number(value)} vs random {format_number(base['random_return'])}); its "
-                                 f"normalized scores are undefined.")
+                                 f"normalized scores are at or below 0.")
         scale = sorted({s["shift"] for s in rows if s["shift"] != "all" and scale_changing(env, s["shift"])})
         if scale:
             notes.append(f"{env}: {', '.join(scale)} changes the task's scale (e.g. the step budget), so raw "
                          f"returns across its levels are not comparable: it is compared on success rate and "
                          f"normalized score only and left out of pooled return aggregates.")
-    return notes
+    return notes + comparison_warnings(comparison)
 
 
 def _baselines(run_dirs: list[dict[str, Any]]) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
@@ -129,12 +119,123 @@ def _image_or_text(image: Path | None, caption: str, missing: str) -> Block:
     return Block("image", caption, path=image) if image is not None else Block("text", missing)
 
 
-def build_blocks(comparison: dict[str, Any], images: dict[str, Path | None], commit: str) -> list[Block]:
-    """The report as blocks, from compare.json's content and the written PNGs."""
-    summary, runs = comparison["summary"], comparison["runs"]
+def _pair_text(p: dict[str, Any]) -> tuple[str, str]:
+    """``P [CI]`` and ``difference [CI]`` of an improvement row."""
+    difference = p.get("difference")
+    diff = "" if difference is None else with_ci(difference, p.get("difference_ci95_low"),
+                                                  p.get("difference_ci95_high"))
+    return with_ci(p["probability"], p["ci95_low"], p["ci95_high"]), diff
+
+
+def _reading(p: dict[str, Any]) -> str:
+    """What an improvement row's CI says, in words."""
+    if p["ci95_low"] is None:
+        return "no CI (one run of a core): no verdict"
+    if p["ci95_low"] > 0.5:
+        return f"{p['core_a']} beats {p['core_b']} (95% CI above 0.5)"
+    if p["ci95_high"] < 0.5:
+        return f"{p['core_b']} beats {p['core_a']} (95% CI below 0.5)"
+    return "no clear difference (95% CI includes 0.5)"
+
+
+def _setting_name(shift: str, level: int) -> str:
+    if level == 0:
+        return "unshifted"
+    return f"all shifts, level {level}" if shift == "all" else f"{shift} level {level}"
+
+
+def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference: str | None) -> list[Block]:
+    """The answer first: the primary comparison, the verdict per env, every comparison whose CI excludes
+    0.5, and the runs that failed."""
+    blocks: list[Block] = []
+    if primary is not None:
+        a, b = primary.cores
+        blocks.append(Block("heading", "Primary comparison"))
+        blocks.append(Block("text", f"Planned before the runs: P(a run of {a} beats a run of {b}) on "
+                                    f"{METRIC_LABELS[primary.metric]}, {_setting_name(primary.shift, primary.level)}"
+                                    f" of {primary.env}."))
+        row = primary_row(comparison, primary)
+        if row is None:
+            blocks.append(Block("text", "- These runs do not hold this comparison (env, shift, level, cores or "
+                                        "metric missing)."))
+        else:
+            prob, diff = _pair_text(row)
+            blocks.append(Block("table", header=["comparison", "runs", "P(A > B) [95% CI]",
+                                                 "IQM difference A - B [95% CI]", "reading"],
+                                rows=[[f"{a} vs {b}", f"{row['runs_a']} vs {row['runs_b']}", prob, diff,
+                                       _reading(row)]]))
+
+    blocks.append(Block("heading", "Verdict"))
+    verdicts = verdict(comparison, reference)
+    if not verdicts:
+        blocks.append(Block("text", "One core only: nothing to compare."))
+    for env, v in verdicts.items():
+        ref = v["reference"]
+        metric = next((p["metric"] for rows in v["rows"].values() for p in rows.values()), "success_rate")
+        blocks.append(Block("text", f"{env}: each core against {ref}, every shift pooled at each level. Cells: "
+                                    f"P(a run of the core beats a run of {ref}) [95% CI]; below it the IQM "
+                                    f"difference of {METRIC_LABELS[metric]} [95% CI]."))
+        header = ["core", *(_setting_name("all", level) for level in v["levels"])]
+        rows = []
+        for core, by_level in v["rows"].items():
+            texts = [_pair_text(by_level[level]) if level in by_level else ("", "") for level in v["levels"]]
+            rows.append([f"{core} vs {ref}", *(t[0] for t in texts)])
+            rows.append(["difference", *(t[1] for t in texts)])
+        blocks.append(Block("table", header=header, rows=rows))
+
+    clear, made = clear_comparisons(comparison)
+    blocks.append(Block("heading", "Comparisons whose 95% CI excludes 0.5"))
+    blocks.append(Block("text", f"{made} comparisons were made (each pair of cores on every pooled level and every "
+                                f"shift level of every env). The CIs are not adjusted for multiple comparisons: "
+                                f"with no true difference anywhere, about 1 in 20 would still exclude 0.5 by "
+                                f"chance, and more with few seeds, where percentile bootstrap CIs are too "
+                                f"narrow. Read a single one as a lead, not a finding."))
+    if clear:
+        blocks.append(Block("table", header=["env", "setting", "metric", "result", "P(A > B) [95% CI]",
+                                             "IQM difference A - B [95% CI]", "runs"],
+                            rows=[[p["env"], _setting_name(p["shift"], p["level"]), METRIC_LABELS[p["metric"]],
+                                   f"{p['core_a']} beats {p['core_b']}", *_pair_text(p),
+                                   f"{p['runs_a']} vs {p['runs_b']}"] for p in clear]))
+    else:
+        blocks.append(Block("text", f"None of the {made} comparisons has a 95% CI that excludes 0.5."))
+
+    blocks.append(Block("heading", "Runs below the random baseline"))
+    below = runs_below_random(comparison)
+    if below:
+        blocks.append(Block("text", "Runs whose unshifted score is not above the random policy's on the same "
+                                    "episodes: they failed to learn the task. They stay in every table."))
+        blocks.append(Block("table", header=["env", "core", "seed", "metric", "unshifted", "random policy"],
+                            rows=[[r["env"], r["core"], str(r["seed"]), METRIC_LABELS[r["metric"]],
+                                   format_number(r["score"]), format_number(r["random"])] for r in below]))
+    else:
+        blocks.append(Block("text", "None: every run beats the random policy unshifted."))
+    trimmed = trimmed_failures(comparison)
+    if trimmed:
+        blocks.append(Block("text", "Runs at 0 unshifted that the IQM trims away (it drops the lowest quarter of "
+                                    "a core's runs), so the IQM alone does not show them:"))
+        blocks.append(Block("table", header=["env", "core", "seed", "runs of the core", "trimmed by the IQM"],
+                            rows=[[r["env"], r["core"], str(r["seed"]), str(r["runs"]), str(r["trimmed"])]
+                                  for r in trimmed]))
+    return blocks
+
+
+def build_blocks(comparison: dict[str, Any], images: dict[str, Path | None], commit: str,
+                 primary: Primary | None = None, reference: str | None = None) -> list[Block]:
+    """The report as blocks, from compare.json's content and the written PNGs: the answer first, then
+    caveats and what was run, then the details (collapsed in HTML)."""
+    runs = comparison["runs"]
     baselines = _baselines(runs)
     blocks = [Block("heading", "rims-rl study report", level=1),
               Block("text", f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from commit {commit}.")]
+    blocks += answer_blocks(comparison, primary, reference)
+
+    blocks.append(Block("heading", "Caveats"))
+    notes = caveats(comparison, baselines)
+    if notes:
+        blocks.extend(Block("text", f"- {note}") for note in notes)
+    else:
+        blocks.append(Block("text", f"None found (at least {FEW_SEEDS} seeds, every core near the best unshifted, "
+                                    f"equal budgets)."))
 
     blocks.append(Block("heading", "What was run"))
     table_rows = []
@@ -147,21 +248,23 @@ def build_blocks(comparison: dict[str, Any], images: dict[str, Path | None], com
                                " / ".join(sorted({str(r["episodes"]) for r in mine}))])
     blocks.append(Block("table", header=["env", "core", "seeds", "budget (steps)", "trained steps",
                                          "episodes per setting"], rows=table_rows))
+    blocks.append(Block("heading", "Details"))
+    blocks += detail_blocks(comparison, images, baselines, reference)
+    return blocks
 
-    blocks.append(Block("heading", "Caveats"))
-    notes = caveats(comparison, baselines)
-    if notes:
-        blocks.extend(Block("text", f"- {note}") for note in notes)
-    else:
-        blocks.append(Block("text", "None found (several seeds, every core near the best unshifted)."))
 
-    blocks.append(Block("heading", "Learning curves"))
-    blocks.append(_image_or_text(images.get("curves"), "IQM across seeds against environment steps (95% CI bands "
-                                 "with several runs)", "No training logs with rollout/ep_rew_mean were found."))
+def detail_blocks(comparison: dict[str, Any], images: dict[str, Path | None],
+                  baselines: dict[str, dict[tuple[str, int], dict[str, Any]]], reference: str | None) -> list[Block]:
+    """The detail sections, each a collapsible block: learning curves, ladders, pooled aggregates, every
+    pair's probability of improvement, performance profiles, the random-policy baseline."""
+    summary = comparison["summary"]
+    details = [Block("details", "Learning curves", children=[_image_or_text(
+        images.get("curves"), "IQM across seeds against environment steps (95% CI bands with several runs)",
+        "No training logs with rollout/ep_rew_mean were found.")])]
 
-    blocks.append(Block("heading", "Each shift's ladder"))
+    ladder: list[Block] = []
     if images.get("ladder") is not None:
-        blocks.append(Block("image", "IQM per shift level (95% CI bands only for cores with several runs)",
+        ladder.append(Block("image", "IQM per shift level (95% CI bands only for cores with several runs)",
                             path=images["ladder"]))
     for env in sorted({s["env"] for s in summary}):
         rows = [s for s in summary if s["env"] == env]
@@ -173,93 +276,55 @@ def build_blocks(comparison: dict[str, Any], images: dict[str, Path | None], com
                 cells = {s["level"]: s for s in rows if s["shift"] == shift and s["core"] == core
                          and s["metric"] == metric}
                 ladder_rows.append([shift, core, *(cell(cells.get(level)) for level in levels)])
-        blocks.append(Block("text", f"{env}: IQM {METRIC_LABELS[metric]} per level, [95% CI] where there are "
+        ladder.append(Block("text", f"{env}: IQM {METRIC_LABELS[metric]} per level, [95% CI] where there are "
                                     f"several runs."))
-        blocks.append(Block("table", header=["shift", "core", *(f"level {lv}" for lv in levels)], rows=ladder_rows))
+        ladder.append(Block("table", header=["shift", "core", *(f"level {lv}" for lv in levels)], rows=ladder_rows))
+    details.append(Block("details", "Each shift's ladder", children=ladder))
 
-    blocks.append(Block("heading", "Pooled aggregates"))
-    blocks.append(Block("text", "Every shift pooled at each level (rliable, stratified bootstrap). Raw returns "
-                                "leave out scale-changing shifts. Optimality gap: mean shortfall below 1."))
-    pooled_rows = []
-    for s in summary:
-        if s["shift"] == "all":
-            pooled_rows.append([s["env"], METRIC_LABELS[s["metric"]], s["core"], str(s["level"]), str(s["runs"]),
-                                *(cell(s, agg) for agg in AGGREGATES)])
-    blocks.append(Block("table", header=["env", "metric", "core", "level", "runs", "IQM", "mean", "median",
-                                         "optimality gap"], rows=pooled_rows))
+    pooled_rows = [[s["env"], METRIC_LABELS[s["metric"]], s["core"], str(s["level"]), str(s["runs"]),
+                    *(cell(s, agg) for agg in AGGREGATES)] for s in summary if s["shift"] == "all"]
+    details.append(Block("details", "Pooled aggregates", children=[
+        Block("text", "Every shift pooled at each level. IQM and mean over all run x setting scores; median: the "
+                      "median over runs of each run's mean over the level's settings; optimality gap: mean "
+                      "shortfall below 1. Runs are resampled jointly across the pooled settings. Raw returns leave "
+                      "out scale-changing shifts."),
+        Block("table", header=["env", "metric", "core", "level", "runs", "IQM", "mean", "median", "optimality gap"],
+              rows=pooled_rows)]))
 
-    blocks.append(Block("heading", "Probability of improvement"))
-    blocks.append(Block("text", "P(a run of core A scores higher than a run of core B), ties half, averaged over "
-                                "the group's settings; [95% CI] with several runs of both."))
-    poi_rows = [[p["env"], p["shift"], str(p["level"]), METRIC_LABELS[p["metric"]], p["core_a"], p["core_b"],
-                 format_number(p["probability"]),
-                 "" if p["ci95_low"] is None else f"[{format_number(p['ci95_low'])}, {format_number(p['ci95_high'])}]"]
-                for p in comparison["improvement"]]
-    blocks.append(Block("table", header=["env", "shift", "level", "metric", "A", "B", "P(A > B)", "95% CI"],
-                        rows=poi_rows))
+    verdicts = verdict(comparison, reference)
+    pairs = [p for p in comparison["improvement"] if _shown_once(p, verdicts)]
+    details.append(Block("details", "Probability of improvement", children=[
+        Block("text", "P(a run of core A scores higher than a run of core B), ties half, averaged over the group's "
+                      "settings, and the IQM difference A - B; [95% CI] with several runs of both. Each pair once "
+                      "(B is the reference core where one is compared); P(B > A) = 1 - P(A > B)."),
+        Block("table", header=["env", "shift", "level", "metric", "A", "B", "P(A > B) [95% CI]",
+                               "IQM difference A - B [95% CI]"],
+              rows=[[p["env"], p["shift"], str(p["level"]), METRIC_LABELS[p["metric"]], p["core_a"], p["core_b"],
+                     *_pair_text(p)] for p in pairs])]))
 
-    blocks.append(Block("heading", "Performance profiles"))
-    blocks.append(_image_or_text(images.get("profiles"), "Share of (run, shifted setting) scores above each "
-                                 "threshold", "No shifted settings were evaluated."))
-
-    blocks.append(Block("heading", "Random-policy baseline"))
-    blocks.append(Block("text", "A uniformly random policy on the same episode seeds; normalized score = "
-                                "(R - R_random) / (R_unshifted - R_random unshifted)."))
+    details.append(Block("details", "Performance profiles", children=[_image_or_text(
+        images.get("profiles"), "Share of (run, shifted setting) scores above each threshold",
+        "No shifted settings were evaluated.")]))
     base_rows = [[env, shift, str(level), format_number(b["random_return"]), format_number(b["random_success_rate"]),
-                  str(b["episodes"])]
-                 for env, rows in baselines.items() for (shift, level), b in rows.items()]
-    blocks.append(Block("table", header=["env", "shift", "level", "random return", "random success rate",
-                                         "episodes"], rows=base_rows))
-    return blocks
+                  str(b["episodes"])] for env, rows in baselines.items() for (shift, level), b in rows.items()]
+    details.append(Block("details", "Random-policy baseline", children=[
+        Block("text", "A uniformly random policy on the same episode seeds. Normalized score = (R - R_random) / "
+                      "(R_ref - R_random unshifted), R_ref the mean unshifted return of all compared runs of the env."),
+        Block("table", header=["env", "shift", "level", "random return", "random success rate", "episodes"],
+              rows=base_rows)]))
+    return details
 
 
-def render_markdown(blocks: list[Block], image_dir: Path) -> str:
-    """Markdown with images referenced by their path relative to ``image_dir``."""
-    lines = []
-    for b in blocks:
-        if b.kind == "heading":
-            lines += ["#" * b.level + " " + b.text, ""]
-        elif b.kind == "text":
-            lines += [b.text, ""]
-        elif b.kind == "table":
-            lines.append("| " + " | ".join(b.header) + " |")
-            lines.append("|" + "---|" * len(b.header))
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in b.rows]
-            lines.append("")
-        elif b.kind == "image" and b.path is not None:
-            lines += [f"![{b.text}]({os.path.relpath(b.path, image_dir)})", "", f"*{b.text}*", ""]
-    return "\n".join(lines)
-
-
-def render_html(blocks: list[Block]) -> str:
-    """One self-contained HTML page: PNGs embedded as base64 data URIs, inline CSS, no external links."""
-    body = []
-    for b in blocks:
-        if b.kind == "heading":
-            body.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
-        elif b.kind == "text":
-            text = html.escape(b.text[2:] if b.text.startswith("- ") else b.text)
-            body.append(f"<p class='note'>{text}</p>" if b.text.startswith("- ") else f"<p>{text}</p>")
-        elif b.kind == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif b.kind == "image" and b.path is not None:
-            data = base64.b64encode(Path(b.path).read_bytes()).decode("ascii")
-            body.append(f"<figure><img alt='{html.escape(b.text)}' src='data:image/png;base64,{data}'>"
-                        f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-             "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-             "p.note{background:#fff6e0;border-left:4px solid #e0a000;padding:6px 10px}"
-             "figcaption{font-size:90%;color:#555}")
-    return ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>rims-rl study report</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+def _shown_once(p: dict[str, Any], verdicts: dict[str, dict[str, Any]]) -> bool:
+    """Whether the detail table shows this orientation of a pair: B is the env's reference core, else A < B."""
+    ref = verdicts.get(p["env"], {}).get("reference")
+    if ref in (p["core_a"], p["core_b"]):
+        return p["core_b"] == ref
+    return p["core_a"] < p["core_b"]
 
 
 def write_report(comparison: dict[str, Any], run_dirs: list[Path], out_dir: str | os.PathLike,
-                 reps: int = 500) -> tuple[Path, Path]:
+                 reps: int = 500, primary: Primary | None = None, reference: str | None = None) -> tuple[Path, Path]:
     """Write ``report.html``, ``report.md`` and its PNGs (``report_*.png``) into ``out_dir``."""
     from agents.experiments.curves import learning_curves
     from agents.experiments.plots import plot_compare, plot_learning_curves, plot_profiles
@@ -275,9 +340,9 @@ def write_report(comparison: dict[str, Any], run_dirs: list[Path], out_dir: str 
     if any(comparison["profiles"].values()):
         images["profiles"] = plot_profiles(comparison["profiles"], out / "report_profiles.png")
     write_runs_table(run_dirs, out / "runs.csv")
-    blocks = build_blocks(comparison, images, package_commit())
+    blocks = build_blocks(comparison, images, package_commit(), primary, reference)
     md = atomic_write_text(out / "report.md", render_markdown(blocks, out))
-    page = atomic_write_text(out / "report.html", render_html(blocks))
+    page = atomic_write_text(out / "report.html", render_html(blocks, "rims-rl study report"))
     return page, md
 
 
@@ -318,7 +383,8 @@ def read_comparison(path: str | os.PathLike) -> dict[str, Any]:
     """compare.json's content (summary, improvement, profiles, runs); UserError if unreadable or of an older rims-rl."""
     try:
         data = json.loads(Path(path).read_text())
-        return {k: data[k] for k in ("summary", "improvement", "profiles", "runs")}
+        comparison = {k: data[k] for k in ("summary", "improvement", "profiles", "runs")}
+        return {**comparison, "scores": data.get("scores"), "left_out": data.get("left_out", {})}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is not a compare.json of this rims-rl ({type(e).__name__}: {str(e)[:80]}); "
                         f"remove it, or run `rims-rl compare` again") from None

@@ -1,0 +1,151 @@
+"""Findings generated from a comparison: what a reader must see first, computed, never hand-written.
+
+- the primary comparison a study declares (:class:`Primary`), shown first and separately;
+- the verdict: each core against a reference core at each level, every shift pooled;
+- every comparison whose 95% CI of P(improvement) excludes 0.5, in either direction;
+- runs that did not beat the random policy, and failed runs (score 0) that the IQM trims away.
+
+Each function takes compare.json's content (``compare.compare_runs``) and returns plain rows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.experiments.config import UserError
+from agents.experiments.evaluation import UNSHIFTED
+
+PRIMARY_KEYS = ("env", "shift", "level", "cores", "metric")
+METRICS = ("success_rate", "return", "normalized_score")
+
+
+@dataclass(frozen=True)
+class Primary:
+    """The one comparison a study is planned to answer: P(cores[0] beats cores[1]) on ``metric`` at
+    ``shift`` (a shift name, or ``all`` for every shift pooled) and ``level`` of ``env``."""
+
+    env: str
+    shift: str
+    level: int
+    cores: tuple[str, str]
+    metric: str = "success_rate"
+
+
+def parse_primary(data: Any, where: str) -> Primary:
+    """A :class:`Primary` from a study file's ``primary`` mapping; UserError naming the bad field."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: primary must be a mapping with keys {', '.join(PRIMARY_KEYS)}")
+    unknown = sorted(set(data) - set(PRIMARY_KEYS))
+    if unknown:
+        raise UserError(f"{where}: primary: unknown key {unknown[0]!r}; valid keys: {', '.join(PRIMARY_KEYS)}")
+    missing = [k for k in PRIMARY_KEYS[:4] if k not in data]
+    if missing:
+        raise UserError(f"{where}: primary lacks {', '.join(missing)}")
+    cores, level, metric = data["cores"], data["level"], data.get("metric", "success_rate")
+    if not (isinstance(cores, list) and len(cores) == 2 and all(isinstance(c, str) for c in cores)):
+        raise UserError(f"{where}: primary.cores must be a list of two core labels, got {cores!r}")
+    if not isinstance(level, int) or isinstance(level, bool) or level < 0:
+        raise UserError(f"{where}: primary.level must be an integer >= 0, got {level!r}")
+    if metric not in METRICS:
+        raise UserError(f"{where}: primary.metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    return Primary(str(data["env"]), str(data["shift"]), level, (cores[0], cores[1]), metric)
+
+
+def read_primary(path: str | Path) -> Primary | None:
+    """The ``primary`` comparison of a study (grid) file, None if it declares none; UserError if unreadable."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise UserError(f"cannot read study file {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"study file {path} is not valid YAML: {str(e).strip().splitlines()[0]}") from None
+    if not isinstance(data, dict) or data.get("primary") is None:
+        return None
+    return parse_primary(data["primary"], f"study file {path}")
+
+
+def primary_row(comparison: dict[str, Any], primary: Primary) -> dict[str, Any] | None:
+    """The improvement row of the primary comparison, None if the runs do not hold it."""
+    a, b = primary.cores
+    return next((p for p in comparison["improvement"] if p["env"] == primary.env and p["shift"] == primary.shift
+                 and p["level"] == primary.level and p["core_a"] == a and p["core_b"] == b
+                 and p["metric"] == primary.metric), None)
+
+
+def excludes_half(row: dict[str, Any]) -> bool:
+    """True if the row's 95% CI of P(improvement) lies entirely above 0.5."""
+    return row["ci95_low"] is not None and row["ci95_low"] > 0.5
+
+
+def clear_comparisons(comparison: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """Every improvement row whose 95% CI lies entirely on one side of 0.5, each pair once (oriented so that
+    core_a is the better one), and the number of comparisons made (unordered pairs x groups)."""
+    rows = [p for p in comparison["improvement"] if excludes_half(p)]
+    made = len({(p["env"], p["shift"], p["level"], p["metric"], *sorted((p["core_a"], p["core_b"])))
+                for p in comparison["improvement"]})
+    return sorted(rows, key=lambda p: (p["env"], p["shift"] != "all", p["shift"], p["level"], p["core_a"])), made
+
+
+def reference_core(cores: list[str], wanted: str | None) -> str | None:
+    """The core others are measured against: ``wanted`` if present, else lstm, else None (one core)."""
+    if len(cores) < 2:
+        return None
+    if wanted is not None:
+        if wanted not in cores:
+            raise UserError(f"--reference {wanted!r} is not a compared core; valid: {', '.join(cores)}")
+        return wanted
+    return "lstm" if "lstm" in cores else sorted(cores)[0]
+
+
+def verdict(comparison: dict[str, Any], reference: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per env: ``{"reference", "levels", "rows": {core: {level: improvement row}}}``, each core against the
+    reference core with every shift pooled at each level (the group's primary metric)."""
+    out: dict[str, dict[str, Any]] = {}
+    for env in sorted({p["env"] for p in comparison["improvement"]}):
+        pooled = [p for p in comparison["improvement"] if p["env"] == env and p["shift"] == "all"]
+        cores = sorted({p["core_a"] for p in pooled} | {p["core_b"] for p in pooled})
+        ref = reference_core(cores, reference)
+        if ref is None:
+            continue
+        rows = {core: {p["level"]: p for p in pooled if p["core_a"] == core and p["core_b"] == ref}
+                for core in cores if core != ref}
+        out[env] = {"reference": ref, "levels": sorted({p["level"] for p in pooled}), "rows": rows}
+    return out
+
+
+def runs_below_random(comparison: dict[str, Any]) -> list[dict[str, Any]]:
+    """Runs whose unshifted success rate (return where the env has none) is not above the random policy's."""
+    out = []
+    for s in comparison.get("scores") or []:
+        if (s["shift"], s["level"]) != (UNSHIFTED, 0):
+            continue
+        with_success = s["success_rate"] is not None and s["random_success_rate"] is not None
+        score, random = ((s["success_rate"], s["random_success_rate"]) if with_success
+                         else (s["mean_return"], s["random_return"]))
+        if random is not None and score <= random:
+            out.append({"env": s["env"], "core": s["core"], "seed": s["seed"],
+                        "metric": "success_rate" if with_success else "return", "score": score, "random": random})
+    return out
+
+
+def trimmed_failures(comparison: dict[str, Any]) -> list[dict[str, Any]]:
+    """Runs scoring exactly 0 unshifted (success rate, else return) that the IQM of their core trims away
+    (it drops the lowest ``floor(runs / 4)`` scores), so the IQM alone hides them."""
+    out = []
+    unshifted = [s for s in comparison.get("scores") or [] if (s["shift"], s["level"]) == (UNSHIFTED, 0)]
+    for env, core in sorted({(s["env"], s["core"]) for s in unshifted}):
+        mine = sorted((s for s in unshifted if (s["env"], s["core"]) == (env, core)),
+                      key=lambda s: (_primary_score(s), s["seed"]))
+        trimmed = math.floor(0.25 * len(mine))
+        out += [{"env": env, "core": core, "seed": s["seed"], "runs": len(mine), "trimmed": trimmed}
+                for s in mine[:trimmed] if _primary_score(s) == 0]
+    return out
+
+
+def _primary_score(row: dict[str, Any]) -> float:
+    return row["success_rate"] if row["success_rate"] is not None else row["mean_return"]
+

@@ -50,10 +50,11 @@ def max_member_bytes() -> int:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 2**20:.3g} MB"
+    mb = size / 2**20
+    return f"{mb:.3g} MB" if mb < 1000 else f"{mb:,.0f} MB"
 
 
-def is_io_error(error: BaseException) -> bool:
+def _is_io_error(error: BaseException) -> bool:
     """True for an OSError of the file system (it has an errno), False for zip or bz2 data errors."""
     return isinstance(error, OSError) and error.errno is not None
 
@@ -63,7 +64,7 @@ def open_zip(file: io.BufferedIOBase) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(file)
     except (*ZIP_ERRORS, OSError) as e:
-        if is_io_error(e):
+        if _is_io_error(e):
             raise
         raise CorruptModelError(f"not a zip file ({type(e).__name__}: {_first_line(e)})") from None
 
@@ -116,7 +117,7 @@ def read_member(archive: zipfile.ZipFile, name: str, limit: int | None = None) -
     except (CorruptModelError, ModelTooLargeError):
         raise
     except (*ZIP_ERRORS, OSError) as e:
-        if is_io_error(e):
+        if _is_io_error(e):
             raise
         reason = "fails its CRC check" if "CRC" in str(e) else f"is damaged ({type(e).__name__}: {_first_line(e)})"
         raise CorruptModelError(f"member {name!r} {reason}") from None

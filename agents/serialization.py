@@ -198,11 +198,10 @@ def space_outline(desc: Any, budget: list[int] | None = None) -> tuple[tuple, in
         raise UnsafeModelError(f"unexpected space description {str(desc)[:60]!r}")
     kind = desc["type"]
     if kind == "Box":
-        if not isinstance(desc.get("shape"), list):
-            raise UnsafeModelError(f"bad Box space description (shape {str(desc.get('shape'))[:40]!r})")
-        shape, size, _ = _int_tree(desc["shape"], "Box dimension")
-        if any(isinstance(d, tuple) for d in shape):
-            raise UnsafeModelError("bad Box space description (nested shape)")
+        dims = desc.get("shape")
+        if not isinstance(dims, list) or any(isinstance(d, list) for d in dims):
+            raise UnsafeModelError(f"bad Box space description (shape {str(dims)[:40]!r})")
+        shape, size, _ = _int_tree(dims, "Box dimension")
         return (kind, shape), size
     if kind == "Discrete":
         n = _count(desc.get("n"), "Discrete n")
@@ -272,7 +271,10 @@ def check_declared_spaces(data: dict[str, Any], expected: dict[str, spaces.Space
     unchecked: list[str] = []
     total = 0
     for name in (n for n in SPACE_FIELDS if n in data):
-        outline, size = space_outline(data[name])
+        try:
+            outline, size = space_outline(data[name])
+        except RecursionError:  # MultiDiscrete / MultiBinary sizes nested hundreds deep
+            raise UnsafeModelError(f"{name} is nested too deeply") from None
         if expected.get(name) is not None:
             want, _ = space_outline(space_to_json(expected[name]), [2**31])
             if outline != want:
@@ -440,7 +442,7 @@ def open_model_zip(path: str | os.PathLike | io.BufferedIOBase) -> Iterator[zipf
             for name in (DATA_MEMBER, *(f"{d}.pth" for d in STATE_DICTS)):
                 if name not in archive.NameToInfo:
                     raise CorruptModelError(f"member {name!r} is missing")
-                check_member(archive.getinfo(name), MAX_DATA_BYTES if name == DATA_MEMBER else None)
+                check_member(archive.getinfo(name), _data_limit() if name == DATA_MEMBER else None)
             yield archive
     finally:
         if isinstance(path, (str, os.PathLike)):
@@ -449,9 +451,13 @@ def open_model_zip(path: str | os.PathLike | io.BufferedIOBase) -> Iterator[zipf
             file.seek(0)
 
 
+def _data_limit() -> int:
+    return min(MAX_DATA_BYTES, max_member_bytes())
+
+
 def _json_data(archive: zipfile.ZipFile) -> dict[str, Any]:
     try:
-        data = json.loads(read_member(archive, DATA_MEMBER, min(MAX_DATA_BYTES, max_member_bytes())).decode())
+        data = json.loads(read_member(archive, DATA_MEMBER, _data_limit()).decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, a 5000-digit int
         if isinstance(e, (CorruptModelError, ModelTooLargeError)):
             raise

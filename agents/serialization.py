@@ -434,15 +434,16 @@ def open_model_zip(path: str | os.PathLike | io.BufferedIOBase) -> Iterator[zipf
 
     The directory entries of every member a load reads are checked first
     (:func:`agents.model_zip.check_member`): CorruptModelError for a damaged, encrypted or oddly
-    compressed one (or a missing one), ModelTooLargeError for one above the size limit.
+    compressed one (or a missing ``data``), ModelTooLargeError for one above the size limit.
     """
     file = open_path(path, "r", verbose=0, suffix="zip")
     try:
         with open_zip(file) as archive:
+            if DATA_MEMBER not in archive.NameToInfo:
+                raise CorruptModelError(f"member {DATA_MEMBER!r} is missing")
             for name in (DATA_MEMBER, *(f"{d}.pth" for d in STATE_DICTS)):
-                if name not in archive.NameToInfo:
-                    raise CorruptModelError(f"member {name!r} is missing")
-                check_member(archive.getinfo(name), _data_limit() if name == DATA_MEMBER else None)
+                if name in archive.NameToInfo:  # a missing weights member is reported when a load reads it
+                    check_member(archive.getinfo(name), _data_limit() if name == DATA_MEMBER else None)
             yield archive
     finally:
         if isinstance(path, (str, os.PathLike)):

@@ -157,7 +157,12 @@ def test_a_missing_member_is_one_line(model_file, tmp_path):
     members = _members(model_file)
     del members["policy.optimizer.pth"]
     bad = _write(tmp_path / "bad.zip", members)
-    _refused_everywhere(bad, CorruptModelError, ["'policy.optimizer.pth' is missing"])
+    with pytest.raises(CorruptModelError, match="'policy.optimizer.pth' is missing"):
+        RecurrentPPO.load(bad)
+    with pytest.raises(UserError, match=f"cannot load model {bad}: .*'policy.optimizer.pth' is missing"):
+        load_model(bad, env_id=ENV)
+    del members["data"]
+    _refused_everywhere(_write(bad, members), CorruptModelError, ["'data' is missing"])
 
 
 def test_garbage_weights_never_quote_the_unsafe_advice(model_file, tmp_path):

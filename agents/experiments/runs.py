@@ -289,7 +289,7 @@ def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = Non
     """
     from agents import RecurrentPPO
     from agents.model_zip import CorruptModelError
-    from agents.serialization import is_legacy
+    from agents.serialization import is_legacy, policy_view
 
     path = Path(model_file)
     if not path.is_file():
@@ -298,8 +298,8 @@ def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = Non
     if env is None and env_id is not None:
         data = _read_zip_data(path)  # a damaged file is reported before an env is built
         expected = _env_spaces(env_id, data)
-        if is_legacy(data):
-            custom_objects = {"observation_space": expected[0], "action_space": expected[1]}
+        if is_legacy(data):  # SB3 saved the spaces its policy saw: images channel-first
+            custom_objects = {"observation_space": policy_view(expected[0]), "action_space": expected[1]}
     try:
         return RecurrentPPO.load(str(path), env=env, device=device, custom_objects=custom_objects,
                                  expected_spaces=expected)

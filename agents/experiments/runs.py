@@ -252,41 +252,61 @@ def read_num_timesteps(model_file: str | os.PathLike) -> int:
 
 def _read_zip_data(path: Path) -> dict[str, Any]:
     """The JSON ``data`` of a model zip (:func:`agents.serialization.read_data`); UserError if unreadable."""
+    from agents.model_zip import ModelTooLargeError
     from agents.serialization import read_data
 
     try:
         return read_data(path)
     except OSError as e:
         raise UserError(f"cannot read model {path}: {e.strerror or type(e).__name__}") from None
+    except ModelTooLargeError as e:
+        raise UserError(f"cannot load model {path}: {e}") from None
     except ValueError as e:
         raise UserError(f"model {path} is corrupt or not a rims-rl model: {e}") from None
+
+
+def _env_spaces(env_id: str, data: dict[str, Any]) -> tuple:
+    """The observation and action spaces of ``env_id`` as evaluate and record build it for a model of ``data``."""
+    from envs import is_atari, make_vec_env
+
+    declared = data.get("observation_space")  # a model that reads the mission declares a Dict; legacy ones do not
+    with_mission = isinstance(declared, dict) and declared.get("type") == "Dict" and not is_atari(env_id)
+    probe = make_vec_env(env_id, n_envs=1, seed=0, training=False, instructions=with_mission)
+    try:
+        return probe.observation_space, probe.action_space
+    finally:
+        probe.close()
 
 
 def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = None, device: str = "cpu"):
     """Load a RecurrentPPO model (weights, optimizer state, step count) onto the torch ``device``;
     UserError if unreadable or unsafe. A model saved on any device loads on any other.
 
-    Nothing in the file is unpickled (:mod:`agents.serialization`). A file in SB3's own format (an
-    older rims-rl) has its spaces only as pickles: they are taken from ``env``, else from a fresh
-    ``env_id`` env.
+    Nothing in the file is unpickled and memory is bounded (:mod:`agents.serialization`). The
+    model's spaces are checked against those of ``env``, else of a fresh ``env_id`` env, before
+    anything is built from them; a file in SB3's own format (an older rims-rl) has its spaces only
+    as pickles: they are taken from that env.
     """
     from agents import RecurrentPPO
-    from agents.serialization import is_legacy
+    from agents.model_zip import CorruptModelError
+    from agents.serialization import is_legacy, policy_view
 
     path = Path(model_file)
     if not path.is_file():
         raise UserError(f"model {path} does not exist")
-    custom_objects = None
-    if env is None and env_id is not None and is_legacy(_read_zip_data(path)):
-        from envs import make_vec_env
-
-        probe = make_vec_env(env_id, n_envs=1, seed=0, training=False, instructions=False)  # they never read missions
-        custom_objects = {"observation_space": probe.observation_space, "action_space": probe.action_space}
-        probe.close()
+    custom_objects = expected = None
+    if env is None and env_id is not None:
+        data = _read_zip_data(path)  # a damaged file is reported before an env is built
+        expected = _env_spaces(env_id, data)
+        if is_legacy(data):  # SB3 saved the spaces its policy saw: images channel-first
+            custom_objects = {"observation_space": policy_view(expected[0]), "action_space": expected[1]}
     try:
-        return RecurrentPPO.load(str(path), env=env, device=device, custom_objects=custom_objects)
+        return RecurrentPPO.load(str(path), env=env, device=device, custom_objects=custom_objects,
+                                 expected_spaces=expected)
     except OSError as e:
         raise UserError(f"cannot read model {path}: {e.strerror or type(e).__name__}") from None
+    except CorruptModelError as e:
+        raise UserError(f"cannot load model {path}: it is corrupt or not a rims-rl model ({e})") from None
     except Exception as e:  # a bad file raises many types (torch's UnpicklingError included); all mean "cannot use it"
         raise UserError(f"cannot load model {path}: {first_line(e)[:300]}") from None
 

@@ -281,7 +281,7 @@ def _remove_stale_temporaries(library: Path) -> None:
     now = time.time()
     ours = f"{_TEMP_PREFIX}{library.stem}-"
     for path in library.parent.glob("tmp*"):
-        if not (path.name.startswith(_TEMP_PREFIX) or _LEGACY_TEMP.fullmatch(path.name)):
+        if not (path.name.startswith(f"{_TEMP_PREFIX}{NAMESPACE}-") or _LEGACY_TEMP.fullmatch(path.name)):
             continue
         with contextlib.suppress(OSError):
             if path.name.startswith(ours) or now - path.stat().st_mtime > STALE_AFTER_S:

@@ -108,7 +108,10 @@ def load() -> str | None:
             # under a name of its own (removed once loaded).
             alias = library.with_name(f"{_TEMP_PREFIX}{library.stem}-{os.getpid()}-load.so")
             try:
-                os.link(library, alias)
+                try:
+                    os.link(library, alias)
+                except OSError:  # a file system without hard links
+                    shutil.copyfile(library, alias)
                 _load_verified(alias, record_path(library))
             except (OSError, BuildError) as again:
                 raise BuildError(f"{problem}; the rebuilt library failed too: {again}") from None
@@ -126,19 +129,19 @@ def _rebuild(library: Path, problem: str | None) -> None:
         raise BuildError(error if problem is None else f"{problem}; rebuilding it failed: {error}") from None
 
 
-def damage(library: Path) -> str | None:
+def damage(library: Path, record: Path | None = None) -> str | None:
     """Why ``library`` must not be loaded ("missing" if it was never built), or None if its size and
-    sha256 match its build record."""
+    sha256 match its build record (``record``, default: its own)."""
     if not library.exists():
         return "missing"
-    record = record_path(library)
+    record = record_path(library) if record is None else record
     try:
         expected = json.loads(record.read_text())
         size, digest = int(expected["size"]), str(expected["sha256"])
     except FileNotFoundError:
         return f"the cached kernel {library} has no build record ({record.name})"
     except (OSError, ValueError, TypeError, KeyError) as error:
-        return f"the build record {record} of the cached kernel is unreadable ({error})"
+        return f"the build record {record} of the cached kernel is unreadable ({error!r})"
     actual_size, actual_digest = _size_and_digest(library)
     if actual_size != size:
         return f"the cached kernel {library} has {actual_size} bytes, its build record says {size}"
@@ -148,15 +151,10 @@ def damage(library: Path) -> str | None:
 
 
 def _load_verified(library: Path, record: Path | None = None) -> None:
-    """Load ``library`` if its content matches ``record`` (default: its own), then check the operators."""
-    record = record_path(library) if record is None else record
-    size, digest = _size_and_digest(library)
-    try:
-        expected = json.loads(record.read_text())
-    except (OSError, ValueError) as error:
-        raise BuildError(f"the build record {record} is unreadable ({error})") from None
-    if (size, digest) != (expected.get("size"), expected.get("sha256")):
-        raise BuildError(f"{library} changed after it was verified")
+    """Load ``library`` if it matches ``record`` (default: its own) right now, then check the operators."""
+    problem = damage(library, record)
+    if problem is not None:
+        raise BuildError(problem)
     try:
         torch.ops.load_library(str(library))
     except (OSError, RuntimeError) as error:

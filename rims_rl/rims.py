@@ -103,8 +103,9 @@ class RIMs(nn.Module):
         """Which implementation runs the steps: ``"auto"`` (default: the fastest that covers the
         configuration and device: ``"cpp"``, else ``"fused"``, else ``"reference"``), ``"cpp"`` (the
         compiled sequence kernel, ``rims_rl.kernel``; raises if it is unavailable or does not cover the
-        call), ``"fused"`` (at most the Python fused step, ``rims_rl.fused``) or ``"reference"`` (the
-        op-by-op step, also differentiable twice). ``last_path`` names the one the last call ran."""
+        call), ``"fused"`` (at most the Python fused step, ``rims_rl.fused``) or ``"reference"``
+        (``rims_rl.reference``: the readable op-by-op step, for every configuration, differentiable
+        twice). ``last_path`` names the one the last call ran."""
         return self._backend
 
     @backend.setter

@@ -200,8 +200,8 @@ def damage_foreign_with_forged_record(cache, foreign):
                                     damage_record_mismatch, damage_foreign_with_forged_record],
                          ids=lambda f: f.__name__.removeprefix("damage_"))
 def test_a_damaged_or_foreign_library_is_rebuilt_with_one_warning(tmp_path, libraries, damage):
-    """A truncated library used to kill every process with SIGBUS, a foreign one gave an AttributeError
-    traceback: now the process lives, warns once, rebuilds, and runs the kernel."""
+    """Loading a truncated library kills the process with SIGBUS, a foreign one lacks the operators: the
+    process does neither, lives, warns once, rebuilds, and runs the kernel."""
     cache = Cache(tmp_path, libraries[0])
     cache.populate()
     reason = damage(cache, libraries[1])

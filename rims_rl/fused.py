@@ -1,22 +1,61 @@
-"""One whole RIMs step as a single autograd node with a hand-written backward (the common case).
+"""The fused backend: one whole RIMs step as a single autograd node with a hand-written backward.
 
-Covers: input attention with one input row (folded values), one input head, ``selection="null"``,
-k < K, communication, no active dropout, LSTM or GRU cells. The forward runs exactly the ops of the
-unfused step (``RIMs._step``: identical results); the backward is the chain rule of those ops written
-out, so a step records one autograd node instead of about a hundred (at small batch the per-op
-overhead, not the arithmetic, dominated). Weight gradients of the per-step products are deferred
-to ``group._DeferredParams`` (one batched product per sequence). With gradients off (rollouts),
+Covers the common training configuration (see ``covers``): input attention with one input row (folded
+values), one input head, ``selection="null"``, k < K, communication from the tentative states, no
+active dropout, LSTM or GRU cells. The forward runs exactly the ops of ``reference.step`` for that
+configuration (identical results); the backward is the chain rule of those ops written out, so a step
+records one autograd node instead of about a hundred (at small batch the per-op overhead, not the
+arithmetic, dominated). Weight gradients of the per-step products are deferred to
+``group._DeferredParams`` (one batched product per sequence). With gradients off (rollouts),
 ``fused_step`` runs the same forward ops without an autograd node.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from .attention import top_k_mask
+from .reference import Sequence, State, StepInputs, StepOutput
+
+if TYPE_CHECKING:
+    from .rims import RIMs
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward  # (grad, sigmoid output) -> grad * y * (1 - y)
 _tanh_backward = torch.ops.aten.tanh_backward  # (grad, tanh output) -> grad * (1 - y^2)
+
+
+def covers(core: RIMs, seq: Sequence) -> bool:
+    """Whether the fused step runs ``core``'s configuration for the sequence ``seq`` (else the reference
+    step does); with gradients on, its per-step products must defer their weight gradients."""
+    cfg = core.config
+    if not (seq.folded and core.input_attention is not None and core.communication is not None
+            and cfg.selection == "null" and cfg.num_input_heads == 1 and cfg.comm_inactive == "tentative"
+            and cfg.k < cfg.num_units):
+        return False
+    if core.training and (cfg.input_dropout > 0 or cfg.comm_dropout > 0):
+        return False
+    if not torch.is_grad_enabled():
+        return True
+    return seq.state_product.deferred and all(p.deferred for p in seq.comm_products)
+
+
+def step(core: RIMs, state: State, inputs: StepInputs, seq: Sequence, block: bool) -> StepOutput:
+    """``reference.step`` for a configuration the fused step ``covers``: one autograd node with gradients
+    on, the same forward ops without a node otherwise."""
+    comm = core.communication
+    comm_qkv, comm_out = seq.comm_products
+    tensors = (state[0], state[1] if len(state) > 1 else None, inputs.values, inputs.keys,
+               seq.state_product.weight, seq.state_product.bias, seq.b_in, comm_qkv.weight, comm_out.weight,
+               comm_out.bias)
+    sizes = (comm.num_heads, comm.key_size, comm.value_size)
+    if torch.is_grad_enabled():
+        stores = (seq.state_product.store, comm_qkv.store, comm_out.store)
+        h, c, mask, probs, comm_attention = FusedStep.apply(*tensors, stores, core.config.k, block, *sizes)
+    else:
+        (h, c, mask, probs, comm_attention), _, _ = fused_step(*tensors, core.config.k, *sizes)
+    return StepOutput((h, c) if c is not None else (h,), mask, probs, comm_attention)
 
 
 def fused_step(h: Tensor, c: Tensor | None, values: Tensor, keys: Tensor, w_state: Tensor, b_state: Tensor,

@@ -204,17 +204,10 @@ def test_all_units_active_when_k_equals_K(cell):
         previous = state[0]
 
 
-@pytest.mark.parametrize("cell, selection", CELLS_SELECTIONS)
-def test_folded_single_row_path_equals_general_path(cell, selection):
-    for heads in (1, 2):
-        core = make(cell, selection, num_input_heads=heads)
-        x, starts = inputs(), (torch.rand(6, 3) < 0.3).float()
-        out_fold, state_fold, info_fold = core(x, None, starts)
-        core._fold_single_row = False
-        out_gen, state_gen, info_gen = core(x, None, starts)
-        torch.testing.assert_close(out_fold, out_gen, rtol=1e-5, atol=1e-6)
-        assert torch.equal(info_fold.mask, info_gen.mask)
-        torch.testing.assert_close(info_fold.input_attention, info_gen.input_attention)
+@pytest.mark.parametrize("bad", [1, None, "yes"])
+def test_fold_single_row_is_a_bool(bad):
+    with pytest.raises(ValueError, match=r"fold_single_row=.* is invalid: valid values are True, False"):
+        RIMs(D, RIMsConfig(num_units=K, k=KA, unit_size=H), fold_single_row=bad)
 
 
 @pytest.mark.parametrize("cell, selection", CELLS_SELECTIONS)

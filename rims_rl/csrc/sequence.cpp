@@ -1,8 +1,8 @@
 // The RIMs recurrence over a whole sequence, forward and backward, as two compiled ops
 // (torch.ops.rims_rl_cpp.forward / .backward). Built on first use by rims_rl/kernel.py.
 //
-// Same arithmetic as the Python fused step (rims_rl/fused.py) and the op-by-op reference step
-// (RIMs._step): one input row, one input head, folded values, LSTM or GRU cells, selection "null" or
+// Same arithmetic as the readable reference step (rims_rl/reference.py) and the Python fused step
+// (rims_rl/fused.py): one input row, one input head, folded values, LSTM or GRU cells, selection "null" or
 // "across" (renormalised or not), k <= K, communication on or off with keys/values of inactive RIMs
 // from the tentative update or the kept state, block_inactive_grad on or off, resets. The per-RIM
 // products (3 per step each way) run as register tiles here; everything elementwise runs in plain
@@ -34,6 +34,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 // Reductions the compiler may vectorize (reassociated sums; built with -fopenmp-simd).
@@ -44,7 +45,17 @@ namespace {
 
 using at::Tensor;
 
-enum Cfg { LSTM, TOPK, ACROSS, RENORM, COMM, KEPT, BLOCK, HEADS, CK, CV, SMALL, ONEDNN, NCFG };
+// The integer options of both ops, in order: (enum name, field name of rims_rl.kernel.KernelConfig).
+// One list, so the enum and the names config_fields() reports (checked at load) cannot drift apart.
+#define RIMS_CONFIG_FIELDS(X)                                                                           \
+  X(LSTM, "lstm") X(TOPK, "k") X(ACROSS, "across") X(RENORM, "renormalise") X(COMM, "communication")    \
+  X(KEPT, "comm_kept") X(BLOCK, "block_inactive_grad") X(HEADS, "comm_heads") X(CK, "comm_key_size")   \
+  X(CV, "comm_value_size") X(SMALL, "small_product") X(ONEDNN, "onednn")
+#define RIMS_ENUM_ENTRY(name, field) name,
+#define RIMS_FIELD_NAME(name, field) field,
+enum Cfg { RIMS_CONFIG_FIELDS(RIMS_ENUM_ENTRY) NCFG };
+
+std::vector<std::string> config_fields() { return {RIMS_CONFIG_FIELDS(RIMS_FIELD_NAME)}; }
 
 template <typename S> inline S sigm(S x) { return S(1) / (S(1) + std::exp(-x)); }
 
@@ -805,4 +816,5 @@ std::vector<Tensor> rims_backward(const std::vector<Tensor>& saved, const Tensor
 TORCH_LIBRARY(rims_rl_cpp, m) {
   m.def("forward", &rims_forward);
   m.def("backward", &rims_backward);
+  m.def("config_fields", &config_fields);
 }

@@ -25,8 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from agents.experiments.config import UserError, first_line, read_config_file
+from filelock import FileLock, Timeout
+
+from agents.experiments.config import read_config_file
 from agents.experiments.files import atomic_open
+from envs import make_vec_env
+from rims_rl.errors import UserError, first_line
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT = Path("checkpoints") / "last.zip"
@@ -128,8 +132,6 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     ``demo`` and ``sweep`` all train through it). The lock file holds the holder's PID. The holder
     may take it again (nested, e.g. a sweep task around ``train_run``).
     """
-    from filelock import FileLock, Timeout
-
     path = lock_path(run_dir)
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     lock_existed = path.exists()
@@ -172,8 +174,6 @@ def _remove_empty_dirs(dirs: list[Path]) -> None:
 def lock_holder(run_dir: str | os.PathLike) -> int | None:
     """The PID of another process holding ``run_dir``'s writer lock (-1 if unknown), or None if it is free
     (or held by this process)."""
-    from filelock import FileLock, Timeout
-
     path = lock_path(run_dir)
     if not path.is_file():
         return None
@@ -252,7 +252,7 @@ def read_num_timesteps(model_file: str | os.PathLike) -> int:
 
 def _read_zip_data(path: Path) -> dict[str, Any]:
     """The JSON ``data`` of a model zip (:func:`agents.serialization.read_data`); UserError if unreadable."""
-    from agents.serialization import read_data
+    from agents.serialization import read_data  # torch: imported on use, the sweep's driver plans without it
 
     try:
         return read_data(path)
@@ -270,7 +270,7 @@ def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = Non
     older rims-rl) has its spaces only as pickles: they are taken from ``env``, else from a fresh
     ``env_id`` env.
     """
-    from agents import RecurrentPPO
+    from agents import RecurrentPPO  # torch: imported on use, the sweep's driver plans without it
     from agents.serialization import is_legacy
 
     path = Path(model_file)
@@ -278,8 +278,6 @@ def load_model(model_file: str | os.PathLike, env=None, env_id: str | None = Non
         raise UserError(f"model {path} does not exist")
     custom_objects = None
     if env is None and env_id is not None and is_legacy(_read_zip_data(path)):
-        from envs import make_vec_env
-
         probe = make_vec_env(env_id, n_envs=1, seed=0, training=False, instructions=False)  # they never read missions
         custom_objects = {"observation_space": probe.observation_space, "action_space": probe.action_space}
         probe.close()

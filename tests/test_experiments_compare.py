@@ -11,8 +11,6 @@ import pytest
 from agents.experiments.compare import aggregate_scores, compare_runs, probability_of_improvement
 from agents.experiments.plots import plot_compare, runs_label
 from agents.experiments.runs import find_run_dirs
-from cli_tiny import run_main
-from eval_fixtures import write_run
 
 SCORES_X = np.array([[0.9, 0.4, 0.7], [0.8, 0.5, 0.6], [0.7, 0.45, 0.9], [0.95, 0.3, 0.8]])
 SCORES_Y = np.array([[0.1, 0.5, 0.6], [0.95, 0.2, 0.3], [0.2, 0.4, 0.7], [0.5, 0.1, 0.65]])
@@ -58,15 +56,15 @@ def test_probability_of_improvement_and_ci_match_rliable_on_fixed_arrays():
     assert one[1] is None and one[2] is None  # one run each: no CI
 
 
-def _two_core_runs(root, seeds=(0, 1)):
+def _two_core_runs(write_run, root, seeds=(0, 1)):
     for seed in seeds:
         write_run(root, "rims", seed, {"none": 0.9, "distractors": 0.8 - 0.1 * seed, "size": 0.6}, size_return=0.2)
         write_run(root, "lstm", seed, {"none": 0.85, "distractors": 0.5 + 0.1 * seed, "size": 0.5}, size_return=5.0)
     return find_run_dirs([root])
 
 
-def test_size_is_excluded_from_pooled_raw_returns_but_kept_for_success_and_normalized_score(tmp_path):
-    comparison = compare_runs(_two_core_runs(tmp_path), reps=50)
+def test_size_is_excluded_from_pooled_raw_returns_but_kept_for_success_and_normalized_score(tmp_path, write_run):
+    comparison = compare_runs(_two_core_runs(write_run, tmp_path), reps=50)
     rows = comparison["summary"]
     assert not [s for s in rows if s["shift"] == "size" and s["metric"] == "return"]
     pooled_return_l3 = [s for s in rows if s["shift"] == "all" and s["level"] == 3 and s["metric"] == "return"]
@@ -78,8 +76,8 @@ def test_size_is_excluded_from_pooled_raw_returns_but_kept_for_success_and_norma
     assert max(s["iqm"] for s in rows if s["metric"] == "return") <= 1.0
 
 
-def test_compare_writes_improvement_csv_with_cis_for_several_runs(tmp_path):
-    _two_core_runs(tmp_path / "runs")
+def test_compare_writes_improvement_csv_with_cis_for_several_runs(tmp_path, run_main, write_run):
+    _two_core_runs(write_run, tmp_path / "runs")
     assert run_main(["compare", tmp_path / "runs", "--out", tmp_path / "cmp", "--reps", 50]) == 0
     with open(tmp_path / "cmp" / "improvement.csv") as f:
         poi = list(csv.DictReader(f))
@@ -105,7 +103,7 @@ def test_compare_writes_improvement_csv_with_cis_for_several_runs(tmp_path):
     assert rims["ci95_low"] is not None and len(rims["ci95_high"]) == len(profile["taus"])
 
 
-def test_seeds_trained_on_different_devices_are_compared(tmp_path):
+def test_seeds_trained_on_different_devices_are_compared(tmp_path, write_run):
     import yaml
 
     for seed in (0, 1):
@@ -118,8 +116,8 @@ def test_seeds_trained_on_different_devices_are_compared(tmp_path):
 
 
 def test_bad_episode_and_env_counts_are_user_errors():
-    from agents.experiments.config import UserError
-    from agents.experiments.evaluation import run_episodes
+    from agents.experiments.evaluation.episodes import run_episodes
+    from rims_rl.errors import UserError
 
     with pytest.raises(UserError, match="episodes must be >= 1"):
         run_episodes(None, "RedBallDistractors-v0", None, 0)
@@ -127,8 +125,8 @@ def test_bad_episode_and_env_counts_are_user_errors():
         run_episodes(None, "RedBallDistractors-v0", None, 5, n_envs=0)
 
 
-def test_one_seed_prints_no_ci_and_stores_none(tmp_path, capsys):
-    _two_core_runs(tmp_path / "runs", seeds=(0,))
+def test_one_seed_prints_no_ci_and_stores_none(tmp_path, capsys, run_main, write_run):
+    _two_core_runs(write_run, tmp_path / "runs", seeds=(0,))
     assert run_main(["compare", tmp_path / "runs", "--out", tmp_path / "cmp", "--reps", 50]) == 0
     assert "1 seed: no CI" in capsys.readouterr().out
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from agents.experiments.baseline import RandomPolicy, random_baseline
-from agents.experiments.evaluation import (RESULT_COLUMNS, Episode, Setting, _run_waves, add_normalized_scores,
-                                           normalized_score, run_episodes, scale_changing, summarize, wilson_interval,
-                                           write_results)
+from agents.experiments.evaluation.episodes import Episode, _run_waves, run_episodes
+from agents.experiments.evaluation.ladder import Setting, scale_changing
+from agents.experiments.evaluation.metrics import add_normalized_scores, normalized_score, summarize, wilson_interval
+from agents.experiments.evaluation.results import RESULT_COLUMNS, write_results
 from envs import DEFAULT_ENV_ID, make_vec_env
 
 
@@ -151,23 +152,21 @@ def test_random_policy_samples_valid_actions_reproducibly():
 
 
 def test_cli_defaults_are_the_evaluation_defaults():
-    from agents.experiments.commands import DEFAULT_EPISODES
-    from agents.experiments.evaluation import EVAL_ENVS
+    from agents.experiments.config import DEFAULT_EPISODES
+    from agents.experiments.evaluation.episodes import EVAL_ENVS
     from train_agent import build_parser
 
     args = build_parser().parse_args(["evaluate", "--model", "m"])
     assert args.n_envs == EVAL_ENVS and args.episodes == DEFAULT_EPISODES == 400
 
 
-def test_results_of_an_older_version_are_a_one_line_user_error(tmp_path, capsys):
+def test_results_of_an_older_version_are_a_one_line_user_error(tmp_path, capsys, run_main, demo_run_config):
     import yaml
 
-    from cli_tiny import run_main
-    from eval_fixtures import run_config
 
     run = tmp_path / "E" / "rims" / "seed0"
     (run / "eval").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(run_config("rims", 0)))
+    (run / "config.yaml").write_text(yaml.safe_dump(demo_run_config("rims", 0)))
     (run / "eval" / "results.json").write_text('{"results": [{"shift": "none", "level": 0, "mean_return": 0.5}]}')
     assert run_main(["compare", tmp_path, "--out", tmp_path / "cmp"]) == 2
     err = capsys.readouterr().err
@@ -179,8 +178,6 @@ def test_paired_seeds_hold_below_a_vec_env_wrapper(monkeypatch):
     """An observation adapter around the DummyVecEnv (as Dict-observation envs may get) keeps the pairing."""
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
-    import envs
-
     class Passthrough(VecEnvWrapper):
         def reset(self):
             return self.venv.reset()
@@ -188,11 +185,11 @@ def test_paired_seeds_hold_below_a_vec_env_wrapper(monkeypatch):
         def step_wait(self):
             return self.venv.step_wait()
 
-    import agents.experiments.evaluation as evaluation
+    from agents.experiments.evaluation import episodes
 
-    real = envs.make_vec_env
-    monkeypatch.setattr(envs, "make_vec_env", lambda *a, **k: Passthrough(real(*a, **k)))
-    monkeypatch.setattr(evaluation, "_run_waves", None)  # the per-episode reseeding path must be taken
+    real = episodes.make_vec_env
+    monkeypatch.setattr(episodes, "make_vec_env", lambda *a, **k: Passthrough(real(*a, **k)))
+    monkeypatch.setattr(episodes, "_run_waves", None)  # the per-episode reseeding path must be taken
     model = _Recorder(turn=False)
     found = run_episodes(model, DEFAULT_ENV_ID, None, 6, seed=70, n_envs=4)
     assert [e.seed for e in found] == list(range(70, 76))

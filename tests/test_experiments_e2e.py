@@ -12,12 +12,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.experiments.config import load_preset
 from agents.experiments.record import ROW_HEIGHT, TEXT_HEIGHT
 from agents.experiments.runs import read_num_timesteps
-from cli_tiny import run_main, tiny_config
 from envs import DEFAULT_ENV_ID
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
+def demo_dir(tmp_path_factory, tiny_config, run_main):
     """A tiny demo: rims and lstm trained 64 steps, evaluated unshifted and at distractors=1."""
     root = tmp_path_factory.mktemp("demo")
     cfg = tiny_config(root)
@@ -32,7 +31,7 @@ def _run(demo_dir, core):
     return run
 
 
-def test_demo_writes_runs_results_comparison(demo_dir, capsys):
+def test_demo_writes_runs_results_comparison(demo_dir):
     for core in ("rims", "lstm"):
         run = _run(demo_dir, core)
         for name in ("config.yaml", "model.zip", "checkpoints/last.zip", "eval/results.csv", "eval/results.json",
@@ -52,12 +51,12 @@ def test_demo_writes_runs_results_comparison(demo_dir, capsys):
     assert (demo_dir / "report.html").stat().st_size > 10_000 and (demo_dir / "report.md").is_file()
 
 
-def test_demo_rerun_reuses_finished_runs(demo_dir, capsys, monkeypatch, tmp_path):
-    from agents.experiments import commands
+def test_demo_rerun_reuses_finished_runs(demo_dir, capsys, monkeypatch, tmp_path, run_main):
+    from agents.experiments.commands import demo
 
     study = tmp_path / "report.md"  # the committed study report the demo points to
     study.write_text("# study")
-    monkeypatch.setattr(commands, "STUDY_REPORT", study)
+    monkeypatch.setattr(demo, "STUDY_REPORT", study)
     before = (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns
     cfg = demo_dir.parent / "tiny.yaml"
     code = run_main(["demo", "--config", cfg, "--logdir", demo_dir, "--episodes", 2, "--shifts", "distractors=1",
@@ -83,7 +82,7 @@ def test_train_logs_rims_activation_scalars(demo_dir):
     assert "rollout/ep_rew_mean" in tags["rims"] or "train/loss" in tags["rims"]
 
 
-def test_evaluate_writes_results_plot_and_tensorboard(demo_dir, tmp_path, capsys):
+def test_evaluate_writes_results_plot_and_tensorboard(demo_dir, tmp_path, capsys, run_main):
     run = _run(demo_dir, "rims")
     code = run_main(["evaluate", "--model", run, "--episodes", 2, "--shifts", "size=1", "floor_noise=2",
                      "--out", tmp_path / "ev", "--n-envs", 2])
@@ -116,7 +115,7 @@ def test_evaluate_writes_results_plot_and_tensorboard(demo_dir, tmp_path, capsys
     assert [e.step for e in acc.Scalars("eval/floor_noise/level2/mean_return")] == [64]
 
 
-def test_compare_table_and_files(demo_dir, tmp_path, capsys):
+def test_compare_table_and_files(demo_dir, tmp_path, capsys, run_main):
     code = run_main(["compare", demo_dir, "--out", tmp_path / "cmp", "--reps", 100])
     assert code == 0
     out = capsys.readouterr().out
@@ -134,7 +133,7 @@ def test_compare_table_and_files(demo_dir, tmp_path, capsys):
     assert (tmp_path / "cmp" / "compare.png").is_file()
 
 
-def test_record_gif_with_activation_strip(demo_dir, tmp_path, capsys):
+def test_record_gif_with_activation_strip(demo_dir, tmp_path, capsys, run_main):
     heights = {}
     for core in ("rims", "lstm"):
         out = tmp_path / f"{core}.gif"
@@ -149,7 +148,7 @@ def test_record_gif_with_activation_strip(demo_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "compare", "report", "record", "demo", "presets"])
-def test_help_shows_defaults(command, capsys):
+def test_help_shows_defaults(command, capsys, run_main):
     assert run_main([command, "--help"]) == 0
     text = capsys.readouterr().out
     assert "usage: rims-rl " + command in text
@@ -157,11 +156,11 @@ def test_help_shows_defaults(command, capsys):
         assert "(default:" in text
 
 
-def test_no_arguments_runs_the_demo_with_its_defaults(monkeypatch):
-    from agents.experiments import commands as experiment
+def test_no_arguments_runs_the_demo_with_its_defaults(monkeypatch, run_main):
+    from agents.experiments.commands import demo
 
     calls = []
-    monkeypatch.setattr(experiment, "demo", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(demo, "demo", lambda **kw: calls.append(kw))
     assert run_main([]) == 0
     assert calls and calls[0]["config"] == "demo" and list(calls[0]["cores"]) == ["rims", "lstm"]
     assert str(calls[0]["logdir"]) == "runs/demo"
@@ -183,7 +182,7 @@ def test_a_resumed_run_keeps_the_best_score_of_earlier_sessions(tmp_path):
     assert PeriodicEvalCallback(run, DEFAULT_ENV_ID, None, episodes=1, freq=32, seed=0).best == float("-inf")
 
 
-def test_train_with_periodic_evaluation_keeps_the_best_model(tmp_path):
+def test_train_with_periodic_evaluation_keeps_the_best_model(tmp_path, tiny_config, run_main):
     cfg = tiny_config(tmp_path)
     code = run_main(["train", "--config", cfg, "--core", "gru", "--logdir", tmp_path / "runs", "--eval-freq", 32,
                      "--eval-episodes", 1, "--eval-shifts", "distractors=1", "--no-progress"])
@@ -199,7 +198,7 @@ def test_train_with_periodic_evaluation_keeps_the_best_model(tmp_path):
     assert {e.step for e in acc.Scalars("eval/success_rate")} <= {32, 48, 64}  # at training steps
 
 
-def test_evaluate_refuses_episode_seeds_past_the_largest_seed(demo_dir, tmp_path, capsys):
+def test_evaluate_refuses_episode_seeds_past_the_largest_seed(demo_dir, tmp_path, capsys, run_main):
     run = _run(demo_dir, "rims")
     code = run_main(["evaluate", "--model", run, "--seed", 2**32 - 2, "--episodes", 3, "--out", tmp_path / "ev"])
     err = capsys.readouterr().err

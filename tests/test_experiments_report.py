@@ -8,18 +8,15 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-
-from agents.experiments.curves import learning_curves
-from agents.experiments.evaluation import format_number
-from agents.experiments.runs import find_run_dirs
-from cli_tiny import run_main
 import yaml
 
-from eval_fixtures import run_config, write_run
+from agents.experiments.curves import learning_curves
+from agents.experiments.evaluation.tables import format_number
+from agents.experiments.runs import find_run_dirs
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, write_run, run_main):
     """Two cores x two seeds, evaluated; lstm clearly undertrained unshifted (0.4 vs 0.9 success)."""
     root = tmp_path_factory.mktemp("study") / "runs"
     for seed in (0, 1):
@@ -74,7 +71,7 @@ def test_report_flags_the_undertrained_core_and_few_seeds(study):
         assert (study.parent / "report" / name).stat().st_size > 1000
 
 
-def test_report_default_out_is_the_dir_and_reuses_a_fresh_comparison(study, capsys):
+def test_report_default_out_is_the_dir_and_reuses_a_fresh_comparison(study, capsys, run_main):
     before = (study / "compare" / "compare.json").stat().st_mtime_ns
     assert run_main(["report", study, "--reps", 100]) == 0
     assert (study / "report.html").is_file() and (study / "report.md").is_file()
@@ -82,18 +79,18 @@ def test_report_default_out_is_the_dir_and_reuses_a_fresh_comparison(study, caps
     assert f"report: {study / 'report.html'}" in capsys.readouterr().out
 
 
-def test_report_of_a_dir_without_evaluated_runs_is_a_user_error(tmp_path, capsys):
+def test_report_of_a_dir_without_evaluated_runs_is_a_user_error(tmp_path, capsys, run_main, demo_run_config):
     assert run_main(["report", tmp_path]) == 2
     assert "no run dirs" in capsys.readouterr().err
     run = tmp_path / "E" / "rims" / "seed0"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(run_config("rims", 0)))
+    (run / "config.yaml").write_text(yaml.safe_dump(demo_run_config("rims", 0)))
     assert run_main(["report", tmp_path]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "rims-rl evaluate" in err and not (tmp_path / "report.html").exists()
 
 
-def test_report_over_a_compare_json_it_cannot_read_is_a_user_error(tmp_path, capsys):
+def test_report_over_a_compare_json_it_cannot_read_is_a_user_error(tmp_path, capsys, write_run, run_main):
     root = tmp_path / "runs"
     write_run(root, "rims", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
     (root / "compare").mkdir()
@@ -105,7 +102,7 @@ def test_report_over_a_compare_json_it_cannot_read_is_a_user_error(tmp_path, cap
         assert not (root / "report.html").exists()
 
 
-def test_report_redoes_a_fresh_comparison_that_covers_other_runs(tmp_path):
+def test_report_redoes_a_fresh_comparison_that_covers_other_runs(tmp_path, write_run, run_main):
     """A compare.json newer than every result, but of some of the runs only (an earlier demo with fewer
     cores), is not reused: the report's tables cover every run its runs.csv and curves show."""
     import json
@@ -133,7 +130,7 @@ def test_learning_curves_take_the_iqm_across_seeds_with_ci_bands_only_for_severa
     assert np.allclose(np.diff(one["steps"]), np.diff(one["steps"])[0])  # a common, even grid of env steps
 
 
-def test_learning_curves_of_a_periodic_shifted_evaluation_name_its_shifts(tmp_path):
+def test_learning_curves_of_a_periodic_shifted_evaluation_name_its_shifts(tmp_path, write_run):
     from torch.utils.tensorboard import SummaryWriter
 
     run = write_run(tmp_path, "gru", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6}, eval_shifts="distractors=2")

@@ -5,14 +5,12 @@ import imageio.v3 as iio
 import pytest
 import yaml
 
-from cli_tiny import TINY, run_main, tiny_config
-
 INSTRUCTION_KWARGS = {"features_dim": 16, "instruction_dim": 16, "word_dim": 8}
 BABYAI_ID = "BabyAI-GoToLocalS6N2-v0"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_config, run_main):
     """Two tiny lstm runs: BabyAI GoToLocal (mission read: policy auto -> MultiInputPolicy), and the
     pickup task with instructions=false (mission-blind: CnnPolicy)."""
     root = tmp_path_factory.mktemp("instructions")
@@ -35,14 +33,14 @@ def test_training_picks_the_policy_from_the_observation(trained):
 
 
 @pytest.mark.parametrize("name", ["reads", "blind"])
-def test_evaluate_plays_the_observation_the_model_was_trained_on(trained, name, tmp_path, capsys):
+def test_evaluate_plays_the_observation_the_model_was_trained_on(trained, name, tmp_path, capsys, run_main):
     code = run_main(["evaluate", "--model", trained[name], "--episodes", 2, "--shifts", "distractors=1",
                      "--out", tmp_path / "ev", "--n-envs", 2])
     assert code == 0 and "distractors" in capsys.readouterr().out
     assert (tmp_path / "ev" / "results.csv").is_file()
 
 
-def test_record_writes_the_mission_above_the_frames(trained, tmp_path, capsys):
+def test_record_writes_the_mission_above_the_frames(trained, tmp_path, capsys, run_main):
     heights = {}
     for name in ("reads", "blind"):
         out = tmp_path / f"{name}.gif"
@@ -61,7 +59,7 @@ def test_record_writes_the_mission_above_the_frames(trained, tmp_path, capsys):
     (["--env", "MiniGrid-MultiRoom-N2-S4-v0", "--set", "instructions=true"], ["unknown word 'traverse'"]),
     (["--env", "PickupDistractors-v0", "--set", "policy_kwargs.conditioning=add"], ["conditioning", "add", "film or concat"]),
 ])
-def test_bad_mission_settings_are_one_line(args, words, tmp_path, capsys):
+def test_bad_mission_settings_are_one_line(args, words, tmp_path, capsys, run_main, tiny_config):
     code = run_main(["train", "--config", tiny_config(tmp_path), "--core", "lstm", "--logdir", tmp_path / "runs",
                      "--no-progress", *args])
     err = capsys.readouterr().err
@@ -80,7 +78,7 @@ def test_policy_kwargs_take_several_keys():
 
 def test_run_configs_from_before_the_instructions_key_keep_the_image_alone():
     from agents.experiments.config import load_preset
-    from agents.experiments.train import instructions_option, resolve_policy
+    from agents.experiments.validation import instructions_option, resolve_policy
 
     cfg = {**load_preset("minigrid"), "env": BABYAI_ID, "policy": "CnnPolicy"}
     assert instructions_option(cfg) == "auto" and resolve_policy({**cfg, "policy": "auto"}) == "MultiInputPolicy"

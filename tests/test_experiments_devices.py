@@ -4,10 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.experiments.config import UserError
 from agents.experiments.devices import check_device_name, resolve_device
 from agents.experiments.runs import FINAL_MODEL, load_model, read_run_config
-from cli_tiny import run_main, tiny_config
+from rims_rl.errors import UserError
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -26,7 +25,7 @@ def test_device_names():
     ["train", "--device", "cuda"],
     ["train", "--set", "device=cuda:0"],
 ])
-def test_explicit_cuda_without_a_gpu_is_one_line_and_creates_nothing(args, tmp_path, capsys):
+def test_explicit_cuda_without_a_gpu_is_one_line_and_creates_nothing(args, tmp_path, capsys, run_main, tiny_config):
     code = run_main([*args, "--config", tiny_config(tmp_path), "--logdir", tmp_path / "runs", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
@@ -34,7 +33,7 @@ def test_explicit_cuda_without_a_gpu_is_one_line_and_creates_nothing(args, tmp_p
     assert not (tmp_path / "runs").exists()
 
 
-def test_device_key_flag_and_resume_on_another_device(tmp_path, capsys):
+def test_device_key_flag_and_resume_on_another_device(tmp_path, capsys, tiny_config, run_main):
     tiny = tiny_config(tmp_path, timesteps=32)
     assert run_main(["train", "--config", tiny, "--core", "lstm", "--device", "cpu", "--logdir", tmp_path / "runs",
                      "--no-progress"]) == 0
@@ -54,7 +53,7 @@ def test_device_key_flag_and_resume_on_another_device(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (not run on the 2-core CPU machine)")
-def test_a_model_trained_on_the_gpu_evaluates_on_the_cpu(tmp_path):
+def test_a_model_trained_on_the_gpu_evaluates_on_the_cpu(tmp_path, tiny_config, run_main):
     tiny = tiny_config(tmp_path, timesteps=32)
     assert run_main(["train", "--config", tiny, "--core", "rims", "--device", "cuda", "--logdir", tmp_path / "runs",
                      "--no-progress"]) == 0

@@ -4,11 +4,9 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.experiments.runs import CHECKPOINT, read_num_timesteps
-from cli_tiny import popen, run_main, tiny_config
 
 
 def _wait_for_checkpoint(proc, path, after: int = -1, timeout: float = 90.0) -> int:
@@ -24,7 +22,7 @@ def _wait_for_checkpoint(proc, path, after: int = -1, timeout: float = 90.0) -> 
     raise AssertionError(f"no checkpoint at {path} within {timeout} s")
 
 
-def test_sigkill_then_resume_then_sigint_then_finish(tmp_path):
+def test_sigkill_then_resume_then_sigint_then_finish(tmp_path, tiny_config, popen, run_main):
     cfg = tiny_config(tmp_path, timesteps=100_000)
     run = tmp_path / "runs" / "RedBallDistractors-v0" / "rims" / "seed0"
     ckpt = run / CHECKPOINT
@@ -64,7 +62,7 @@ def test_sigkill_then_resume_then_sigint_then_finish(tmp_path):
     assert steps[-1] == final and steps == sorted(set(steps))
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys, tiny_config, run_main):
     from agents.ppo import RecurrentPPO
 
     calls = {"n": 0}
@@ -88,7 +86,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert not (run / "model.zip").exists()
 
 
-def test_resume_from_an_older_checkpoint_hides_the_stale_tensorboard_steps(tmp_path):
+def test_resume_from_an_older_checkpoint_hides_the_stale_tensorboard_steps(tmp_path, tiny_config, run_main):
     """A process killed after its last checkpoint logged steps that the resumed run logs again."""
     import shutil
 

@@ -6,11 +6,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from agents.experiments.config import UserError
 from agents.experiments.record import (LABEL_WIDTH, ROW_HEIGHT, TEXT_HEIGHT, activation_strip, caption, compose_frame,
                                        write_video)
 from agents.experiments.runs import (atomic_save, find_run_dirs, read_num_timesteps, refuse_existing, resolve_model_path,
-                         run_dir_for)
+                                     run_dir_for)
+from rims_rl.errors import UserError
 
 
 class _FakeModel:
@@ -102,7 +102,7 @@ def test_sigterm_is_caught_once_then_interrupts():
     import signal
 
     from agents.experiments.callbacks import GracefulStop
-    from agents.experiments.train import Interrupted
+    from agents.experiments.outcomes import Interrupted
 
     handler_before = signal.getsignal(signal.SIGTERM)
     with GracefulStop() as stop:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from agents.experiments.runs import CHECKPOINT, lock_holder, read_num_timesteps, run_dir_lock
-from cli_tiny import popen, run_main, tiny_config
 
 
 def _wait_for_checkpoint(proc, path, after: int = -1, timeout: float = 90.0) -> int:
@@ -17,27 +18,28 @@ def _wait_for_checkpoint(proc, path, after: int = -1, timeout: float = 90.0) -> 
     raise AssertionError(f"no checkpoint at {path} within {timeout} s")
 
 
-def _refused_with_pid(argv, capsys, pid: int, run) -> None:
-    """Run the CLI (in this process, a second writer) and check its one-line refusal naming ``pid``."""
-    code = run_main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert f"process {pid}" in lines[0] and str(run) in lines[0] and "in use" in lines[0], lines[0]
+@pytest.fixture
+def refused_with_pid(refused):
+    """``refused_with_pid(argv, pid, run)``: run the CLI (in this process, a second writer) and check its
+    one-line refusal naming ``pid``."""
+    def check(argv, pid: int, run) -> None:
+        line = refused(argv)
+        assert f"process {pid}" in line and str(run) in line and "in use" in line, line
+    return check
 
 
-def test_a_second_train_and_a_second_resume_into_a_run_dir_in_use_are_refused(tmp_path, capsys):
+def test_a_second_train_and_a_second_resume_into_a_run_dir_in_use_are_refused(tmp_path, tiny_config, popen,
+                                                                               refused_with_pid):
     cfg = tiny_config(tmp_path, timesteps=100_000)
     run = tmp_path / "runs" / "RedBallDistractors-v0" / "rims" / "seed0"
     first = popen(["train", "--config", cfg, "--logdir", tmp_path / "runs", "--no-progress"], tmp_path / "p1")
     try:
         _wait_for_checkpoint(first, run / CHECKPOINT)
         config_before = (run / "config.yaml").read_bytes()
-        _refused_with_pid(["train", "--config", cfg, "--logdir", tmp_path / "runs", "--no-progress"], capsys,
-                          first.pid, run)
+        refused_with_pid(["train", "--config", cfg, "--logdir", tmp_path / "runs", "--no-progress"], first.pid,
+                         run)
         assert (run / "config.yaml").read_bytes() == config_before
-        _refused_with_pid(["train", "--resume", run, "--no-progress"], capsys, first.pid, run)
+        refused_with_pid(["train", "--resume", run, "--no-progress"], first.pid, run)
     finally:
         first.kill()
         first.wait()
@@ -47,7 +49,7 @@ def test_a_second_train_and_a_second_resume_into_a_run_dir_in_use_are_refused(tm
     resumed = popen(["train", "--resume", run, "--no-progress"], tmp_path / "p2")
     try:
         _wait_for_checkpoint(resumed, run / CHECKPOINT, after=read_num_timesteps(run / CHECKPOINT))
-        _refused_with_pid(["train", "--resume", run, "--no-progress"], capsys, resumed.pid, run)
+        refused_with_pid(["train", "--resume", run, "--no-progress"], resumed.pid, run)
     finally:
         resumed.kill()
         resumed.wait()

@@ -30,3 +30,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_remove_stale_temp_files_keeps_other_files(tmp_path):
+    from agents.experiments.files import atomic_write_text, remove_stale_temp_files
+
+    atomic_write_text(tmp_path / "a" / "config.yaml", "x: 1\n")
+    stale = [tmp_path / "a" / ".config.yaml.abc123.tmp", tmp_path / ".results.json.zz.tmp"]
+    keep = [tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / "a" / "config.yaml"]
+    for path in stale + keep[:2]:
+        path.write_text("x")
+    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)

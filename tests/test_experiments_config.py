@@ -2,7 +2,8 @@
 import pytest
 import yaml
 
-from agents.experiments.config import UserError, apply_overrides, list_presets, load_config, load_preset
+from agents.experiments.config import apply_overrides, list_presets, load_config, load_preset
+from rims_rl.errors import UserError
 
 
 def test_presets_exist_and_share_one_schema():
@@ -108,7 +109,8 @@ def test_every_preset_builds_a_model(preset, tmp_path):
     """Every key of every preset is accepted by the env factory, the core and RecurrentPPO."""
     from envs import make_vec_env
 
-    from agents.experiments.train import build_model, resolve_config
+    from agents.experiments.train import build_model
+    from agents.experiments.validation import resolve_config
 
     cfg = resolve_config(preset, ["n_envs=4"])
     env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=0)

@@ -6,12 +6,13 @@ import torch
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
 from agents import RecurrentPPO
-from agents.experiments.config import UserError, apply_overrides, load_config
-from agents.experiments.evaluation import run_episodes
-from agents.experiments.train import build_model, resolve_config
+from agents.experiments.config import apply_overrides, load_config
+from agents.experiments.evaluation.episodes import run_episodes
+from agents.experiments.train import build_model
+from agents.experiments.validation import resolve_config
 from agents.ppo import clipped_value_loss
-from cli_tiny import run_main, tiny_config
 from envs import episode_starts, make_vec_env
+from rims_rl.errors import UserError
 
 TINY_RIMS = ["cores.rims.num_units=3", "cores.rims.k=2", "cores.rims.unit_size=4", "cores.rims.input_key_size=4",
              "cores.rims.comm_key_size=4", "cores.rims.comm_value_size=4", "cores.rims.num_comm_heads=1"]
@@ -95,7 +96,7 @@ def test_clip_range_vf_null_turns_value_clipping_off(tmp_path):
     ("ppo.clip_schedule=cosine", ["ppo.clip_schedule", "linear or constant", "cosine"]),
     ("ppo.clip_range=0", ["ppo.clip_range", "> 0"]),
 ])
-def test_bad_clip_values_are_one_line_exit_2(override, words, tmp_path, capsys):
+def test_bad_clip_values_are_one_line_exit_2(override, words, tmp_path, capsys, run_main, tiny_config):
     code = run_main(["train", "--config", tiny_config(tmp_path), "--set", override, "--logdir", tmp_path / "runs",
                      "--no-progress"])
     err = capsys.readouterr().err

@@ -16,9 +16,12 @@ The mask is read from ``model.policy.last_core_info.mask`` after each predict.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
+import imageio.v3 as iio
 import numpy as np
 
 from agents.checks import check_dir, check_seed
@@ -58,8 +61,6 @@ def current_mask(model) -> np.ndarray | None:
 
 
 def _put_text(image: np.ndarray, text: str, x: int, y: int, scale: float = 0.35) -> None:
-    import cv2
-
     cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT, 1, cv2.LINE_AA)
 
 
@@ -111,8 +112,6 @@ def caption(width: int, step: int, steps: int, action: str, reward: float, total
 
 def mission_band(text: str, width: int) -> np.ndarray:
     """Band ``[lines * TEXT_HEIGHT + 4, width, 3]`` with the mission ``text``, wrapped at words."""
-    import cv2
-
     lines: list[str] = []
     for word in text.split():
         candidate = f"{lines[-1]} {word}" if lines else word
@@ -162,14 +161,8 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: int) -> 
     """Write RGB frames as GIF (imageio) or MP4 (OpenCV, mp4v codec), atomically."""
     path = Path(path)
     if path.suffix.lower() == ".gif":
-        import imageio.v3 as iio
-
         data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
         return atomic_write_bytes(path, data)
-    import tempfile
-
-    import cv2
-
     h, w = frames[0].shape[:2]
     with tempfile.TemporaryDirectory() as tmp:  # OpenCV writes to a file name; the result is moved atomically
         video = Path(tmp) / "video.mp4"

@@ -30,6 +30,8 @@ UNTRAINABLE = [
     (["--set", "policy_kwargs.optimizer_kwargs={betas: 3}"], ["optimizer_kwargs"]),
     (["--set", "policy_kwargs.input_rows=true", "--core", "lstm"], ["input_rows", "rims"]),
     (["--set", "ppo.n_minibatches=1000"], ["n_minibatches=1000"]),
+    (["--set", "policy=MlpPolicy", "--set", "policy_kwargs.input_rows=true"], ["input_rows", "MlpPolicy"]),
+    (["--env", "PickupDistractors-v0", "--set", "policy_kwargs.instruction_row=true"], ["instruction_row", "input_rows"]),
 ]
 
 

@@ -18,20 +18,14 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from agents.checks import CORES, check_core_name  # noqa: F401  (CORES: agents.CORES; check_core_name: ppo, policies)
 from rims_rl import RIMs, RIMsConfig
+from rims_rl.errors import UserError
 
-CORES = ("rims", "lstm", "gru", "none")
 CoreState = tuple[torch.Tensor, ...]
 # The padded layout computes max_length * num_segments steps; use it (LSTM, final state not needed)
 # while that is at most this many times the B * T real steps (measured break-even: 3.5-4x).
 PADDED_WORK_LIMIT = 3.5
-
-
-def check_core_name(core: str) -> str:
-    """Return ``core`` if it names a known core, else raise a one-line ValueError."""
-    if core not in CORES:
-        raise ValueError(f"unknown core {core!r}; valid cores: {', '.join(CORES)}")
-    return core
 
 
 class Core(nn.Module):
@@ -71,9 +65,9 @@ class TorchRNNCore(Core):
     def __init__(self, input_size: int, cell: str = "lstm", hidden_size: int = 256) -> None:
         super().__init__()
         if cell not in ("lstm", "gru"):
-            raise ValueError(f"unknown cell {cell!r}; valid cells: lstm, gru")
+            raise UserError(f"unknown cell {cell!r}; valid cells: lstm, gru")
         if hidden_size < 1:
-            raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+            raise UserError(f"hidden_size must be >= 1, got {hidden_size}")
         self.cell = cell
         self.hidden_size = hidden_size
         self.output_size = hidden_size
@@ -180,7 +174,7 @@ class RIMsCore(Core):
         valid = {f.name for f in dataclasses.fields(RIMsConfig)}
         unknown = sorted(set(fields) - valid)
         if unknown:
-            raise ValueError(f"unknown core_kwargs {unknown} for core 'rims'; valid: {', '.join(sorted(valid))}")
+            raise UserError(f"unknown core_kwargs {unknown} for core 'rims'; valid: {', '.join(sorted(valid))}")
         self.rims = RIMs(input_size=input_size, config=RIMsConfig(**fields), num_input_rows=num_input_rows)
         self.output_size = self.rims.output_size
 
@@ -199,19 +193,19 @@ def make_core(
 
     ``core_kwargs``: RIMsConfig fields for ``rims``; ``hidden_size`` for ``lstm``/``gru``; nothing for
     ``none``. ``num_input_rows``: R when the input comes as R positional rows ``[T, B, R, D]`` (rims
-    only). Unknown names raise ValueError.
+    only). Unknown names raise UserError.
     """
     check_core_name(core)
     kwargs = dict(core_kwargs or {})
     if core == "rims":
         return RIMsCore(input_size, num_input_rows=num_input_rows, **kwargs)
     if num_input_rows is not None:
-        raise ValueError(f"input rows need core 'rims', got core {core!r}")
+        raise UserError(f"input rows need core 'rims', got core {core!r}")
     if core == "none":
         if kwargs:
-            raise ValueError(f"core 'none' takes no core_kwargs, got {sorted(kwargs)}")
+            raise UserError(f"core 'none' takes no core_kwargs, got {sorted(kwargs)}")
         return FeedForwardCore(input_size)
     unknown = sorted(set(kwargs) - {"hidden_size"})
     if unknown:
-        raise ValueError(f"unknown core_kwargs {unknown} for core {core!r}; valid: hidden_size")
+        raise UserError(f"unknown core_kwargs {unknown} for core {core!r}; valid: hidden_size")
     return TorchRNNCore(input_size, cell=core, **kwargs)

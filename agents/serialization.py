@@ -38,6 +38,7 @@ from gymnasium import spaces
 from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule, check_for_correct_spaces
 
+from agents.checks import OPTIMIZERS
 from agents.model_zip import (CorruptModelError, ModelTooLargeError, check_member, max_member_bytes, open_zip,
                               read_member)
 
@@ -62,7 +63,7 @@ LEGACY_PICKLED_FIELDS = frozenset(("policy_class", "observation_space", "action_
                                    "rollout_buffer_class", "policy_kwargs"))
 # Classes allowed inside policy_kwargs, by name.
 ALLOWED_CLASSES: dict[str, type] = {
-    f"torch.optim.{name}": getattr(torch.optim, name) for name in ("Adam", "AdamW", "SGD", "RMSprop", "Adamax")
+    f"torch.optim.{name}": getattr(torch.optim, name) for name in OPTIMIZERS
 } | {f"torch.nn.{name}": getattr(torch.nn, name) for name in ("ReLU", "Tanh", "ELU", "GELU", "LeakyReLU", "SiLU")}
 SCHEDULE_TABLE_POINTS = 101
 _DTYPE_KINDS = "biuf"

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.experiments.evaluation import EVAL_ENVS, EVAL_THREADS, run_episodes, torch_threads
+from agents.experiments.config import EVAL_ENVS
+from agents.experiments.devices import torch_threads
+from agents.experiments.evaluation.episodes import EVAL_THREADS, run_episodes
 from envs import DEFAULT_ENV_ID, make_vec_env
 
 
@@ -51,9 +53,10 @@ def old_run_episodes(model, env_id: str, shifts, episodes: int, seed: int = 0, d
 
 def demo_agent(core: str):
     """An untrained agent with the demo preset's network for ``core``."""
-    from agents.experiments.train import _run_config, build_model, resolve_config
+    from agents.experiments.train import build_model
+    from agents.experiments.validation import resolve_config, run_config
 
-    cfg = _run_config(resolve_config("demo"), core, 0)
+    cfg = run_config(resolve_config("demo"), core, 0)
     env = make_vec_env(cfg["env"], n_envs=cfg["n_envs"], seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         return build_model(cfg, env, Path(tmp))

@@ -30,7 +30,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import RecurrentPPO
 from agents.experiments.config import load_preset
-from agents.experiments.evaluation import run_episodes
+from agents.experiments.evaluation.episodes import run_episodes
 from envs import PICKUP_ENV_ID, make_vec_env, parse_shifts
 
 ENV_ID = PICKUP_ENV_ID

@@ -23,6 +23,7 @@ from envs.minigrid import BUILT_IN_IDS, DEFAULT_ENV_ID, PICKUP_ENV_ID, make_mini
 from envs.shifts import ShiftInfo, list_shifts, parse_shifts, shift_table_markdown
 from envs.shifts import minigrid_layout
 from envs.shifts.minigrid_floor import FLOOR_FRACTION
+from rims_rl.errors import UserError
 
 if TYPE_CHECKING:  # SB3 imports torch: `import envs` stays light, SB3 comes with the first env built
     from stable_baselines3.common.vec_env import VecEnv
@@ -44,12 +45,12 @@ def uses_instructions(env_id: str, instructions: bool | str = "auto") -> bool:
     """Whether make_vec_env(env_id, instructions=...) gives dict observations with the mission.
 
     "auto": MiniGrid/BabyAI ids whose mission varies between episodes (envs.minigrid.mission_varies);
-    True/False (or "true"/"false"): as asked. Atari ids have no mission: True is a ValueError.
+    True/False (or "true"/"false"): as asked. Atari ids have no mission: True is a UserError.
     """
     if env_kind(env_id) == "atari":
         if str(instructions).lower() not in ("auto", "false"):
-            raise ValueError(f"instructions={instructions!r} does not apply to {env_id}: Atari games have no mission; "
-                             f"valid: auto, false")
+            raise UserError(f"instructions={instructions!r} does not apply to {env_id}: Atari games have no mission; "
+                            f"valid: auto, false")
         return False
     return resolve_instructions(env_id, instructions)
 
@@ -72,7 +73,7 @@ def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0, shifts: str | Mapp
     kind = env_kind(env_id)
     with_mission = uses_instructions(env_id, instructions)
     if not isinstance(n_envs, int) or n_envs < 1:
-        raise ValueError(f"bad n_envs {n_envs!r}; valid: an int >= 1")
+        raise UserError(f"bad n_envs {n_envs!r}; valid: an int >= 1")
     if render_mode not in RENDER_MODES:
         raise bad_value("render_mode", render_mode, RENDER_MODES)
     levels = parse_shifts(shifts, env_id)
@@ -91,7 +92,7 @@ def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0, shifts: str | Mapp
         return make_minigrid_vec_env(env_id, n_envs, seed, kwargs, FLOOR_FRACTION[levels.get("floor_noise", 0)],
                                      observation, render_mode, instructions=with_mission)
     except TypeError as err:  # an argument the env's constructor does not take
-        raise ValueError(f"bad env_kwargs {env_kwargs} for {env_id}: {err}") from None
+        raise UserError(f"bad env_kwargs {env_kwargs} for {env_id}: {err}") from None
 
 
 def episode_starts(dones: np.ndarray, infos: Sequence[dict[str, Any]]) -> np.ndarray:

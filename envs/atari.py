@@ -16,6 +16,7 @@ from envs.shifts.atari_dynamics import available_modes, flavour_table, sticky_ta
 from envs.shifts.atari_visual import ORDER as VISUAL_SHIFTS
 from envs.shifts.atari_visual import FrameShifter
 from envs.vec import AtariVecEnv, NativeSource, PythonSource
+from rims_rl.errors import UserError
 
 BACKENDS = ("auto", "native", "python")
 OPTIONS = ("backend", "mode", "difficulty", "noop_max", "num_threads")  # Atari env_kwargs
@@ -45,8 +46,8 @@ def make_atari_vec_env(env_id: str, n_envs: int, seed: int, levels: dict[str, in
     visual = {name: level for name, level in active.items() if name in VISUAL_SHIFTS}
     python = backend == "python" or mode is not None or difficulty is not None
     if python and backend == "native":
-        raise ValueError(f"backend 'native' cannot set game mode/difficulty (mode={mode}, difficulty={difficulty}); "
-                         "valid: backend 'auto' or 'python'")
+        raise UserError(f"backend 'native' cannot set game mode/difficulty (mode={mode}, difficulty={difficulty}); "
+                        "valid: backend 'auto' or 'python'")
     if python:
         source = PythonSource(env_id, n_envs, sticky, mode=mode, difficulty=difficulty, noop_max=noop_max,
                               max_frames=max_frames)

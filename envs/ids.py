@@ -18,7 +18,7 @@ def is_atari(env_id: str) -> bool:
 
 @lru_cache(maxsize=None)
 def env_kind(env_id: str) -> str:
-    """'atari' or 'minigrid'; ValueError (one line) for any other or unregistered id."""
+    """'atari' or 'minigrid'; UserError (one line) for any other or unregistered id."""
     if not isinstance(env_id, str) or env_id not in gym.registry:
         raise bad_value("env id", env_id, VALID_IDS)
     if is_atari(env_id):

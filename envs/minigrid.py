@@ -22,6 +22,7 @@ from envs.minigrid_fast_obs import BoundFastGenObs, replaceable
 from envs.missions import MISSION_LENGTH, VOCABULARY, encode_mission
 from envs.shifts.minigrid_floor import FloorNoise
 from envs.tasks import PickupDistractorsEnv, RedBallDistractorsEnv  # noqa: F401  (entry points, old imports)
+from rims_rl.errors import UserError
 
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
@@ -75,7 +76,7 @@ class MissionTokens(gym.ObservationWrapper):
 
     The mission changes only at resets, so the ids of the last mission text are kept and handed out
     again (the same read-only array until the mission changes; DummyVecEnv copies it into its
-    buffer). An unknown word or an over-long mission raises a one-line ValueError.
+    buffer). An unknown word or an over-long mission raises a one-line UserError.
     """
 
     def __init__(self, env: gym.Env):
@@ -118,11 +119,11 @@ def mission_varies(env_id: str) -> bool:
 
 def resolve_instructions(env_id: str, instructions: bool | str) -> bool:
     """Whether `env_id` gets the dict observation with the mission: instructions "auto" -> mission_varies;
-    True/False as given. ValueError (one line) for another value, or a sampled mission that cannot be encoded."""
+    True/False as given. UserError (one line) for another value, or a sampled mission that cannot be encoded."""
     choice = {"auto": "auto", "true": True, "false": False}.get(instructions.lower()) if isinstance(
         instructions, str) else instructions if isinstance(instructions, bool) else None
     if choice is None:
-        raise ValueError(f"unknown instructions {instructions!r}; valid: auto, true, false")
+        raise UserError(f"unknown instructions {instructions!r}; valid: auto, true, false")
     use = mission_varies(env_id) if choice == "auto" else choice
     if use:
         for mission in sample_missions(env_id):

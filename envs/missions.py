@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from rims_rl.errors import UserError
+
 PAD = "<pad>"
 COLOURS = ("red", "green", "blue", "purple", "yellow", "grey")  # minigrid COLOR_NAMES order
 OBJECT_TYPES = ("ball", "box", "key", "door", "object")
@@ -39,17 +41,17 @@ def mission_words(text: str) -> list[str]:
 def encode_mission(text: str, length: int = MISSION_LENGTH) -> np.ndarray:
     """int64 [length] token ids of ``text``, zero-padded.
 
-    ValueError (one line) for a word not in VOCABULARY or a mission of more than ``length`` words.
+    UserError (one line) for a word not in VOCABULARY or a mission of more than ``length`` words.
     """
     words = mission_words(text)
     if len(words) > length:
-        raise ValueError(f"mission {text!r} has {len(words)} words; the most an observation holds is {length}")
+        raise UserError(f"mission {text!r} has {len(words)} words; the most an observation holds is {length}")
     tokens = np.zeros(length, dtype=np.int64)
     for i, word in enumerate(words):
         index = WORD_IDS.get(word)
         if index is None:
-            raise ValueError(f"unknown word {word!r} in mission {text!r}; the mission vocabulary is envs.missions."
-                             f"VOCABULARY ({len(VOCABULARY) - 1} BabyAI/MiniGrid words)")
+            raise UserError(f"unknown word {word!r} in mission {text!r}; the mission vocabulary is envs.missions."
+                            f"VOCABULARY ({len(VOCABULARY) - 1} BabyAI/MiniGrid words)")
         tokens[i] = index
     return tokens
 

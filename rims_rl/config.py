@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .errors import UserError
+
 CELLS = ("lstm", "gru")
 SELECTIONS = ("null", "across")
 COMM_INACTIVE = ("tentative", "kept")
@@ -14,7 +16,7 @@ class RIMsConfig:
 
     Sizes must be >= 1, dropouts in [0, 1). ``input_value_size=None`` means ``4 * unit_size``
     (paper Table 3). ``input_attention=False`` makes every RIM active, so it requires ``k == num_units``.
-    Invalid values raise ``ValueError`` naming the field, the bad value and the valid ones.
+    Invalid values raise :class:`rims_rl.errors.UserError` naming the field, the bad value and the valid ones.
     """
 
     num_units: int = 6  # K (k_T): number of RIMs
@@ -44,26 +46,26 @@ class RIMsConfig:
         if self.input_value_size is not None:
             _check_positive_int("input_value_size", self.input_value_size)
         if self.k > self.num_units:
-            raise ValueError(f"RIMsConfig.k={self.k} is invalid: valid values are 1..num_units={self.num_units}")
+            raise UserError(f"RIMsConfig.k={self.k} is invalid: valid values are 1..num_units={self.num_units}")
         if self.cell not in CELLS:
-            raise ValueError(f"RIMsConfig.cell={self.cell!r} is invalid: valid values are {', '.join(CELLS)}")
+            raise UserError(f"RIMsConfig.cell={self.cell!r} is invalid: valid values are {', '.join(CELLS)}")
         if self.selection not in SELECTIONS:
-            raise ValueError(
+            raise UserError(
                 f"RIMsConfig.selection={self.selection!r} is invalid: valid values are {', '.join(SELECTIONS)}")
         if self.comm_inactive not in COMM_INACTIVE:
-            raise ValueError(f"RIMsConfig.comm_inactive={self.comm_inactive!r} is invalid: valid values are "
-                             f"{', '.join(COMM_INACTIVE)}")
+            raise UserError(f"RIMsConfig.comm_inactive={self.comm_inactive!r} is invalid: valid values are "
+                            f"{', '.join(COMM_INACTIVE)}")
         for name in ("input_dropout", "comm_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ValueError(f"RIMsConfig.{name}={value!r} is invalid: valid values are floats in [0, 1)")
+                raise UserError(f"RIMsConfig.{name}={value!r} is invalid: valid values are floats in [0, 1)")
         for name in ("across_renormalise", "communication", "input_attention", "block_inactive_grad",
                      "learned_initial_state"):
             value = getattr(self, name)
             if not isinstance(value, bool):
-                raise ValueError(f"RIMsConfig.{name}={value!r} is invalid: valid values are True, False")
+                raise UserError(f"RIMsConfig.{name}={value!r} is invalid: valid values are True, False")
         if not self.input_attention and self.k != self.num_units:
-            raise ValueError(
+            raise UserError(
                 f"RIMsConfig.k={self.k} is invalid with input_attention=False: all RIMs are active, "
                 f"so the valid value is k=num_units={self.num_units}")
 
@@ -79,4 +81,4 @@ class RIMsConfig:
 
 def _check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"RIMsConfig.{name}={value!r} is invalid: valid values are integers >= 1")
+        raise UserError(f"RIMsConfig.{name}={value!r} is invalid: valid values are integers >= 1")

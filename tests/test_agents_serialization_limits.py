@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 from agents import RecurrentPPO
-from agents.experiments.config import UserError
+from rims_rl.errors import UserError
 from agents.experiments.runs import load_model, read_num_timesteps
 from agents.model_zip import MAX_MODEL_MB_VAR, CorruptModelError, ModelTooLargeError
 from agents.serialization import MAX_SPACE_ELEMENTS, UnsafeModelError, read_data
-from cli_tiny import REPO, run_main, run_script
 
 ENV = "RedBallDistractors-v0"
 
@@ -276,7 +275,7 @@ def test_a_huge_declared_observation_is_refused_before_it_is_built(model_file, t
     assert time.monotonic() - start < 10  # building it took minutes and 8.8 GB
 
 
-def test_a_huge_declared_observation_stays_in_low_memory(model_file, tmp_path):
+def test_a_huge_declared_observation_stays_in_low_memory(model_file, tmp_path, repo):
     """In a fresh process, refusing it keeps the peak RSS near that of importing torch."""
     bad = _with_data(model_file, tmp_path / "bad.zip", _huge_observation)
     code = ("import resource, sys\n"
@@ -285,7 +284,7 @@ def test_a_huge_declared_observation_stays_in_low_memory(model_file, tmp_path):
             f"    RecurrentPPO.load({str(bad)!r})\n"
             "except ValueError as e:\n"
             "    print('refused', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.stdout.startswith("refused"), result.stdout + result.stderr
     assert int(result.stdout.split()[1]) < 1_000_000  # KB: under 1 GB
@@ -370,7 +369,7 @@ def test_a_valid_model_still_loads_with_and_without_an_env(model_file):
 
 # ------------------------------------------------------------------ through the CLI
 
-def test_the_cli_gives_one_line_and_exit_2(model_file, tmp_path, capsys):
+def test_the_cli_gives_one_line_and_exit_2(model_file, tmp_path, capsys, run_main, run_script):
     huge = _with_data(model_file, tmp_path / "huge.zip", _huge_observation)
     result = run_script(["evaluate", "--model", huge, "--env", ENV, "--episodes", 1, "--out", tmp_path / "ev"])
     lines = result.stderr.strip().splitlines()
@@ -387,9 +386,8 @@ def test_the_cli_gives_one_line_and_exit_2(model_file, tmp_path, capsys):
     assert not (tmp_path / "ev").exists() and not (tmp_path / "ep.gif").exists()
 
 
-def test_train_resume_refuses_a_hostile_checkpoint_in_one_line(tmp_path, capsys):
+def test_train_resume_refuses_a_hostile_checkpoint_in_one_line(tmp_path, capsys, run_main, train_tiny_run):
     from agents.experiments.runs import CHECKPOINT
-    from cli_tiny import train_tiny_run
 
     run = train_tiny_run(tmp_path)
     checkpoint = run / CHECKPOINT

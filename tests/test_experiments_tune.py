@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from agents.experiments import tune
-from agents.experiments.config import UserError, load_config
+from agents.experiments.config import load_config
+from rims_rl.errors import UserError
 
 
 @pytest.fixture

@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
-from agents.experiments.evaluation import EVAL_ENVS, Setting, run_episodes, summarize
+from agents.experiments.config import EVAL_ENVS
+from agents.experiments.evaluation.episodes import run_episodes
+from agents.experiments.evaluation.ladder import Setting
+from agents.experiments.evaluation.metrics import summarize
 from agents.experiments.files import atomic_write_text
+from envs import make_vec_env
 
 CACHE_FILE = "random_baseline.json"
 CACHE_VERSION = 1
@@ -65,10 +70,6 @@ def random_baseline(env_id: str, setting: Setting, episodes: int, seed: int, cac
     Read from the cache file ``cache`` when it holds this (setting, seed, episodes); else played
     (on the same episode seeds as the models) and added to the cache.
     """
-    from filelock import FileLock
-
-    from envs import make_vec_env
-
     path = Path(cache)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = cache_key(setting, seed, episodes)

@@ -1,6 +1,7 @@
-"""SB3 callbacks of the `train` command: progress bar, periodic checkpoints, signals, periodic eval."""
+"""SB3 callbacks of training: progress bar, periodic checkpoints, signals, periodic eval, sweep progress."""
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -9,8 +10,14 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import TensorBoardOutputFormat
+from torch.utils.tensorboard import SummaryWriter
 
+from agents.experiments.devices import torch_threads
+from agents.experiments.evaluation.episodes import EVAL_THREADS, run_episodes
 from agents.experiments.files import atomic_write_text
 from agents.experiments.runs import BEST_MODEL, BEST_SCORE, CHECKPOINT, atomic_save
 
@@ -39,16 +46,11 @@ class ProgressCallback(BaseCallback):
         self._console: Any = None
 
     def _on_training_start(self) -> None:
-        from rich.console import Console
-
         self._console = Console()
         self.total = int(self.locals["total_timesteps"])
         self._t0, self._n0 = time.perf_counter(), self.model.num_timesteps
         self._next_line = self._n0
         if self._console.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[fps]} fps  return {task.fields[ret]}"),
@@ -138,9 +140,6 @@ class PurgeStaleEventsCallback(BaseCallback):
     """
 
     def _on_training_start(self) -> None:
-        from stable_baselines3.common.logger import TensorBoardOutputFormat
-        from torch.utils.tensorboard import SummaryWriter
-
         for fmt in self.model.logger.output_formats:
             if isinstance(fmt, TensorBoardOutputFormat):
                 log_dir = fmt.writer.log_dir
@@ -209,8 +208,6 @@ class PeriodicEvalCallback(BaseCallback):
 
     def _saved_best(self) -> float:
         """The mean return of the kept best model (-inf when there is none or its score is unreadable)."""
-        import json
-
         if not self.path.is_file():
             return -np.inf
         try:
@@ -224,8 +221,6 @@ class PeriodicEvalCallback(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self.freq <= 0 or self.model.num_timesteps - self._last < self.freq:
             return
-        from agents.experiments.evaluation import EVAL_THREADS, run_episodes, torch_threads
-
         self._last = self.model.num_timesteps
         with torch_threads(EVAL_THREADS):
             episodes = run_episodes(self.model, self.env_id, self.shifts, self.episodes, seed=self.seed + 10_000)
@@ -236,12 +231,28 @@ class PeriodicEvalCallback(BaseCallback):
         if episodes[0].success is not None:
             self.logger.record("eval/success_rate", float(np.mean([e.success for e in episodes])))
         if mean > self.best:
-            import json
-
             self.best = mean
             atomic_save(self.model, self.path)
             atomic_write_text(self.score_path, json.dumps({"mean_return": mean, "step": int(self.model.num_timesteps),
                                                            "episodes": self.episodes}))
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class ReportProgressCallback(BaseCallback):
+    """Send the step count to a sweep's progress board (a :class:`~agents.experiments.sweep.runner.BoardClient`)
+    at the start and after every rollout, under the run's ``name``."""
+
+    def __init__(self, board: Any, name: str) -> None:
+        super().__init__()
+        self.board, self.name = board, name
+
+    def _on_training_start(self) -> None:
+        self.board.report(self.name, self.model.num_timesteps)
+
+    def _on_rollout_end(self) -> None:
+        self.board.report(self.name, self.model.num_timesteps)
 
     def _on_step(self) -> bool:
         return True

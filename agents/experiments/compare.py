@@ -57,10 +57,11 @@ import numpy as np
 from rliable import metrics
 
 from agents.experiments.bootstrap import aggregate_cis, improvement_cis, point_estimate, profile_cis
-from agents.experiments.config import UserError
-from agents.experiments.evaluation import (UNSHIFTED, format_number, read_results, scale_changing, table_console,
-                                           write_csv_json)
+from agents.experiments.evaluation.ladder import UNSHIFTED, scale_changing
+from agents.experiments.evaluation.results import read_results, write_csv_json
+from agents.experiments.evaluation.tables import format_number, table_console
 from agents.experiments.runs import EVAL_DIR, RUNTIME_KEYS, read_run_config
+from rims_rl.errors import UserError
 
 AGGREGATES = ("iqm", "mean", "median", "optimality_gap")
 COMPARE_COLUMNS = ("env", "core", "shift", "level", "metric", "runs", "tasks") + tuple(

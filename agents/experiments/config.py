@@ -17,10 +17,10 @@ from typing import Any, Iterable
 import yaml
 
 from agents.experiments.files import atomic_write_text
+from rims_rl.errors import UserError, first_line
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "minigrid"
-CORES = ("rims", "lstm", "gru", "none")
 # Top-level keys every run's config.yaml has had; a key added to the presets later is not required
 # here, so older run dirs stay readable.
 RUN_CONFIG_KEYS = ("env", "core", "seed", "policy", "timesteps", "n_envs", "threads", "shifts", "checkpoint_freq",
@@ -33,18 +33,10 @@ RUN_CONFIG_SECTIONS = {
     "cores": (),
     "policy_kwargs": (),
 }
-OPEN_SECTIONS = ("policy_kwargs",)  # sections whose keys are not in the preset (checked by train.validate_config)
+OPEN_SECTIONS = ("policy_kwargs",)  # sections whose keys are not in the preset (checked by validation.validate_config)
 DEFAULT_EPISODES = 400  # evaluation episodes per setting: a success rate's 95% CI half-width <= 0.05
-
-
-class UserError(ValueError):
-    """A mistake the user can fix (bad flag, bad file, existing run dir); shown as one line."""
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of ``error``'s message, or its type name when the message is empty."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+EVAL_ENVS = 64  # sub-envs an evaluation steps at once (one batched predict per step); benchmarks/bench_eval.py
+EVAL_SEED = 1000  # reset seed of an evaluation's episode 0: evaluation seeds differ from the training seeds (0, 1, ...)
 
 
 def list_presets() -> list[str]:
@@ -52,17 +44,23 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """The YAML document in ``path`` (None when empty); UserError naming ``what`` ("config", "grid file")
+    if the file cannot be read, is not UTF-8 text or is not valid YAML."""
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except OSError as e:
-        raise UserError(f"cannot read config {path}: {e.strerror}") from None
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
-        raise UserError(f"config {path} is not UTF-8 text") from None
+        raise UserError(f"{what} {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"config {path} is not valid YAML: {first}") from None
+        raise UserError(f"{what} {path} is not valid YAML: {first_line(e)}") from None
+
+
+def _read_mapping(path: Path) -> dict:
+    """A config file's keys (an empty file has none); UserError unless it holds a mapping."""
+    data = read_yaml(path, "config")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -82,7 +80,7 @@ def load_preset(name: str, _chain: tuple[str, ...] = ()) -> dict:
     if name in _chain:
         raise UserError(f"preset {name!r}: its base: chain loops ({' -> '.join((*_chain, name))})")
     path = PRESET_DIR / f"{name}.yaml"
-    data = _read_yaml(path)
+    data = _read_mapping(path)
     if "base" not in data:
         return data
     return _merge_onto_base(data, source=str(path), _chain=(*_chain, name))
@@ -95,7 +93,7 @@ def _merge_onto_base(data: dict, source: str, _chain: tuple[str, ...] = ()) -> d
     if not isinstance(base, str) or base not in list_presets():
         raise UserError(f"{source}: base: {base!r} is not a preset; valid presets: {', '.join(list_presets())}")
     cfg = load_preset(base, _chain)
-    for key, value in _flatten(data):
+    for key, value in flatten(data):
         set_value(cfg, key, value, source=source)
     return cfg
 
@@ -114,15 +112,15 @@ def load_config(name_or_path: str | os.PathLike | None = None) -> dict:
     path = Path(text)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
-    return _merge_onto_base(_read_yaml(path), source=str(path))
+    return _merge_onto_base(_read_mapping(path), source=str(path))
 
 
-def _flatten(data: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
+def flatten(data: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
     """Yield ``("a.b.c", value)`` for every leaf of a nested dict (empty dicts are leaves)."""
     for key, value in data.items():
         full = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            yield from _flatten(value, full + ".")
+            yield from flatten(value, full + ".")
         else:
             yield full, value
 
@@ -139,8 +137,8 @@ def _parse_scalar(text: str) -> Any:
 def optional_keys() -> frozenset[str]:
     """Keys that are ``null`` in some built-in preset (``ppo.bptt_length``, ``ppo.clip_range_vf``, ...):
     ``null`` is a valid value for them whatever the current preset holds."""
-    files = (_read_yaml(PRESET_DIR / f"{name}.yaml") for name in list_presets())  # as written: no base merging
-    return frozenset(key for data in files for key, value in _flatten(data) if value is None)
+    files = (_read_mapping(PRESET_DIR / f"{name}.yaml") for name in list_presets())  # as written: no base merging
+    return frozenset(key for data in files for key, value in flatten(data) if value is None)
 
 
 def _coerce(key: str, value: Any, current: Any, raw: str | None, source: str) -> Any:
@@ -260,7 +258,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
     UserError if it is empty, unreadable, lacks one of ``RUN_CONFIG_KEYS`` or of the section keys
     ``RUN_CONFIG_SECTIONS`` (a cut-off or damaged write), or a section is not a mapping.
     """
-    cfg = _read_yaml(Path(path))
+    cfg = _read_mapping(Path(path))
     if not cfg:
         raise UserError(f"config {path} is empty; the run dir is damaged (restore config.yaml or remove the dir)")
     missing = [key for key in RUN_CONFIG_KEYS if key not in cfg]

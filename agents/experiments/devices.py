@@ -1,12 +1,17 @@
-"""The torch device of a run: ``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda``, ``cuda:N``.
+"""The torch device of a run: ``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda``, ``cuda:N``;
+and the torch CPU threads of a block of work.
 
 A model trained on one device loads on any other (SB3 maps the saved tensors to the device asked for).
+Torch is imported only by the functions that ask it something: the command line's parser and the
+sweep's driver check device names without it.
 """
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
+from typing import Iterator
 
-from agents.experiments.config import UserError
+from rims_rl.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 _CUDA = re.compile(r"cuda(:\d+)?")
@@ -51,3 +56,17 @@ def resolve_device(name: object) -> str:
     if ":" in text and int(text.split(":")[1]) >= count:
         raise UserError(f"device {text!r}: torch sees {count} GPU(s): cuda:0 to cuda:{count - 1}")
     return text
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``n`` torch CPU threads (None = unchanged), then restore the previous count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from agents.experiments.config import UserError
-from agents.experiments.evaluation import UNSHIFTED
+from agents.experiments.evaluation.ladder import UNSHIFTED
+from rims_rl.errors import UserError
 
 PRIMARY_KEYS = ("env", "shift", "level", "cores", "metric")
 METRICS = ("success_rate", "return", "normalized_score")

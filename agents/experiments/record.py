@@ -16,14 +16,24 @@ The mask is read from ``model.policy.last_core_info.mask`` after each predict.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
+import imageio.v3 as iio
 import numpy as np
 
-from agents.experiments.config import UserError
+from agents.checks import check_dir, check_seed
+from agents.experiments.config import EVAL_SEED
+from agents.experiments.devices import resolve_device, torch_threads
+from agents.experiments.evaluation.episodes import EVAL_THREADS, reads_mission
 from agents.experiments.files import atomic_write_bytes
+from agents.experiments.runs import CONFIG_FILE, load_model, read_run_config, resolve_model_path
 from agents.rims_logging import ACTIVE_RGB, INACTIVE_RGB
+from envs import episode_starts, make_vec_env, parse_shifts
+from envs.missions import decode_mission
+from rims_rl.errors import UserError
 
 STRIP_STEPS = 48
 ROW_HEIGHT = 12
@@ -51,8 +61,6 @@ def current_mask(model) -> np.ndarray | None:
 
 
 def _put_text(image: np.ndarray, text: str, x: int, y: int, scale: float = 0.35) -> None:
-    import cv2
-
     cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT, 1, cv2.LINE_AA)
 
 
@@ -104,8 +112,6 @@ def caption(width: int, step: int, steps: int, action: str, reward: float, total
 
 def mission_band(text: str, width: int) -> np.ndarray:
     """Band ``[lines * TEXT_HEIGHT + 4, width, 3]`` with the mission ``text``, wrapped at words."""
-    import cv2
-
     lines: list[str] = []
     for word in text.split():
         candidate = f"{lines[-1]} {word}" if lines else word
@@ -155,14 +161,8 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: int) -> 
     """Write RGB frames as GIF (imageio) or MP4 (OpenCV, mp4v codec), atomically."""
     path = Path(path)
     if path.suffix.lower() == ".gif":
-        import imageio.v3 as iio
-
         data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
         return atomic_write_bytes(path, data)
-    import tempfile
-
-    import cv2
-
     h, w = frames[0].shape[:2]
     with tempfile.TemporaryDirectory() as tmp:  # OpenCV writes to a file name; the result is moved atomically
         video = Path(tmp) / "video.mp4"
@@ -184,11 +184,6 @@ def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str |
     Returns ``{"steps", "return", "has_strip", "missions"}`` (the missions shown, in order; [] for an
     agent that does not read the mission).
     """
-    from envs import episode_starts, make_vec_env
-    from envs.missions import decode_mission
-
-    from agents.experiments.evaluation import reads_mission
-
     with_mission = reads_mission(model)
     venv = make_vec_env(env_id, n_envs=1, seed=seed, shifts=shifts or None, training=False, render_mode="rgb_array",
                         instructions=with_mission)
@@ -230,3 +225,37 @@ def record_episode(model, env_id: str, shifts: dict[str, int] | None, out: str |
     write_video(frames, out, fps)
     missions = list(dict.fromkeys(m for m in shown if m))
     return {"steps": steps, "return": total, "has_strip": bool(history), "missions": missions}
+
+
+def record_run(
+    model: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    shifts: str | None = None,
+    seed: int = EVAL_SEED,
+    deterministic: bool = False,
+    max_steps: int = 500,
+    fps: int = 8,
+    env: str | None = None,
+    device: str = "auto",
+) -> tuple[Path, dict[str, Any]]:
+    """Record one episode of ``model`` (a model file or a run dir; ``env`` default: the run's) to ``out``
+    (default ``<run dir>/episode.gif``); the path and :func:`record_episode`'s summary. Every input is
+    checked (UserError) before anything is written."""
+    model_file, run_dir = resolve_model_path(model)
+    if env is None:
+        if run_dir is None:
+            raise UserError(f"--env is required: {model_file} does not lie in a run dir with {CONFIG_FILE}")
+        env = read_run_config(run_dir)["env"]
+    shift_map = parse_shifts(shifts, env)
+    out_path = Path(out) if out is not None else (run_dir or model_file.parent) / "episode.gif"
+    if out_path.suffix.lower() not in (".gif", ".mp4"):
+        raise UserError(f"--out must end in .gif or .mp4, got {out_path.name!r}")
+    if max_steps < 1 or fps < 1:
+        raise UserError(f"--max-steps and --fps must be >= 1, got {max_steps} and {fps}")
+    check_seed(seed)
+    check_dir(out_path.parent, "--out", (out_path.name,))
+    agent = load_model(model_file, env_id=env, device=resolve_device(device))
+    with torch_threads(EVAL_THREADS):
+        info = record_episode(agent, env, shift_map, out_path, seed=seed, deterministic=deterministic,
+                              max_steps=max_steps, fps=fps)
+    return out_path, info

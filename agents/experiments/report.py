@@ -17,13 +17,15 @@ from typing import Any
 
 from agents.experiments.compare import (AGGREGATES, METRIC_LABELS, NO_CI, cell, comparison_warnings, headline_metric,
                                         with_ci)
-from agents.experiments.config import UserError
-from agents.experiments.evaluation import UNSHIFTED, format_number, read_results, scale_changing
+from agents.experiments.evaluation.ladder import UNSHIFTED, scale_changing
+from agents.experiments.evaluation.results import read_results
+from agents.experiments.evaluation.tables import format_number
 from agents.experiments.files import atomic_write_text
 from agents.experiments.findings import (Primary, clear_comparisons, primary_row,
                                          runs_below_random, trimmed_failures, verdict)
 from agents.experiments.render import Block, render_html, render_markdown
 from agents.experiments.runs import EVAL_DIR
+from rims_rl.errors import UserError
 
 REPORT_FILES = ("report.html", "report.md", "runs.csv", "report_curves.png", "report_ladder.png",
                 "report_profiles.png")

@@ -25,8 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from agents.experiments.config import UserError, first_line, read_config_file
+from filelock import FileLock, Timeout
+
+from agents.experiments.config import read_config_file
 from agents.experiments.files import atomic_open
+from envs import make_vec_env
+from rims_rl.errors import UserError, first_line
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT = Path("checkpoints") / "last.zip"
@@ -128,8 +132,6 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     ``demo`` and ``sweep`` all train through it). The lock file holds the holder's PID. The holder
     may take it again (nested, e.g. a sweep task around ``train_run``).
     """
-    from filelock import FileLock, Timeout
-
     path = lock_path(run_dir)
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     lock_existed = path.exists()
@@ -172,8 +174,6 @@ def _remove_empty_dirs(dirs: list[Path]) -> None:
 def lock_holder(run_dir: str | os.PathLike) -> int | None:
     """The PID of another process holding ``run_dir``'s writer lock (-1 if unknown), or None if it is free
     (or held by this process)."""
-    from filelock import FileLock, Timeout
-
     path = lock_path(run_dir)
     if not path.is_file():
         return None
@@ -267,7 +267,7 @@ def _read_zip_data(path: Path) -> dict[str, Any]:
 
 def _env_spaces(env_id: str, data: dict[str, Any]) -> tuple:
     """The observation and action spaces of ``env_id`` as evaluate and record build it for a model of ``data``."""
-    from envs import is_atari, make_vec_env
+    from envs import is_atari
 
     declared = data.get("observation_space")  # a model that reads the mission declares a Dict; legacy ones do not
     with_mission = isinstance(declared, dict) and declared.get("type") == "Dict" and not is_atari(env_id)

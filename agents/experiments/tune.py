@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from agents.experiments.config import UserError, get_value, set_value
+from agents.experiments.config import get_value, set_value
 from agents.experiments.files import atomic_open, atomic_write_text
+from rims_rl.errors import UserError
 
 SPACE_DIR = Path(__file__).resolve().parent / "spaces"
 DEFAULT_SPACE = SPACE_DIR / "default.yaml"

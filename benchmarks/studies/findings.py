@@ -17,7 +17,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agents.experiments.compare import METRIC_LABELS, cell, headline_metric  # noqa: E402
-from agents.experiments.evaluation import format_number  # noqa: E402
+from agents.experiments.evaluation.tables import format_number  # noqa: E402
 from agents.experiments.report import read_comparison  # noqa: E402
 
 

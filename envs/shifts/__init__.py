@@ -12,6 +12,7 @@ from envs.ids import atari_game, env_kind
 from envs.shifts import atari_dynamics, atari_visual, minigrid_floor, minigrid_layout
 from envs.errors import bad_value
 from envs.shifts.base import LEVELS, ShiftInfo
+from rims_rl.errors import UserError
 
 SHIFT_NAMES: dict[str, tuple[str, ...]] = {
     "atari": ("flavour", "sticky", "colour", "noise", "background", "sprites", "occlusion"),
@@ -58,14 +59,14 @@ def parse_shifts(spec: str | Mapping[str, int] | None, env_id: str | None = None
         for item in spec.split(","):
             name, sep, value = item.partition("=")
             if not sep:
-                raise ValueError(f"bad shift {item.strip()!r}; write name=level, e.g. 'colour=2,sprites=1'")
+                raise UserError(f"bad shift {item.strip()!r}; write name=level, e.g. 'colour=2,sprites=1'")
             if name.strip() in pairs:
-                raise ValueError(f"shift {name.strip()!r} is given twice in {spec!r}; give each shift once")
+                raise UserError(f"shift {name.strip()!r} is given twice in {spec!r}; give each shift once")
             pairs[name.strip()] = value.strip()
     elif isinstance(spec, Mapping):
         pairs = dict(spec)
     else:
-        raise ValueError(f"bad shifts {spec!r}; give 'name=level,...', a dict or None")
+        raise UserError(f"bad shifts {spec!r}; give 'name=level,...', a dict or None")
     out = {}
     for name, value in pairs.items():
         if name not in ALL_SHIFTS:
@@ -75,7 +76,7 @@ def parse_shifts(spec: str | Mapping[str, int] | None, env_id: str | None = None
         available = list_shifts(env_id)
         for name, level in out.items():
             if name not in available:
-                raise ValueError(f"shift {name!r} does not apply to {env_id}; valid: {', '.join(available)}")
+                raise UserError(f"shift {name!r} does not apply to {env_id}; valid: {', '.join(available)}")
             if level not in available[name].levels:
                 raise bad_value(f"level for shift {name!r} on {env_id}:", level, list(available[name].levels))
     return out

@@ -1,0 +1,53 @@
+"""What the subcommands' parsers share: the help formatter and the help of an option read from the config."""
+from __future__ import annotations
+
+import argparse
+import textwrap
+from typing import Any
+
+from agents.experiments.config import DEFAULT_PRESET, get_value, list_presets, load_preset
+from agents.experiments.devices import DEVICES
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show ``(default: X)`` for every option that has a default (options read from the config say so)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool) and not action.default:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def from_config(help_text: str, key: str) -> str:
+    """Help for an option whose default comes from the config, quoting the default preset's value."""
+    value = get_value(load_preset(DEFAULT_PRESET), key)
+    shown = "the built-in distractor task" if key == "env" and value is None else ("none" if value is None else value)
+    return f"{help_text} (default: the config's `{key}`; {DEFAULT_PRESET} preset: {shown})"
+
+
+def add_subcommand(subparsers: Any, name: str, help_text: str, description: str | None = None
+                   ) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``name``, with its one-line help and its description (wrapped to 100 columns)."""
+    return subparsers.add_parser(name, help=help_text, formatter_class=Formatter,
+                                 description=textwrap.fill(description, width=100) if description else None)
+
+
+def presets() -> str:
+    """The preset names, for help texts."""
+    return ", ".join(list_presets())
+
+
+def add_device(parser: argparse.ArgumentParser, help_text: str, **kwargs) -> None:
+    """The ``--device`` option (``kwargs``: e.g. its default)."""
+    parser.add_argument("--device", metavar="|".join(DEVICES), help=help_text, **kwargs)
+
+
+def add_overrides(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option (into ``args.overrides``)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+def add_bootstrap(parser: argparse.ArgumentParser, reps_help: str) -> None:
+    """The ``--reps`` and ``--seed`` options of the bootstrap."""
+    parser.add_argument("--reps", type=int, default=2000, help=reps_help)
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")

@@ -1,0 +1,103 @@
+"""The result of one setting (a row of ``results.csv``) and the results files.
+
+``results.csv`` columns (one row per setting):
+
+- ``env, shift, level``: the setting; ``episodes``: how many episodes it ran;
+- ``mean_return, std_return``: mean and sample std of the episode returns;
+  ``ci95_low, ci95_high``: Student-t 95% CI of the mean return;
+- ``success_rate``: share of successful episodes (empty where the env has no success notion);
+  ``success_ci95_low, success_ci95_high``: its 95% Wilson interval;
+- ``mean_length``: mean episode length in agent steps;
+- ``random_return, random_success_rate``: the random-policy baseline of the same setting on the
+  same episode seeds (see ``agents.experiments.baseline``; empty without a baseline);
+- ``normalized_score``: ``(R - R_random) / (R_unshifted - R_random_unshifted)`` with ``R`` the
+  setting's mean return: 1 = as far above chance as in training conditions, 0 = chance level.
+  Empty when the model does not beat the random policy unshifted (the ratio would be meaningless).
+  Retention is this normalized score (or the success rate), never a ratio of raw returns.
+
+``results.json`` holds the same rows, each with its per-episode records (``index``, ``seed``,
+``return``, ``success``, ``length``), plus the model file, its step count, the seed and
+``deterministic``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from agents.experiments.files import atomic_open
+from rims_rl.errors import UserError
+
+RESULT_COLUMNS = (
+    "env", "shift", "level", "episodes", "mean_return", "std_return", "ci95_low", "ci95_high",
+    "success_rate", "success_ci95_low", "success_ci95_high", "mean_length", "random_return",
+    "random_success_rate", "normalized_score",
+)
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class Result:
+    """Statistics of the episodes of one setting (a row of results.csv)."""
+
+    env: str
+    shift: str
+    level: int
+    episodes: int
+    mean_return: float
+    std_return: float
+    ci95_low: float
+    ci95_high: float
+    success_rate: float | None = None
+    success_ci95_low: float | None = None
+    success_ci95_high: float | None = None
+    mean_length: float = 0.0
+    random_return: float | None = None
+    random_success_rate: float | None = None
+    normalized_score: float | None = None
+    episode_records: list[dict[str, Any]] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        """The results.csv row (no per-episode records)."""
+        return {k: v for k, v in asdict(self).items() if k in RESULT_COLUMNS}
+
+
+def write_csv_json(out_dir: str | os.PathLike, stem: str, columns: Sequence[str], rows: list[dict[str, Any]],
+                   document: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``<stem>.csv`` (``rows`` restricted to ``columns``; None as an empty cell) and
+    ``<stem>.json`` (``document`` plus the column list) into ``out_dir`` atomically; return their paths."""
+    out = Path(out_dir)
+    csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
+    with atomic_open(csv_path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_open(json_path, "w") as f:
+        json.dump({**document, "columns": list(columns)}, f, indent=1)
+    return csv_path, json_path
+
+
+def write_results(results: list[Result], out_dir: str | os.PathLike, meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``results.csv`` and ``results.json`` into ``out_dir``; return their paths."""
+    return write_csv_json(out_dir, "results", RESULT_COLUMNS, [r.row() for r in results],
+                          {**meta, "results": [asdict(r) for r in results]})
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a ``results.json`` (UserError if missing, unreadable or written by an older version)."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        data["results"][0]["success_rate"]  # noqa: B018 - presence check (older files lack it)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; run `rims-rl evaluate` on that run first") from None
+    except (KeyError, IndexError):
+        raise UserError(f"{path} was written by an older rims-rl (no success_rate); run `rims-rl evaluate` "
+                        f"on that run again") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"{path} is not a results file ({type(e).__name__})") from None
+    return data

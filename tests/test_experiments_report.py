@@ -1,0 +1,300 @@
+"""report: a self-contained HTML page and a Markdown twin holding compare.csv's numbers; learning curves."""
+import base64
+import csv
+import io
+import re
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import yaml
+
+from agents.experiments.curves import learning_curves
+from agents.experiments.evaluation.tables import format_number
+from agents.experiments.runs import find_run_dirs
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, write_run, run_main):
+    """Two cores x two seeds, evaluated; lstm clearly undertrained unshifted (0.4 vs 0.9 success)."""
+    root = tmp_path_factory.mktemp("study") / "runs"
+    for seed in (0, 1):
+        write_run(root, "rims", seed, {"none": 0.9, "distractors": 0.8 - 0.1 * seed, "size": 0.6},
+                  curve=(0.2, 0.5, 0.8))
+        write_run(root, "lstm", seed, {"none": 0.4, "distractors": 0.3 + 0.1 * seed, "size": 0.2},
+                  curve=(0.1, 0.2, 0.3))
+    assert run_main(["report", root, "--out", root.parent / "report", "--reps", 100]) == 0
+    return root
+
+
+def test_report_html_is_self_contained_and_its_images_decode(study):
+    page = (study.parent / "report" / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page  # opens offline
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 3  # learning curves, ladder, performance profiles
+    for data in images:
+        pixels = iio.imread(io.BytesIO(base64.b64decode(data)), extension=".png")
+        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert re.findall(r"<img[^>]*src='(?!data:)", page) == []
+
+
+def test_report_tables_hold_the_numbers_of_compare_csv(study):
+    page = (study.parent / "report" / "report.html").read_text()
+    md = (study.parent / "report" / "report.md").read_text()
+    with open(study / "compare" / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    pooled = [r for r in rows if r["shift"] == "all"]
+    assert pooled
+    for r in pooled:  # every pooled aggregate with its CI, as printed in the tables
+        for agg in ("iqm", "mean", "median"):
+            text = (f"{format_number(float(r[agg]))} [{format_number(float(r[agg + '_ci95_low']))}, "
+                    f"{format_number(float(r[agg + '_ci95_high']))}]")
+            assert text in page and text in md, text
+    with open(study / "compare" / "improvement.csv") as f:
+        poi = list(csv.DictReader(f))
+    for p in poi:  # each pair once, against the reference core (lstm): P [CI] and the IQM difference [CI]
+        cells = [f"{format_number(float(p[k]))} [{format_number(float(p[ci + 'ci95_low']))}, "
+                 f"{format_number(float(p[ci + 'ci95_high']))}]" for k, ci in (("probability", ""),
+                                                                             ("difference", "difference_"))]
+        row = f"<td>{p['core_a']}</td><td>{p['core_b']}</td><td>{cells[0]}</td><td>{cells[1]}</td>"
+        assert (row in page) == (p["core_b"] == "lstm"), row
+    sections = ("Verdict", "Comparisons whose 95% CI excludes 0.5", "Runs below the random baseline", "Caveats",
+                "What was run", "Learning curves", "Each shift&#x27;s ladder", "Pooled aggregates",
+                "Probability of improvement", "Performance profiles", "Random-policy baseline")
+    positions = [page.index(section) for section in sections]
+    assert positions == sorted(positions)  # the answer first, the details last
+    assert page.count("<details>") == 6
+    assert "commit" in page and "<td>0 1</td>" in page  # seeds per core
+
+
+def test_report_flags_the_undertrained_core_and_few_seeds(study):
+    md = (study.parent / "report" / "report.md").read_text()
+    assert "lstm looks undertrained" in md and "rims looks undertrained" not in md
+    assert "only 2 seeds" in md and "train at least 10 seeds" in md
+    assert "size changes the task's scale" in md
+    # the Markdown twin references PNGs that lie beside it
+    for name in re.findall(r"\]\((report_\w+\.png)\)", md):
+        assert (study.parent / "report" / name).stat().st_size > 1000
+
+
+def test_report_default_out_is_the_dir_and_reuses_a_fresh_comparison(study, capsys, run_main):
+    before = (study / "compare" / "compare.json").stat().st_mtime_ns
+    assert run_main(["report", study, "--reps", 100]) == 0
+    assert (study / "report.html").is_file() and (study / "report.md").is_file()
+    assert (study / "compare" / "compare.json").stat().st_mtime_ns == before  # not recomputed
+    assert f"report: {study / 'report.html'}" in capsys.readouterr().out
+
+
+def test_report_of_a_dir_without_evaluated_runs_is_a_user_error(tmp_path, capsys, run_main, demo_run_config):
+    assert run_main(["report", tmp_path]) == 2
+    assert "no run dirs" in capsys.readouterr().err
+    run = tmp_path / "E" / "rims" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(demo_run_config("rims", 0)))
+    assert run_main(["report", tmp_path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rims-rl evaluate" in err and not (tmp_path / "report.html").exists()
+
+
+def test_report_over_a_compare_json_it_cannot_read_is_a_user_error(tmp_path, capsys, write_run, run_main):
+    root = tmp_path / "runs"
+    write_run(root, "rims", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
+    (root / "compare").mkdir()
+    for text in ('{"summary": []}', "not json"):  # an older rims-rl's compare.json (no profiles), a damaged one
+        (root / "compare" / "compare.json").write_text(text)  # newer than the results: reused
+        assert run_main(["report", root]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "compare.json" in err and "Traceback" not in err
+        assert not (root / "report.html").exists()
+
+
+def test_report_redoes_a_fresh_comparison_that_covers_other_runs(tmp_path, write_run, run_main):
+    """A compare.json newer than every result, but of some of the runs only (an earlier demo with fewer
+    cores), is not reused: the report's tables cover every run its runs.csv and curves show."""
+    import json
+
+    root = tmp_path / "runs"
+    rims = write_run(root, "rims", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
+    write_run(root, "lstm", 0, {"none": 0.5, "distractors": 0.4, "size": 0.3})
+    assert run_main(["compare", rims, "--out", root / "compare", "--reps", 50]) == 0  # rims alone, newest file
+    assert run_main(["report", root, "--reps", 50]) == 0
+    runs = json.loads((root / "compare" / "compare.json").read_text())["runs"]
+    assert sorted(r["core"] for r in runs) == ["lstm", "rims"]
+    assert "| lstm |" in (root / "report.md").read_text()
+
+
+def test_learning_curves_take_the_iqm_across_seeds_with_ci_bands_only_for_several_runs(study, tmp_path):
+    curves = learning_curves(find_run_dirs([study]), reps=100)
+    rims = curves["RedBallDistractors-v0"]["training return (unshifted)"]["rims"]
+    assert rims["runs"] == 2 and rims["steps"][0] == 1000 and rims["steps"][-1] == 3000
+    # seeds 0 and 1 log value + 0.01 * seed: the IQM of two runs is their mean
+    assert rims["iqm"][-1] == pytest.approx(0.805) and rims["iqm"][0] == pytest.approx(0.205)
+    assert all(lo <= m <= hi for lo, m, hi in zip(rims["ci95_low"], rims["iqm"], rims["ci95_high"]))
+    single = learning_curves(find_run_dirs([study / "RedBallDistractors-v0" / "rims" / "seed0"]), reps=100)
+    one = single["RedBallDistractors-v0"]["training return (unshifted)"]["rims"]
+    assert one["ci95_low"] is None and one["iqm"][-1] == pytest.approx(0.8)
+    assert np.allclose(np.diff(one["steps"]), np.diff(one["steps"])[0])  # a common, even grid of env steps
+
+
+def test_learning_curves_of_a_periodic_shifted_evaluation_name_its_shifts(tmp_path, write_run):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = write_run(tmp_path, "gru", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6}, eval_shifts="distractors=2")
+    writer = SummaryWriter(str(run / "tb" / "train_1"))
+    for step, value in ((1000, 0.2), (3000, 0.6)):
+        writer.add_scalar("eval/success_rate", value, step)
+    writer.close()
+    curves = learning_curves([run], reps=10)["RedBallDistractors-v0"]
+    shifted = curves["periodic eval success rate (distractors=2)"]["gru"]
+    assert shifted["iqm"][0] == pytest.approx(0.2) and shifted["iqm"][-1] == pytest.approx(0.6)
+    assert "training return (unshifted)" in curves
+
+
+def test_undertrained_flag_on_negative_returns_uses_the_distance_above_the_random_policy():
+    from agents.experiments.report import caveats
+
+    runs = [{"env": "ALE/Pong-v5", "core": c, "seed": s, "timesteps": 1000, "episodes": 10}
+            for c in ("rims", "lstm") for s in range(10)]
+    summary = [{"env": "ALE/Pong-v5", "core": c, "shift": "all", "level": 0, "metric": "return", "iqm": v}
+               for c, v in (("rims", -20.0), ("lstm", -10.0))]
+    baselines = {"ALE/Pong-v5": {("none", 0): {"random_return": -21.0}}}
+    notes = caveats({"summary": summary, "runs": runs}, baselines)
+    # rims is 1 point above chance, lstm 11: rims is flagged although -20 / -10 = 2 "looks better"
+    assert len(notes) == 1 and "rims looks undertrained" in notes[0] and "above the random policy" in notes[0]
+    summary[0]["iqm"] = -12.0  # 9 of 11: above 80% of the best, not flagged
+    assert caveats({"summary": summary, "runs": runs}, baselines) == []
+
+
+def test_report_elsewhere_gets_compares_tables(study):
+    for name in ("compare.csv", "improvement.csv"):
+        assert (study.parent / "report" / name).read_bytes() == (study / "compare" / name).read_bytes()
+
+
+def test_report_writes_runs_csv_with_each_runs_unshifted_success_and_return(study):
+    with open(study.parent / "report" / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["core"], r["seed"]) for r in rows] == [("lstm", "0"), ("lstm", "1"), ("rims", "0"), ("rims", "1")]
+    for r in rows:
+        expected = 0.9 if r["core"] == "rims" else 0.4  # the fixture's unshifted success share (return 1 each)
+        assert float(r["success_rate"]) == pytest.approx(expected)
+        assert float(r["mean_return"]) == pytest.approx(expected)
+        assert (r["timesteps"], r["budget"]) == ("3000", "3000")
+        assert r["wall_seconds"] == ""  # the fixture logged no time/fps: no wall time is made up
+
+
+def test_training_wall_seconds_adds_every_training_process(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.experiments.curves import training_wall_seconds
+
+    tb = tmp_path / "tb" / "train_1"
+    # first process: rollouts of 100 steps at 50 fps, events 10 s apart; a resume: one more event file
+    for start_step, walls in ((100, (1000.0, 1010.0, 1020.0)), (400, (2000.0, 2004.0))):
+        writer = SummaryWriter(str(tb), filename_suffix=f".{start_step}")
+        for i, wall in enumerate(walls):
+            writer.add_scalar("time/fps", 50.0, start_step + 100 * i, walltime=wall)
+        writer.close()
+    # (1020 - 1000 + 100/50) + (2004 - 2000 + 100/50)
+    assert training_wall_seconds(tmp_path, rollout_steps=100) == pytest.approx(22.0 + 6.0)
+    assert training_wall_seconds(tmp_path / "nothing", rollout_steps=100) is None
+
+
+def test_study_findings_tables_hold_compares_numbers(study):
+    import importlib.util
+
+    from agents.experiments.compare import cell
+    from agents.experiments.report import read_comparison
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "findings.py"
+    spec = importlib.util.spec_from_file_location("findings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    comparison = read_comparison(study / "compare" / "compare.json")
+    text = module.findings(comparison, core="rims")
+    summary = comparison["summary"]
+    for core in ("rims", "lstm"):
+        unshifted = next(s for s in summary if s["core"] == core and s["shift"] == "all" and s["level"] == 0
+                         and s["metric"] == "success_rate")
+        line = next(line for line in text.splitlines() if line.startswith(f"| {core} | 2 |"))
+        assert line.split(" | ")[2] == cell(unshifted)
+    poi = next(p for p in comparison["improvement"] if p["core_a"] == "rims" and p["core_b"] == "lstm"
+               and p["shift"] == "all" and p["level"] == 0 and p["metric"] == "success_rate")
+    assert f"| lstm | {format_number(poi['probability'])} [" in text
+
+
+def _section(md: str, heading: str) -> str:
+    """The text of report.md's ``## heading`` section."""
+    return md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_generated_findings_list_every_clear_comparison_once_and_count_them(study):
+    md = (study.parent / "report" / "report.md").read_text()
+    with open(study / "compare" / "improvement.csv") as f:
+        poi = list(csv.DictReader(f))
+    clear = [p for p in poi if p["ci95_low"] and float(p["ci95_low"]) > 0.5]
+    section = _section(md, "Comparisons whose 95% CI excludes 0.5")
+    assert clear and len(clear) == section.count(" beats ")  # one line per clear pair, in the winner's direction
+    for p in clear:
+        assert f"{p['core_a']} beats {p['core_b']}" in section
+    unordered = {(p["shift"], p["level"], p["metric"], *sorted((p["core_a"], p["core_b"]))) for p in poi}
+    assert f"{len(unordered)} comparisons were made" in section and "not adjusted" in section
+
+
+def test_runs_below_the_random_policy_are_named(study):
+    md = (study.parent / "report" / "report.md").read_text()
+    section = _section(md, "Runs below the random baseline")
+    # the fixture's lstm runs succeed 0.4 unshifted, the random policy 0.6; rims 0.9
+    assert "| RedBallDistractors-v0 | lstm | 0 | success rate | 0.4 | 0.6 |" in section
+    assert "| RedBallDistractors-v0 | lstm | 1 |" in section and "| rims |" not in section
+
+
+def test_failed_runs_the_iqm_trims_are_named_and_a_primary_comparison_comes_first(tmp_path, run_main, write_run):
+    root = tmp_path / "runs"
+    for seed in range(4):
+        write_run(root, "rims", seed, {"none": 0.0 if seed == 2 else 0.9, "distractors": 0.8, "size": 0.6})
+        write_run(root, "lstm", seed, {"none": 0.8, "distractors": 0.5, "size": 0.5})
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text("cores: [rims, lstm]\nprimary:\n  env: RedBallDistractors-v0\n  shift: distractors\n"
+                          "  level: 1\n  cores: [rims, lstm]\n  metric: success_rate\n")
+    assert run_main(["report", root, "--out", tmp_path / "rep", "--reps", 50, "--study", study_file]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.index("## Primary comparison") < md.index("## Verdict")
+    primary = _section(md, "Primary comparison")
+    assert "| rims vs lstm | 4 vs 4 | 1 [1, 1] | 0.3 [0.3, 0.3] | rims beats lstm (95% CI above 0.5) |" in primary
+    below = _section(md, "Runs below the random baseline")
+    assert "| RedBallDistractors-v0 | rims | 2 | 4 | 1 |" in below  # at 0, trimmed by the IQM of 4 runs
+    assert "| RedBallDistractors-v0 | rims | 2 | success rate | 0 | 0.6 |" in below
+
+
+def test_bad_study_files_and_references_are_one_line_errors(study, tmp_path, capsys, run_main):
+    bad = tmp_path / "bad.yaml"
+    for text, expected in (("primary: [1]", "primary must be a mapping"),
+                           ("primary: {env: E, shift: all, level: 1, cores: [rims]}", "two core labels"),
+                           ("primary: {env: E, shift: all, level: x, cores: [a, b]}", "level must be an integer"),
+                           ("primary: {env: E, shift: all, level: 1, cores: [a, b], colour: red}", "unknown key")):
+        bad.write_text(text)
+        assert run_main(["report", study, "--out", tmp_path / "r", "--study", bad]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert run_main(["report", study, "--out", tmp_path / "r", "--study", tmp_path / "none.yaml"]) == 2
+    assert "cannot read study file" in capsys.readouterr().err
+    assert run_main(["report", study, "--out", tmp_path / "r", "--reference", "gru"]) == 2
+    assert "--reference 'gru' is not a compared core; valid: lstm, rims" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "report.html").exists()
+
+
+def test_names_from_run_files_are_escaped_in_both_reports(tmp_path, run_main, write_run):
+    root = tmp_path / "runs"
+    hostile = "<img src=x onerror=alert(1)>|x"
+    for seed in (0, 1):
+        run = write_run(root, "rims", seed, {"none": 0.9, "distractors": 0.8, "size": 0.6})
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg["core"] = hostile
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        write_run(root, "lstm", seed, {"none": 0.8, "distractors": 0.5, "size": 0.5})
+    assert run_main(["report", root, "--out", tmp_path / "rep", "--reps", 20]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert not re.search(r"(?<!\\)<img", md) and "\\<img src=x onerror=alert(1)\\>\\|x" in md
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;|x" in page

@@ -20,6 +20,8 @@ POLICIES = ("auto", "CnnPolicy", "MlpPolicy", "MultiInputPolicy")  # a config's 
 SCHEDULES = ("linear", "constant")  # ppo.lr_schedule, ppo.clip_schedule
 MAX_TIMESTEPS = 2**62  # the step counter (and TensorBoard's step) is an int64
 MAX_SEED = 2**32 - 1  # numpy's seeds
+MATCHES = ("none", "state", "params")  # a config's `match`: how lstm/gru are sized against the RIMs core
+LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+")
 
 
 def is_int(value: Any, low: int) -> bool:
@@ -37,6 +39,15 @@ def check_core_name(core: str) -> str:
     if core not in CORES:
         raise UserError(f"unknown core {core!r}; valid cores: {', '.join(CORES)}")
     return core
+
+
+def check_label(label: Any, name: str = "--label") -> str:
+    """Return ``label`` if it can name runs (a run dir component: letters, digits, ``. _ - +``), else UserError."""
+    if (not isinstance(label, str) or not label or label.startswith(".") or len(label) > 100
+            or not set(label) <= LABEL_CHARACTERS):
+        raise UserError(f"{name} must be a name of letters, digits, '.', '_', '-' or '+' (not starting with '.', "
+                        f"at most 100), got {label!r}")
+    return label
 
 
 def check_seed(seed: int, name: str = "--seed") -> None:

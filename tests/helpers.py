@@ -110,12 +110,19 @@ def demo_run_config(core: str, seed: int, eval_shifts: str | None = None) -> dic
 
 def write_run(root: Path, core: str, seed: int, success: dict[str, float], episodes: int = 20,
               size_return: float | None = None, curve: tuple[float, ...] = (0.1, 0.3, 0.5),
-              eval_shifts: str | None = None) -> Path:
+              eval_shifts: str | None = None, label: str | None = None, changes: dict | None = None) -> Path:
     """An evaluated run: per setting ``episodes`` episodes with the given success share (return 1 per
-    success; ``size_return`` overrides the size setting's returns) and TB ``rollout/ep_rew_mean``."""
-    run = run_dir_for(root, DEFAULT_ENV_ID, core, seed)
+    success; ``size_return`` overrides the size setting's returns) and TB ``rollout/ep_rew_mean``.
+    ``label``: the run's label (default the core); ``changes``: dotted config keys to set."""
+    from agents.experiments.config import set_value
+
+    cfg = demo_run_config(core, seed, eval_shifts)
+    cfg["label"] = label or core
+    for key, value in (changes or {}).items():
+        set_value(cfg, key, value)
+    run = run_dir_for(root, DEFAULT_ENV_ID, cfg["label"], seed)
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(demo_run_config(core, seed, eval_shifts)))
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     results = []
     for s in SETTINGS:
         wins = round(success[s.shift] * episodes)

@@ -67,8 +67,10 @@ def test_probability_of_improvement_matches_rliable_and_carries_the_iqm_differen
     assert uneven[1] <= uneven[0] <= uneven[2]
     single = improvement(SCORES_X[:1], SCORES_Y[:1], reps=200, seed=5)
     assert single["ci95_low"] is None and single["difference_ci95_low"] is None  # one run each: no CI
-    assert mirrored({"core_a": "a", "core_b": "b", "runs_a": 4, "runs_b": 3, **row}) == {
-        "core_a": "b", "core_b": "a", "runs_a": 3, "runs_b": 4, "probability": pytest.approx(1 - row["probability"]),
+    pair = {"label_a": "a", "label_b": "b", "core_a": "rims", "core_b": "lstm", "runs_a": 4, "runs_b": 3}
+    assert mirrored({**pair, **row}) == {
+        "label_a": "b", "label_b": "a", "core_a": "lstm", "core_b": "rims", "runs_a": 3, "runs_b": 4,
+        "probability": pytest.approx(1 - row["probability"]),
         "ci95_low": pytest.approx(1 - row["ci95_high"]), "ci95_high": pytest.approx(1 - row["ci95_low"]),
         "difference": -row["difference"], "difference_ci95_low": -row["difference_ci95_high"],
         "difference_ci95_high": -row["difference_ci95_low"]}
@@ -99,7 +101,8 @@ def test_compare_writes_improvement_csv_with_cis_for_several_runs(tmp_path, run_
     assert run_main(["compare", tmp_path / "runs", "--out", tmp_path / "cmp", "--reps", 50]) == 0
     with open(tmp_path / "cmp" / "improvement.csv") as f:
         poi = list(csv.DictReader(f))
-    assert list(poi[0]) == ["env", "shift", "level", "metric", "core_a", "core_b", "runs_a", "runs_b", "probability",
+    assert list(poi[0]) == ["env", "shift", "level", "metric", "label_a", "label_b", "core_a", "core_b", "runs_a",
+                            "runs_b", "probability",
                             "ci95_low", "ci95_high", "difference", "difference_ci95_low", "difference_ci95_high"]
     row = next(r for r in poi if (r["shift"], r["level"], r["core_a"]) == ("distractors", "1", "rims"))
     # rims 0.8/0.7 vs lstm 0.5/0.6 on success: every rims run beats every lstm run
@@ -117,7 +120,7 @@ def test_compare_writes_improvement_csv_with_cis_for_several_runs(tmp_path, run_
     from rliable import library
 
     profile = data["profiles"]["RedBallDistractors-v0"]
-    rims = profile["cores"]["rims"]
+    rims = profile["labels"]["rims"]
     scores = np.array([[0.8, 0.6], [0.7, 0.6]])  # per-run success rates of the fixture's rims runs
     points, _ = library.create_performance_profile({"rims": scores}, np.array(profile["taus"]), reps=10)
     assert profile["metric"] == "success_rate" and rims["profile"] == pytest.approx(list(points["rims"]))
@@ -176,7 +179,7 @@ def _bands(summary, tmp_path):
 
 def test_plots_draw_ci_bands_only_where_there_are_several_runs(tmp_path):
     def rows(runs, ci):
-        return [{"env": "E", "core": c, "shift": sh, "runs": runs, "level": lv, "metric": "success_rate",
+        return [{"env": "E", "label": c, "core": c, "shift": sh, "runs": runs, "level": lv, "metric": "success_rate",
                  "iqm": 1.0 - lv / 4, "iqm_ci95_low": 0.5 if ci else None, "iqm_ci95_high": 1.0 if ci else None}
                 for c in ("rims", "lstm") for sh in ("all", "size") for lv in (0, 1, 2)]
 
@@ -198,7 +201,7 @@ def test_scores_csv_has_every_run_and_setting_and_a_run_below_chance_keeps_a_neg
     assert run_main(["compare", root, "--out", tmp_path / "cmp", "--reps", 50]) == 0
     with open(tmp_path / "cmp" / "scores.csv") as f:
         scores = list(csv.DictReader(f))
-    assert list(scores[0]) == ["env", "core", "seed", "shift", "level", "success_rate", "mean_return",
+    assert list(scores[0]) == ["env", "label", "core", "seed", "shift", "level", "success_rate", "mean_return",
                                "normalized_score", "random_success_rate", "random_return", "episodes"]
     assert len(scores) == 4 * 3  # 4 runs x 3 settings
     # one reference for the env: the mean unshifted return of all runs (0.65) above the random policy's (0.4)

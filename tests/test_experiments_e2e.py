@@ -40,7 +40,8 @@ def test_demo_writes_runs_results_comparison(demo_dir):
         assert read_num_timesteps(run / "model.zip") == 64
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         assert cfg["core"] == core and cfg["seed"] == 0 and cfg["env"]  # fully resolved: env filled in
-        assert set(cfg) == set(load_preset("minigrid"))
+        assert set(cfg) == set(load_preset("minigrid")) | {"core_parameters"}  # recorded by training
+        assert cfg["label"] == core and cfg["match"] == "none" and cfg["core_parameters"] > 1000
     with open(demo_dir / "compare" / "compare.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["core"] for r in rows} == {"rims", "lstm"}
@@ -121,14 +122,15 @@ def test_compare_table_and_files(demo_dir, tmp_path, capsys, run_main):
     out = capsys.readouterr().out
     assert "IQM" in out and "rims" in out and "lstm" in out and "1 seed: no CI" in out
     data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert data["columns"][:7] == ["env", "core", "shift", "level", "metric", "runs", "tasks"]
+    assert data["columns"][:8] == ["env", "label", "core", "shift", "level", "metric", "runs", "tasks"]
     # the demo evaluated unshifted + distractors=1: pooled rows and the distractors ladder, per core
     keys = {(s["core"], s["shift"], s["level"]) for s in data["summary"] if s["metric"] == "success_rate"}
     assert keys == {(c, sh, lv) for c in ("rims", "lstm") for sh in ("all", "distractors") for lv in (0, 1)}
     assert all(s["iqm_ci95_low"] is None for s in data["summary"])  # one seed: no CI
     with open(tmp_path / "cmp" / "improvement.csv") as f:
         poi = list(csv.DictReader(f))
-    assert list(poi[0])[:8] == ["env", "shift", "level", "metric", "core_a", "core_b", "runs_a", "runs_b"]
+    assert list(poi[0])[:10] == ["env", "shift", "level", "metric", "label_a", "label_b", "core_a", "core_b", "runs_a",
+                                 "runs_b"]
     assert {(r["core_a"], r["core_b"]) for r in poi} == {("rims", "lstm"), ("lstm", "rims")}
     assert (tmp_path / "cmp" / "compare.png").is_file()
 

@@ -135,7 +135,7 @@ def test_compare_refuses_runs_of_different_experiments(trained_run, tmp_path, re
     cfg["seed"], cfg["timesteps"] = 1, 999
     (other / "config.yaml").write_text(yaml.safe_dump(cfg))
     refused(["compare", base, other], ["differ in timesteps"])
-    refused(["compare", base, same_seed], ["same env, core and seed"])
+    refused(["compare", base, same_seed], ["same env, label and seed"])
 
 
 # ---------------------------------------------------------------- the error model: user errors and bugs

@@ -154,9 +154,9 @@ def test_learning_curves_of_a_periodic_shifted_evaluation_name_its_shifts(tmp_pa
 def test_undertrained_flag_on_negative_returns_uses_the_distance_above_the_random_policy():
     from agents.experiments.report import caveats
 
-    runs = [{"env": "ALE/Pong-v5", "core": c, "seed": s, "timesteps": 1000, "episodes": 10}
+    runs = [{"env": "ALE/Pong-v5", "label": c, "core": c, "seed": s, "timesteps": 1000, "episodes": 10}
             for c in ("rims", "lstm") for s in range(10)]
-    summary = [{"env": "ALE/Pong-v5", "core": c, "shift": "all", "level": 0, "metric": "return", "iqm": v}
+    summary = [{"env": "ALE/Pong-v5", "label": c, "core": c, "shift": "all", "level": 0, "metric": "return", "iqm": v}
                for c, v in (("rims", -20.0), ("lstm", -10.0))]
     baselines = {"ALE/Pong-v5": {("none", 0): {"random_return": -21.0}}}
     notes = caveats({"summary": summary, "runs": runs}, baselines)
@@ -211,7 +211,7 @@ def test_study_findings_tables_hold_compares_numbers(study):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     comparison = read_comparison(study / "compare" / "compare.json")
-    text = module.findings(comparison, core="rims")
+    text = module.findings(comparison, label="rims")
     summary = comparison["summary"]
     for core in ("rims", "lstm"):
         unshifted = next(s for s in summary if s["core"] == core and s["shift"] == "all" and s["level"] == 0
@@ -270,7 +270,7 @@ def test_failed_runs_the_iqm_trims_are_named_and_a_primary_comparison_comes_firs
 def test_bad_study_files_and_references_are_one_line_errors(study, tmp_path, capsys, run_main):
     bad = tmp_path / "bad.yaml"
     for text, expected in (("primary: [1]", "primary must be a mapping"),
-                           ("primary: {env: E, shift: all, level: 1, cores: [rims]}", "two core labels"),
+                           ("primary: {env: E, shift: all, level: 1, cores: [rims]}", "a list of two labels"),
                            ("primary: {env: E, shift: all, level: x, cores: [a, b]}", "level must be an integer"),
                            ("primary: {env: E, shift: all, level: 1, cores: [a, b], colour: red}", "unknown key")):
         bad.write_text(text)
@@ -280,7 +280,7 @@ def test_bad_study_files_and_references_are_one_line_errors(study, tmp_path, cap
     assert run_main(["report", study, "--out", tmp_path / "r", "--study", tmp_path / "none.yaml"]) == 2
     assert "cannot read study file" in capsys.readouterr().err
     assert run_main(["report", study, "--out", tmp_path / "r", "--reference", "gru"]) == 2
-    assert "--reference 'gru' is not a compared core; valid: lstm, rims" in capsys.readouterr().err
+    assert "--reference 'gru' is not a compared label; valid: lstm, rims" in capsys.readouterr().err
     assert not (tmp_path / "r" / "report.html").exists()
 
 

@@ -1,4 +1,4 @@
-"""Compare runs (cores x seeds): aggregates with bootstrap CIs over runs, probability of improvement,
+"""Compare runs (labels x seeds): aggregates with bootstrap CIs over runs, probability of improvement,
 IQM differences, performance profiles, and every run's scores.
 
 Each run contributes, per setting of its ``eval/results.json``, three scores (metrics): ``return``
@@ -35,9 +35,13 @@ core there is no CI: the CI columns are empty.
   median over seeds);
 - ``optimality_gap``: rliable's mean shortfall below 1 (success rate and normalized score only).
 
-``improvement.csv`` columns: env, shift, level, metric, core_a, core_b, runs_a, runs_b, probability
-(that a run of core_a beats a run of core_b, ties counting half, averaged over the group's settings),
-ci95_low, ci95_high, difference (IQM of core_a minus IQM of core_b on the metric), difference_ci95_low,
+Runs are grouped by their **label** (a named variant of a config: the core's name unless a run names a
+variant, e.g. ``rims-k3`` or ``lstm-matched``); every table shows the core beside the label. Runs of one
+env and label must differ only in the seed.
+
+``improvement.csv`` columns: env, shift, level, metric, label_a, label_b, core_a, core_b, runs_a, runs_b,
+probability (that a run of label_a beats a run of label_b, ties counting half, averaged over the group's
+settings), ci95_low, ci95_high, difference (IQM of label_a minus IQM of label_b on the metric), difference_ci95_low,
 difference_ci95_high (from the same resamples). Each ordered pair is listed (A vs B and B vs A). The
 metric is the env's primary one: success rate where episodes succeed or fail, else the normalized score
 for scale-changing shifts and the return otherwise.
@@ -60,15 +64,16 @@ from agents.experiments.bootstrap import aggregate_cis, improvement_cis, point_e
 from agents.experiments.evaluation.ladder import UNSHIFTED, scale_changing
 from agents.experiments.evaluation.results import read_results, write_csv_json
 from agents.experiments.evaluation.tables import format_number, table_console
-from agents.experiments.runs import EVAL_DIR, RUNTIME_KEYS, read_run_config
+from agents.experiments.runs import EVAL_DIR, config_differences, read_run_config
 from rims_rl.errors import UserError
 
 AGGREGATES = ("iqm", "mean", "median", "optimality_gap")
-COMPARE_COLUMNS = ("env", "core", "shift", "level", "metric", "runs", "tasks") + tuple(
+COMPARE_COLUMNS = ("env", "label", "core", "shift", "level", "metric", "runs", "tasks") + tuple(
     col for agg in AGGREGATES for col in (agg, f"{agg}_ci95_low", f"{agg}_ci95_high"))
-IMPROVEMENT_COLUMNS = ("env", "shift", "level", "metric", "core_a", "core_b", "runs_a", "runs_b", "probability",
+IMPROVEMENT_COLUMNS = ("env", "shift", "level", "metric", "label_a", "label_b", "core_a", "core_b", "runs_a",
+                       "runs_b", "probability",
                        "ci95_low", "ci95_high", "difference", "difference_ci95_low", "difference_ci95_high")
-SCORES_COLUMNS = ("env", "core", "seed", "shift", "level", "success_rate", "mean_return", "normalized_score",
+SCORES_COLUMNS = ("env", "label", "core", "seed", "shift", "level", "success_rate", "mean_return", "normalized_score",
                   "random_success_rate", "random_return", "episodes")
 METRIC_FIELDS = {"return": "mean_return", "success_rate": "success_rate", "normalized_score": "normalized_score"}
 BOUNDED = ("success_rate", "normalized_score")  # metrics whose target is 1 (optimality gap, profiles)
@@ -129,7 +134,8 @@ def mirrored(row: dict[str, Any]) -> dict[str, Any]:
     def flip(value: float | None, minus: float) -> float | None:
         return None if value is None else minus - value
 
-    return {**row, "core_a": row["core_b"], "core_b": row["core_a"], "runs_a": row["runs_b"],
+    return {**row, "label_a": row["label_b"], "label_b": row["label_a"], "core_a": row["core_b"],
+            "core_b": row["core_a"], "runs_a": row["runs_b"],
             "runs_b": row["runs_a"], "probability": 1 - row["probability"],
             "ci95_low": flip(row["ci95_high"], 1), "ci95_high": flip(row["ci95_low"], 1),
             "difference": -row["difference"], "difference_ci95_low": flip(row["difference_ci95_high"], 0),
@@ -145,7 +151,8 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
         rows = {(r["shift"], int(r["level"])): r for r in data["results"]}
         if (UNSHIFTED, 0) not in rows:
             raise UserError(f"{run_dir}: results.json has no unshifted row (shift none, level 0)")
-        runs.append({"dir": str(run_dir), "env": cfg["env"], "core": cfg["core"], "seed": cfg["seed"],
+        runs.append({"dir": str(run_dir), "env": cfg["env"], "label": cfg["label"], "core": cfg["core"],
+                     "seed": cfg["seed"],
                      "rows": rows, "config": cfg, "episodes": data.get("episodes"),
                      "num_timesteps": data.get("num_timesteps")})
     _check_same_experiment(runs)
@@ -181,17 +188,17 @@ def _check_same_experiment(runs: list[dict[str, Any]]) -> None:
     first: dict[tuple[str, str], dict[str, Any]] = {}
     seen: dict[tuple[str, str, int], str] = {}
     for run in runs:
-        key = (run["env"], run["core"], run["seed"])
+        key = (run["env"], run["label"], run["seed"])
         if key in seen:
-            raise UserError(f"runs {seen[key]} and {run['dir']} have the same env, core and seed; "
-                            f"compare the runs of one experiment at a time")
+            raise UserError(f"runs {seen[key]} and {run['dir']} have the same env, label and seed; "
+                            f"compare the runs of one experiment at a time, or give the variants labels "
+                            f"(--label)")
         seen[key] = run["dir"]
-        ref = first.setdefault((run["env"], run["core"]), run)
-        differ = sorted(k for k in set(ref["config"]) | set(run["config"])
-                        if k != "seed" and k not in RUNTIME_KEYS and ref["config"].get(k) != run["config"].get(k))
+        ref = first.setdefault((run["env"], run["label"]), run)
+        differ = config_differences(ref["config"], run["config"], ignore=("seed",))
         if differ:
-            raise UserError(f"runs {ref['dir']} and {run['dir']} ({run['core']}) differ in {', '.join(differ)}, "
-                            f"not only in the seed; compare the runs of one experiment at a time")
+            raise UserError(f"runs {ref['dir']} and {run['dir']} (label {run['label']}) differ in {'; '.join(differ)},"
+                            f" not only in the seed; give each variant its own label (--label)")
 
 
 def _groups(env: str, env_runs: list[dict[str, Any]]) -> list[tuple[str, int, list[tuple[str, int]]]]:
@@ -230,10 +237,10 @@ def primary_metric(env: str, shift: str, with_success: bool) -> str:
     return "normalized_score" if shift != "all" and scale_changing(env, shift) else "return"
 
 
-def _scores(core_runs: list[dict[str, Any]], metric: str, tasks: list[tuple[str, int]]) -> np.ndarray | None:
+def _scores(label_runs: list[dict[str, Any]], metric: str, tasks: list[tuple[str, int]]) -> np.ndarray | None:
     """``[runs, tasks]`` scores of ``metric``, or None if any is undefined (e.g. no success notion)."""
     field = METRIC_FIELDS[metric]
-    values = [[r["rows"][t].get(field) for t in tasks] for r in core_runs]
+    values = [[r["rows"][t].get(field) for t in tasks] for r in label_runs]
     if not tasks or any(v is None for row in values for v in row):
         return None
     return np.array(values, dtype=np.float64)
@@ -242,9 +249,10 @@ def _scores(core_runs: list[dict[str, Any]], metric: str, tasks: list[tuple[str,
 def score_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """scores.csv: one row per run and evaluated setting, sorted by env, core, seed, then the run's order."""
     rows = []
-    for run in sorted(runs, key=lambda r: (r["env"], r["core"], r["seed"])):
+    for run in sorted(runs, key=lambda r: (r["env"], r["label"], r["seed"])):
         for (shift, level), row in run["rows"].items():
-            rows.append({"env": run["env"], "core": run["core"], "seed": run["seed"], "shift": shift, "level": level,
+            rows.append({"env": run["env"], "label": run["label"], "core": run["core"], "seed": run["seed"],
+                         "shift": shift, "level": level,
                          **{k: row.get(k) for k in SCORES_COLUMNS[5:]}})
     return rows
 
@@ -254,7 +262,7 @@ def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> dict[
     rows], "scores": [scores.csv rows], "profiles": {env: performance profiles}, "runs": [per-run info],
     "left_out": {env: settings some runs lack}}``.
 
-    Only settings evaluated in every run of an env are compared, so all cores face the same tasks.
+    Only settings evaluated in every run of an env are compared, so all labels face the same tasks.
     """
     runs = _load_runs(run_dirs)
     summary: list[dict[str, Any]] = []
@@ -263,8 +271,9 @@ def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> dict[
     left_out: dict[str, list[str]] = {}
     for env in sorted({r["env"] for r in runs}):
         env_runs = [r for r in runs if r["env"] == env]
-        cores = sorted({r["core"] for r in env_runs})
-        by_core = {core: [r for r in env_runs if r["core"] == core] for core in cores}
+        labels = sorted({r["label"] for r in env_runs})
+        by_label = {label: [r for r in env_runs if r["label"] == label] for label in labels}
+        core_of = {r["label"]: r["core"] for r in env_runs}
         with_success = all(r["rows"][(UNSHIFTED, 0)].get("success_rate") is not None for r in env_runs)
         missing = uncommon_settings(env_runs)
         if missing:
@@ -273,49 +282,51 @@ def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> dict[
         for shift, level, tasks in groups:
             for metric in METRIC_FIELDS:
                 use = metric_tasks(env, shift, metric, tasks)
-                for core in cores:
-                    scores = _scores(by_core[core], metric, use)
+                for label in labels:
+                    scores = _scores(by_label[label], metric, use)
                     if scores is None:
                         continue
-                    summary.append({"env": env, "core": core, "shift": shift, "level": level, "metric": metric,
+                    summary.append({"env": env, "label": label, "core": core_of[label], "shift": shift,
+                                    "level": level, "metric": metric,
                                     "runs": scores.shape[0], "tasks": scores.shape[1],
                                     **aggregate_scores(scores, metric, reps, seed)})
             metric = primary_metric(env, shift, with_success)
             use = metric_tasks(env, shift, metric, tasks)
-            for a, b in itertools.combinations(cores, 2):
-                x, y = _scores(by_core[a], metric, use), _scores(by_core[b], metric, use)
+            for a, b in itertools.combinations(labels, 2):
+                x, y = _scores(by_label[a], metric, use), _scores(by_label[b], metric, use)
                 if x is None or y is None:
                     continue
-                row = {"env": env, "shift": shift, "level": level, "metric": metric, "core_a": a, "core_b": b,
+                row = {"env": env, "shift": shift, "level": level, "metric": metric, "label_a": a, "label_b": b,
+                       "core_a": core_of[a], "core_b": core_of[b],
                        "runs_a": len(x), "runs_b": len(y), **improvement(x, y, reps, seed)}
                 improvements += [row, mirrored(row)]
-        profiles[env] = _profiles(env, by_core, groups, with_success, reps, seed)
-    run_info = [{"dir": r["dir"], "env": r["env"], "core": r["core"], "seed": r["seed"],
+        profiles[env] = _profiles(env, by_label, groups, with_success, reps, seed)
+    run_info = [{"dir": r["dir"], "env": r["env"], "label": r["label"], "core": r["core"], "seed": r["seed"],
                  "timesteps": r["config"].get("timesteps"), "num_timesteps": r["num_timesteps"],
                  "episodes": r["episodes"]} for r in runs]
     return {"summary": summary, "improvement": improvements, "scores": score_rows(runs), "profiles": profiles,
             "runs": run_info, "left_out": left_out}
 
 
-def _profiles(env: str, by_core: dict[str, list[dict[str, Any]]], groups, with_success: bool,
+def _profiles(env: str, by_label: dict[str, list[dict[str, Any]]], groups, with_success: bool,
               reps: int, seed: int) -> dict[str, Any] | None:
     """Performance profiles over every shifted setting (level > 0): the share of (run, setting)
     scores above each threshold tau, per core, with 95% CIs when there are several runs."""
     metric = "success_rate" if with_success else "normalized_score"
     tasks = sorted({t for shift, level, ts in groups if shift == "all" and level > 0 for t in ts})
-    scores = {core: _scores(core_runs, metric, tasks) for core, core_runs in by_core.items()}
-    scores = {core: s for core, s in scores.items() if s is not None}
+    scores = {label: _scores(label_runs, metric, tasks) for label, label_runs in by_label.items()}
+    scores = {label: s for label, s in scores.items() if s is not None}
     if not scores:
         return None
     taus = PROFILE_TAUS[metric]
-    out: dict[str, Any] = {"metric": metric, "taus": [float(t) for t in taus], "cores": {}}
-    for core, s in scores.items():
+    out: dict[str, Any] = {"metric": metric, "taus": [float(t) for t in taus], "labels": {}}
+    for label, s in scores.items():
         profile = [float(np.mean(s > tau)) for tau in taus]
         entry: dict[str, Any] = {"runs": int(s.shape[0]), "profile": profile, "ci95_low": None, "ci95_high": None}
         if s.shape[0] > 1:
             low, high = profile_cis(s, taus, reps, seed)
             entry["ci95_low"], entry["ci95_high"] = [float(v) for v in low], [float(v) for v in high]
-        out["cores"][core] = entry
+        out["labels"][label] = entry
     return out
 
 
@@ -334,16 +345,17 @@ def write_compare(comparison: dict[str, Any], out_dir: str | os.PathLike,
 
 
 def comparison_warnings(comparison: dict[str, Any]) -> list[str]:
-    """One line per env whose compared cores differ in budget or evaluation episodes, or whose runs were
+    """One line per env whose compared labels differ in budget or evaluation episodes, or whose runs were
     not all evaluated on the same settings."""
     lines = []
     for env in sorted({r["env"] for r in comparison["runs"]}):
         runs = [r for r in comparison["runs"] if r["env"] == env]
         for key, what in (("timesteps", "training budgets (steps)"), ("episodes", "evaluation episodes per setting")):
-            values = {core: sorted({str(r[key]) for r in runs if r["core"] == core}) for core in {r["core"] for r in runs}}
+            values = {label: sorted({str(r[key]) for r in runs if r["label"] == label})
+                      for label in {r["label"] for r in runs}}
             if len({v for vs in values.values() for v in vs}) > 1:
-                shown = ", ".join(f"{core} {'/'.join(v)}" for core, v in sorted(values.items()))
-                lines.append(f"{env}: the compared cores differ in {what}: {shown}")
+                shown = ", ".join(f"{label} {'/'.join(v)}" for label, v in sorted(values.items()))
+                lines.append(f"{env}: the compared labels differ in {what}: {shown}")
         if env in comparison.get("left_out", {}):
             lines.append(f"{env}: {', '.join(comparison['left_out'][env])} not evaluated in every run; left out of "
                          f"the comparison")
@@ -371,6 +383,12 @@ def with_ci(value: float, low: float | None, high: float | None) -> str:
     return text
 
 
+def label_name(rows: list[dict[str, Any]], label: str) -> str:
+    """``label`` with its core in brackets where they differ ("rims-k3 (rims)"), else the label alone."""
+    core = next((r["core"] for r in rows if r["label"] == label), label)
+    return label if core == label else f"{label} ({core})"
+
+
 def headline_metric(rows: list[dict[str, Any]]) -> str:
     """The metric tables lead with: success rate if the env has it, else normalized score, else return."""
     metrics = {r["metric"] for r in rows}
@@ -379,7 +397,7 @@ def headline_metric(rows: list[dict[str, Any]]) -> str:
 
 def print_compare_table(comparison: dict[str, Any]) -> None:
     """Per env: each metric pooled over shifts per level, each shift's ladder, and the probability
-    of improvement. Cells are ``IQM [95% CI]``; with one run per core: "1 seed: no CI"."""
+    of improvement. Cells are ``IQM [95% CI]``; with one run per label: "1 seed: no CI"."""
     from rich.table import Table
 
     console = table_console()
@@ -387,7 +405,7 @@ def print_compare_table(comparison: dict[str, Any]) -> None:
     for env in sorted({s["env"] for s in summary}):
         rows = [s for s in summary if s["env"] == env]
         levels = sorted({s["level"] for s in rows})
-        cores = sorted({s["core"] for s in rows})
+        labels = sorted({s["label"] for s in rows})
         single = all(s["runs"] == 1 for s in rows)
         ci_note = NO_CI if single else "IQM [95% stratified-bootstrap CI] over runs"
         for metric in ("success_rate", "normalized_score", "return"):
@@ -398,31 +416,31 @@ def print_compare_table(comparison: dict[str, Any]) -> None:
             if metric == "return":
                 caption += "; scale-changing shifts (e.g. size) left out"
             table = Table(title=f"{env}: IQM {METRIC_LABELS[metric]} by shift level", caption=caption)
-            table.add_column("core")
+            table.add_column("label (core)")
             table.add_column("runs", justify="right")
             for level in levels:
                 table.add_column("unshifted" if level == 0 else f"level {level}", justify="right")
-            for core in cores:
-                cells = {s["level"]: s for s in pooled if s["core"] == core}
+            for label in labels:
+                cells = {s["level"]: s for s in pooled if s["label"] == label}
                 runs = next(iter(cells.values()))["runs"] if cells else 0
-                table.add_row(core, str(runs), *(cell(cells.get(level)) for level in levels))
+                table.add_row(label_name(rows, label), str(runs), *(cell(cells.get(level)) for level in levels))
             console.print(table)
         metric = headline_metric(rows)
         shifts = list(dict.fromkeys(s["shift"] for s in rows if s["shift"] != "all"))
         if shifts:
             table = Table(title=f"{env}: IQM {METRIC_LABELS[metric]} along each shift", caption=ci_note)
             table.add_column("shift")
-            table.add_column("core")
+            table.add_column("label (core)")
             for level in levels:
                 table.add_column(f"level {level}", justify="right")
             for shift in shifts:
-                for core in cores:
+                for label in labels:
                     cells = {s["level"]: s for s in rows
-                             if s["core"] == core and s["shift"] == shift and s["metric"] == metric}
-                    table.add_row(shift, core, *(cell(cells.get(level)) for level in levels))
+                             if s["label"] == label and s["shift"] == shift and s["metric"] == metric}
+                    table.add_row(shift, label_name(rows, label), *(cell(cells.get(level)) for level in levels))
             console.print(table)
         pooled_poi = [p for p in comparison["improvement"] if p["env"] == env and p["shift"] == "all"
-                      and p["core_a"] < p["core_b"]]
+                      and p["label_a"] < p["label_b"]]
         if pooled_poi:
             table = Table(title=f"{env}: probability of improvement (pooled shifts)",
                           caption=("P(a run of A beats a run of B) on " + METRIC_LABELS[pooled_poi[0]["metric"]]
@@ -430,8 +448,8 @@ def print_compare_table(comparison: dict[str, Any]) -> None:
             table.add_column("A vs B")
             for level in levels:
                 table.add_column("unshifted" if level == 0 else f"level {level}", justify="right")
-            for a, b in dict.fromkeys((p["core_a"], p["core_b"]) for p in pooled_poi):
-                cells = {p["level"]: p for p in pooled_poi if (p["core_a"], p["core_b"]) == (a, b)}
+            for a, b in dict.fromkeys((p["label_a"], p["label_b"]) for p in pooled_poi):
+                cells = {p["level"]: p for p in pooled_poi if (p["label_a"], p["label_b"]) == (a, b)}
                 table.add_row(f"{a} vs {b}", *(_poi_cell(cells.get(level)) for level in levels))
             console.print(table)
     if all(s["runs"] == 1 for s in summary):

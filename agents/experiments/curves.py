@@ -53,19 +53,19 @@ def iqm_curve(values: np.ndarray, reps: int = CURVE_REPS, seed: int = 0) -> dict
 
 
 def learning_curves(run_dirs: list[Path], reps: int = CURVE_REPS) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{env: {signal label: {core: {"steps", "iqm", "ci95_low", "ci95_high", "runs"}}}}`` for the runs
+    """``{env: {signal name: {run label: {"steps", "iqm", "ci95_low", "ci95_high", "runs"}}}}`` for the runs
     that logged the signal (signals without any run are left out). Periodic-evaluation labels name
     the evaluation's shifts (``eval.shifts`` of the runs' config), e.g. "periodic eval return (distractors=2)"."""
     logs = []
     for run in run_dirs:
         cfg = read_run_config(run)
         shifts = (cfg.get("eval") or {}).get("shifts") or "unshifted"
-        logs.append((cfg["env"], cfg["core"], shifts, read_scalars(run)))
+        logs.append((cfg["env"], cfg["label"], shifts, read_scalars(run)))
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for env in sorted({e for e, _, _, _ in logs}):
-        for tag, label in TAGS.items():
-            for core in sorted({c for e, c, _, _ in logs if e == env}):
-                mine = [(sh, s[tag]) for e, c, sh, s in logs if e == env and c == core and tag in s and len(s[tag][0])]
+        for tag, signal in TAGS.items():
+            for label in sorted({c for e, c, _, _ in logs if e == env}):
+                mine = [(sh, s[tag]) for e, c, sh, s in logs if e == env and c == label and tag in s and len(s[tag][0])]
                 if not mine:
                     continue
                 series = [points for _, points in mine]
@@ -73,8 +73,8 @@ def learning_curves(run_dirs: list[Path], reps: int = CURVE_REPS) -> dict[str, d
                 start = max(steps[0] for steps, _ in series)
                 grid = np.linspace(start, end, GRID_POINTS) if end > start else np.array([end], dtype=float)
                 values = np.stack([np.interp(grid, steps, vals) for steps, vals in series])
-                name = f"{label} ({mine[0][0]})" if tag.startswith("eval/") else label
-                out.setdefault(env, {}).setdefault(name, {})[core] = {"steps": grid.tolist(), **iqm_curve(values, reps)}
+                name = f"{signal} ({mine[0][0]})" if tag.startswith("eval/") else signal
+                out.setdefault(env, {}).setdefault(name, {})[label] = {"steps": grid.tolist(), **iqm_curve(values, reps)}
     return out
 
 

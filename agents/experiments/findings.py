@@ -1,7 +1,7 @@
 """Findings generated from a comparison: what a reader must see first, computed, never hand-written.
 
 - the primary comparison a study declares (:class:`Primary`), shown first and separately;
-- the verdict: each core against a reference core at each level, every shift pooled;
+- the verdict: each label against a reference label at each level, every shift pooled;
 - every comparison whose 95% CI of P(improvement) excludes 0.5, in either direction;
 - runs that did not beat the random policy, and failed runs (score 0) that the IQM trims away.
 
@@ -19,19 +19,19 @@ import yaml
 from agents.experiments.evaluation.ladder import UNSHIFTED
 from rims_rl.errors import UserError
 
-PRIMARY_KEYS = ("env", "shift", "level", "cores", "metric")
+PRIMARY_KEYS = ("env", "shift", "level", "labels", "metric")
 METRICS = ("success_rate", "return", "normalized_score")
 
 
 @dataclass(frozen=True)
 class Primary:
-    """The one comparison a study is planned to answer: P(cores[0] beats cores[1]) on ``metric`` at
+    """The one comparison a study is planned to answer: P(labels[0] beats labels[1]) on ``metric`` at
     ``shift`` (a shift name, or ``all`` for every shift pooled) and ``level`` of ``env``."""
 
     env: str
     shift: str
     level: int
-    cores: tuple[str, str]
+    labels: tuple[str, str]
     metric: str = "success_rate"
 
 
@@ -39,20 +39,22 @@ def parse_primary(data: Any, where: str) -> Primary:
     """A :class:`Primary` from a study file's ``primary`` mapping; UserError naming the bad field."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: primary must be a mapping with keys {', '.join(PRIMARY_KEYS)}")
+    data = {("labels" if k == "cores" else k): v for k, v in data.items()}  # `cores` names labels too
     unknown = sorted(set(data) - set(PRIMARY_KEYS))
     if unknown:
         raise UserError(f"{where}: primary: unknown key {unknown[0]!r}; valid keys: {', '.join(PRIMARY_KEYS)}")
     missing = [k for k in PRIMARY_KEYS[:4] if k not in data]
     if missing:
         raise UserError(f"{where}: primary lacks {', '.join(missing)}")
-    cores, level, metric = data["cores"], data["level"], data.get("metric", "success_rate")
-    if not (isinstance(cores, list) and len(cores) == 2 and all(isinstance(c, str) for c in cores)):
-        raise UserError(f"{where}: primary.cores must be a list of two core labels, got {cores!r}")
+    labels, level, metric = data["labels"], data["level"], data.get("metric", "success_rate")
+    if not (isinstance(labels, list) and len(labels) == 2 and all(isinstance(c, str) for c in labels)):
+        raise UserError(f"{where}: primary.labels must be a list of two labels (core names or variants), "
+                        f"got {labels!r}")
     if not isinstance(level, int) or isinstance(level, bool) or level < 0:
         raise UserError(f"{where}: primary.level must be an integer >= 0, got {level!r}")
     if metric not in METRICS:
         raise UserError(f"{where}: primary.metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    return Primary(str(data["env"]), str(data["shift"]), level, (cores[0], cores[1]), metric)
+    return Primary(str(data["env"]), str(data["shift"]), level, (labels[0], labels[1]), metric)
 
 
 def read_primary(path: str | Path) -> Primary | None:
@@ -70,9 +72,9 @@ def read_primary(path: str | Path) -> Primary | None:
 
 def primary_row(comparison: dict[str, Any], primary: Primary) -> dict[str, Any] | None:
     """The improvement row of the primary comparison, None if the runs do not hold it."""
-    a, b = primary.cores
+    a, b = primary.labels
     return next((p for p in comparison["improvement"] if p["env"] == primary.env and p["shift"] == primary.shift
-                 and p["level"] == primary.level and p["core_a"] == a and p["core_b"] == b
+                 and p["level"] == primary.level and p["label_a"] == a and p["label_b"] == b
                  and p["metric"] == primary.metric), None)
 
 
@@ -83,36 +85,36 @@ def excludes_half(row: dict[str, Any]) -> bool:
 
 def clear_comparisons(comparison: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     """Every improvement row whose 95% CI lies entirely on one side of 0.5, each pair once (oriented so that
-    core_a is the better one), and the number of comparisons made (unordered pairs x groups)."""
+    label_a is the better one), and the number of comparisons made (unordered pairs x groups)."""
     rows = [p for p in comparison["improvement"] if excludes_half(p)]
-    made = len({(p["env"], p["shift"], p["level"], p["metric"], *sorted((p["core_a"], p["core_b"])))
+    made = len({(p["env"], p["shift"], p["level"], p["metric"], *sorted((p["label_a"], p["label_b"])))
                 for p in comparison["improvement"]})
-    return sorted(rows, key=lambda p: (p["env"], p["shift"] != "all", p["shift"], p["level"], p["core_a"])), made
+    return sorted(rows, key=lambda p: (p["env"], p["shift"] != "all", p["shift"], p["level"], p["label_a"])), made
 
 
-def reference_core(cores: list[str], wanted: str | None) -> str | None:
-    """The core others are measured against: ``wanted`` if present, else lstm, else None (one core)."""
-    if len(cores) < 2:
+def reference_label(labels: list[str], wanted: str | None) -> str | None:
+    """The label others are measured against: ``wanted`` if present, else lstm, else None (one label)."""
+    if len(labels) < 2:
         return None
     if wanted is not None:
-        if wanted not in cores:
-            raise UserError(f"--reference {wanted!r} is not a compared core; valid: {', '.join(cores)}")
+        if wanted not in labels:
+            raise UserError(f"--reference {wanted!r} is not a compared label; valid: {', '.join(labels)}")
         return wanted
-    return "lstm" if "lstm" in cores else sorted(cores)[0]
+    return "lstm" if "lstm" in labels else sorted(labels)[0]
 
 
 def verdict(comparison: dict[str, Any], reference: str | None = None) -> dict[str, dict[str, Any]]:
-    """Per env: ``{"reference", "levels", "rows": {core: {level: improvement row}}}``, each core against the
-    reference core with every shift pooled at each level (the group's primary metric)."""
+    """Per env: ``{"reference", "levels", "rows": {label: {level: improvement row}}}``, each label against the
+    reference label with every shift pooled at each level (the group's primary metric)."""
     out: dict[str, dict[str, Any]] = {}
     for env in sorted({p["env"] for p in comparison["improvement"]}):
         pooled = [p for p in comparison["improvement"] if p["env"] == env and p["shift"] == "all"]
-        cores = sorted({p["core_a"] for p in pooled} | {p["core_b"] for p in pooled})
-        ref = reference_core(cores, reference)
+        labels = sorted({p["label_a"] for p in pooled} | {p["label_b"] for p in pooled})
+        ref = reference_label(labels, reference)
         if ref is None:
             continue
-        rows = {core: {p["level"]: p for p in pooled if p["core_a"] == core and p["core_b"] == ref}
-                for core in cores if core != ref}
+        rows = {label: {p["level"]: p for p in pooled if p["label_a"] == label and p["label_b"] == ref}
+                for label in labels if label != ref}
         out[env] = {"reference": ref, "levels": sorted({p["level"] for p in pooled}), "rows": rows}
     return out
 
@@ -127,21 +129,21 @@ def runs_below_random(comparison: dict[str, Any]) -> list[dict[str, Any]]:
         score, random = ((s["success_rate"], s["random_success_rate"]) if with_success
                          else (s["mean_return"], s["random_return"]))
         if random is not None and score <= random:
-            out.append({"env": s["env"], "core": s["core"], "seed": s["seed"],
+            out.append({"env": s["env"], "label": s["label"], "core": s["core"], "seed": s["seed"],
                         "metric": "success_rate" if with_success else "return", "score": score, "random": random})
     return out
 
 
 def trimmed_failures(comparison: dict[str, Any]) -> list[dict[str, Any]]:
-    """Runs scoring exactly 0 unshifted (success rate, else return) that the IQM of their core trims away
+    """Runs scoring exactly 0 unshifted (success rate, else return) that the IQM of their label trims away
     (it drops the lowest ``floor(runs / 4)`` scores), so the IQM alone hides them."""
     out = []
     unshifted = [s for s in comparison.get("scores") or [] if (s["shift"], s["level"]) == (UNSHIFTED, 0)]
-    for env, core in sorted({(s["env"], s["core"]) for s in unshifted}):
-        mine = sorted((s for s in unshifted if (s["env"], s["core"]) == (env, core)),
+    for env, label in sorted({(s["env"], s["label"]) for s in unshifted}):
+        mine = sorted((s for s in unshifted if (s["env"], s["label"]) == (env, label)),
                       key=lambda s: (_primary_score(s), s["seed"]))
         trimmed = math.floor(0.25 * len(mine))
-        out += [{"env": env, "core": core, "seed": s["seed"], "runs": len(mine), "trimmed": trimmed}
+        out += [{"env": env, "label": label, "seed": s["seed"], "runs": len(mine), "trimmed": trimmed}
                 for s in mine[:trimmed] if _primary_score(s) == 0]
     return out
 

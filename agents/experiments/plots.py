@@ -21,9 +21,9 @@ from agents.experiments.files import atomic_open  # noqa: E402
 SHARE_LIMITS = (-0.02, 1.02)  # success rates and shares span 0-1 on every plot, so small gaps look small
 
 
-def runs_label(core: str, runs: int) -> str:
+def runs_label(label: str, runs: int) -> str:
     """Legend text: "rims (1 run, no CI)", "lstm (3 runs)"."""
-    return f"{core} (1 run, no CI)" if runs == 1 else f"{core} ({runs} runs)"
+    return f"{label} (1 run, no CI)" if runs == 1 else f"{label} ({runs} runs)"
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
@@ -79,7 +79,7 @@ def plot_returns_vs_level(rows: Sequence[Any], path: str | os.PathLike, title: s
 
 
 def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike, metric: str | None = None) -> Path:
-    """IQM of ``metric`` against shift level, one line per core, a 95% CI band only for cores with
+    """IQM of ``metric`` against shift level, one line per label, a 95% CI band only for labels with
     several runs. One panel per env and shift: every shift pooled ("all") first, then each ladder.
 
     ``metric``: one of compare's metrics (default: success rate where present, else normalized score,
@@ -96,11 +96,11 @@ def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike, met
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
     for ax, (env, shift) in zip(axes.flat, panels):
         rows = [s for s in rows_m if s["env"] == env and s["shift"] == shift]
-        for core in sorted({s["core"] for s in rows}):
-            pts = sorted((s for s in rows if s["core"] == core), key=lambda s: s["level"])
+        for label in sorted({s["label"] for s in rows}):
+            pts = sorted((s for s in rows if s["label"] == label), key=lambda s: s["level"])
             x = [p["level"] for p in pts]
             runs = pts[0]["runs"]
-            line, = ax.plot(x, [p["iqm"] for p in pts], marker="o", label=runs_label(core, runs))
+            line, = ax.plot(x, [p["iqm"] for p in pts], marker="o", label=runs_label(label, runs))
             if runs > 1 and all(p["iqm_ci95_low"] is not None for p in pts):
                 ax.fill_between(x, [p["iqm_ci95_low"] for p in pts], [p["iqm_ci95_high"] for p in pts],
                                 color=line.get_color(), alpha=0.2)
@@ -117,14 +117,14 @@ def plot_compare(summary: Sequence[dict[str, Any]], path: str | os.PathLike, met
 
 
 def plot_profiles(profiles: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Performance profiles (rliable): share of (run, shifted setting) scores above tau, per core,
-    one panel per env; CI bands only for cores with several runs."""
+    """Performance profiles (rliable): share of (run, shifted setting) scores above tau, per label,
+    one panel per env; CI bands only for labels with several runs."""
     envs = [env for env, p in profiles.items() if p]
     fig, axes = plt.subplots(1, max(1, len(envs)), figsize=(5.2 * max(1, len(envs)), 3.8), squeeze=False)
     for ax, env in zip(axes.flat, envs):
         p = profiles[env]
-        for core, entry in sorted(p["cores"].items()):
-            line, = ax.plot(p["taus"], entry["profile"], label=runs_label(core, entry["runs"]))
+        for label, entry in sorted(p["labels"].items()):
+            line, = ax.plot(p["taus"], entry["profile"], label=runs_label(label, entry["runs"]))
             if entry["ci95_low"] is not None:
                 ax.fill_between(p["taus"], entry["ci95_low"], entry["ci95_high"], color=line.get_color(), alpha=0.2)
         ax.set_title(f"{env}: every shifted setting", fontsize=9)

@@ -1,7 +1,7 @@
 """The study report: one self-contained HTML page (images embedded as base64, opens offline) and a
 Markdown twin with the PNGs beside it.
 
-It holds what was run (envs, cores, seeds, budgets, commit), learning curves, each shift's ladder
+It holds what was run (envs, labels and their cores, seeds, budgets, commit), learning curves, each shift's ladder
 with CIs, pooled aggregates, probability of improvement, performance profiles, the random-policy
 baseline and plain-language caveats. The report is built as a list of blocks (heading, paragraph,
 table, image) rendered twice, so both files hold the same numbers.
@@ -29,8 +29,9 @@ from rims_rl.errors import UserError
 
 REPORT_FILES = ("report.html", "report.md", "runs.csv", "report_curves.png", "report_ladder.png",
                 "report_profiles.png")
-RUNS_COLUMNS = ("env", "core", "seed", "timesteps", "budget", "wall_seconds", "success_rate", "mean_return")
-UNDERTRAINED_FRACTION = 0.8  # a core below this share of the best core's unshifted score is flagged
+RUNS_COLUMNS = ("env", "label", "core", "core_parameters", "seed", "timesteps", "budget", "wall_seconds",
+                "success_rate", "mean_return")
+UNDERTRAINED_FRACTION = 0.8  # a label below this share of the best label's unshifted score is flagged
 FEW_SEEDS = 10  # percentile bootstrap CIs under-cover below about 10 runs
 
 
@@ -48,24 +49,25 @@ def package_commit() -> str:
 
 
 def _unshifted_score(summary: list[dict[str, Any]], env: str, metric: str) -> dict[str, float]:
-    return {s["core"]: s["iqm"] for s in summary
+    return {s["label"]: s["iqm"] for s in summary
             if s["env"] == env and s["shift"] == "all" and s["level"] == 0 and s["metric"] == metric}
 
 
 def caveats(comparison: dict[str, Any], baselines: dict[str, dict[tuple[str, int], dict[str, Any]]]) -> list[str]:
-    """Plain-language warnings: few seeds, undertrained cores, cores no better than chance, scale shifts."""
+    """Plain-language warnings: few seeds, undertrained labels, labels no better than chance, scale shifts,
+    budget mismatches."""
     notes = []
     summary = comparison["summary"]
     runs = comparison["runs"]
     for env in sorted({r["env"] for r in runs}):
-        counts = {c: sum(1 for r in runs if r["env"] == env and r["core"] == c) for c in {r["core"] for r in runs}}
+        counts = {c: sum(1 for r in runs if r["env"] == env and r["label"] == c) for c in {r["label"] for r in runs}}
         counts = {c: n for c, n in counts.items() if n}
         fewest = min(counts.values())
         if fewest == 1:
-            notes.append(f"{env}: one seed per core ({NO_CI}). A difference between cores may be seed noise; "
+            notes.append(f"{env}: one seed per label ({NO_CI}). A difference between labels may be seed noise; "
                          f"train several seeds (e.g. `rims-rl demo --seeds 0 1 2 3 4`) before drawing conclusions.")
         elif fewest < FEW_SEEDS:
-            notes.append(f"{env}: only {fewest} seeds for some core. Percentile bootstrap CIs under-cover with so "
+            notes.append(f"{env}: only {fewest} seeds for some label. Percentile bootstrap CIs under-cover with so "
                          f"few runs (with 5 a nominal 95% CI misses the truth noticeably more than 1 time in 20): "
                          f"read the CIs as too narrow, and train at least {FEW_SEEDS} seeds for a claim.")
         rows = [s for s in summary if s["env"] == env]
@@ -76,23 +78,23 @@ def caveats(comparison: dict[str, Any], baselines: dict[str, dict[tuple[str, int
         base = baselines.get(env, {}).get((UNSHIFTED, 0))
         what = f"unshifted IQM {METRIC_LABELS[metric]}"
         if metric == "return" and base is not None and base["random_return"] is not None:
-            # returns can be negative (Pong): compare how far each core is above the random policy
-            scores = {core: value - base["random_return"] for core, value in scores.items()}
+            # returns can be negative (Pong): compare how far each label is above the random policy
+            scores = {label: value - base["random_return"] for label, value in scores.items()}
             what = "unshifted IQM return above the random policy's"
         if scores:
-            best_core = max(scores, key=scores.get)
-            best = scores[best_core]
-            for core, score in sorted(scores.items()):
+            best_label = max(scores, key=scores.get)
+            best = scores[best_label]
+            for label, score in sorted(scores.items()):
                 if best > 0 and score < UNDERTRAINED_FRACTION * best:
-                    notes.append(f"{env}: {core} looks undertrained: its {what} {format_number(score)} is below "
-                                 f"{UNDERTRAINED_FRACTION:.0%} of the best core's ({best_core}: "
+                    notes.append(f"{env}: {label} looks undertrained: its {what} {format_number(score)} is below "
+                                 f"{UNDERTRAINED_FRACTION:.0%} of the best label's ({best_label}: "
                                  f"{format_number(best)}). Its shifted scores measure how little it learned as "
                                  f"much as how it generalizes; train it longer before comparing.")
         if base is not None:
             returns = _unshifted_score(summary, env, "return")
-            for core, value in sorted(returns.items()):
+            for label, value in sorted(returns.items()):
                 if base["random_return"] is not None and value <= base["random_return"]:
-                    notes.append(f"{env}: {core} does not beat the random policy unshifted (IQM return "
+                    notes.append(f"{env}: {label} does not beat the random policy unshifted (IQM return "
                                  f"{format_number(value)} vs random {format_number(base['random_return'])}); its "
                                  f"normalized scores are at or below 0.")
         scale = sorted({s["shift"] for s in rows if s["shift"] != "all" and scale_changing(env, s["shift"])})
@@ -132,11 +134,11 @@ def _pair_text(p: dict[str, Any]) -> tuple[str, str]:
 def _reading(p: dict[str, Any]) -> str:
     """What an improvement row's CI says, in words."""
     if p["ci95_low"] is None:
-        return "no CI (one run of a core): no verdict"
+        return "no CI (one run of a label): no verdict"
     if p["ci95_low"] > 0.5:
-        return f"{p['core_a']} beats {p['core_b']} (95% CI above 0.5)"
+        return f"{p['label_a']} beats {p['label_b']} (95% CI above 0.5)"
     if p["ci95_high"] < 0.5:
-        return f"{p['core_b']} beats {p['core_a']} (95% CI below 0.5)"
+        return f"{p['label_b']} beats {p['label_a']} (95% CI below 0.5)"
     return "no clear difference (95% CI includes 0.5)"
 
 
@@ -151,14 +153,14 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
     0.5, and the runs that failed."""
     blocks: list[Block] = []
     if primary is not None:
-        a, b = primary.cores
+        a, b = primary.labels
         blocks.append(Block("heading", "Primary comparison"))
         blocks.append(Block("text", f"Planned before the runs: P(a run of {a} beats a run of {b}) on "
                                     f"{METRIC_LABELS[primary.metric]}, {_setting_name(primary.shift, primary.level)}"
                                     f" of {primary.env}."))
         row = primary_row(comparison, primary)
         if row is None:
-            blocks.append(Block("text", "- These runs do not hold this comparison (env, shift, level, cores or "
+            blocks.append(Block("text", "- These runs do not hold this comparison (env, shift, level, labels or "
                                         "metric missing)."))
         else:
             prob, diff = _pair_text(row)
@@ -170,24 +172,24 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
     blocks.append(Block("heading", "Verdict"))
     verdicts = verdict(comparison, reference)
     if not verdicts:
-        blocks.append(Block("text", "One core only: nothing to compare."))
+        blocks.append(Block("text", "One label only: nothing to compare."))
     for env, v in verdicts.items():
         ref = v["reference"]
         metric = next((p["metric"] for rows in v["rows"].values() for p in rows.values()), "success_rate")
-        blocks.append(Block("text", f"{env}: each core against {ref}, every shift pooled at each level. Cells: "
-                                    f"P(a run of the core beats a run of {ref}) [95% CI]; below it the IQM "
+        blocks.append(Block("text", f"{env}: each label against {ref}, every shift pooled at each level. Cells: "
+                                    f"P(a run of the label beats a run of {ref}) [95% CI]; below it the IQM "
                                     f"difference of {METRIC_LABELS[metric]} [95% CI]."))
-        header = ["core", *(_setting_name("all", level) for level in v["levels"])]
+        header = ["label", *(_setting_name("all", level) for level in v["levels"])]
         rows = []
-        for core, by_level in v["rows"].items():
+        for label, by_level in v["rows"].items():
             texts = [_pair_text(by_level[level]) if level in by_level else ("", "") for level in v["levels"]]
-            rows.append([f"{core} vs {ref}", *(t[0] for t in texts)])
+            rows.append([f"{label} vs {ref}", *(t[0] for t in texts)])
             rows.append(["difference", *(t[1] for t in texts)])
         blocks.append(Block("table", header=header, rows=rows))
 
     clear, made = clear_comparisons(comparison)
     blocks.append(Block("heading", "Comparisons whose 95% CI excludes 0.5"))
-    blocks.append(Block("text", f"{made} comparisons were made (each pair of cores on every pooled level and every "
+    blocks.append(Block("text", f"{made} comparisons were made (each pair of labels on every pooled level and every "
                                 f"shift level of every env). The CIs are not adjusted for multiple comparisons: "
                                 f"with no true difference anywhere, about 1 in 20 would still exclude 0.5 by "
                                 f"chance, and more with few seeds, where percentile bootstrap CIs are too "
@@ -196,7 +198,7 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
         blocks.append(Block("table", header=["env", "setting", "metric", "result", "P(A > B) [95% CI]",
                                              "IQM difference A - B [95% CI]", "runs"],
                             rows=[[p["env"], _setting_name(p["shift"], p["level"]), METRIC_LABELS[p["metric"]],
-                                   f"{p['core_a']} beats {p['core_b']}", *_pair_text(p),
+                                   f"{p['label_a']} beats {p['label_b']}", *_pair_text(p),
                                    f"{p['runs_a']} vs {p['runs_b']}"] for p in clear]))
     else:
         blocks.append(Block("text", f"None of the {made} comparisons has a 95% CI that excludes 0.5."))
@@ -206,17 +208,17 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
     if below:
         blocks.append(Block("text", "Runs whose unshifted score is not above the random policy's on the same "
                                     "episodes: they failed to learn the task. They stay in every table."))
-        blocks.append(Block("table", header=["env", "core", "seed", "metric", "unshifted", "random policy"],
-                            rows=[[r["env"], r["core"], str(r["seed"]), METRIC_LABELS[r["metric"]],
+        blocks.append(Block("table", header=["env", "label", "seed", "metric", "unshifted", "random policy"],
+                            rows=[[r["env"], r["label"], str(r["seed"]), METRIC_LABELS[r["metric"]],
                                    format_number(r["score"]), format_number(r["random"])] for r in below]))
     else:
         blocks.append(Block("text", "None: every run beats the random policy unshifted."))
     trimmed = trimmed_failures(comparison)
     if trimmed:
         blocks.append(Block("text", "Runs at 0 unshifted that the IQM trims away (it drops the lowest quarter of "
-                                    "a core's runs), so the IQM alone does not show them:"))
-        blocks.append(Block("table", header=["env", "core", "seed", "runs of the core", "trimmed by the IQM"],
-                            rows=[[r["env"], r["core"], str(r["seed"]), str(r["runs"]), str(r["trimmed"])]
+                                    "a label's runs), so the IQM alone does not show them:"))
+        blocks.append(Block("table", header=["env", "label", "seed", "runs of the label", "trimmed by the IQM"],
+                            rows=[[r["env"], r["label"], str(r["seed"]), str(r["runs"]), str(r["trimmed"])]
                                   for r in trimmed]))
     return blocks
 
@@ -236,19 +238,20 @@ def build_blocks(comparison: dict[str, Any], images: dict[str, Path | None], com
     if notes:
         blocks.extend(Block("text", f"- {note}") for note in notes)
     else:
-        blocks.append(Block("text", f"None found (at least {FEW_SEEDS} seeds, every core near the best unshifted, "
+        blocks.append(Block("text", f"None found (at least {FEW_SEEDS} seeds, every label near the best unshifted, "
                                     f"equal budgets)."))
 
     blocks.append(Block("heading", "What was run"))
     table_rows = []
     for env in sorted({r["env"] for r in runs}):
-        for core in sorted({r["core"] for r in runs if r["env"] == env}):
-            mine = [r for r in runs if r["env"] == env and r["core"] == core]
-            table_rows.append([env, core, " ".join(str(r["seed"]) for r in sorted(mine, key=lambda r: r["seed"])),
+        for label in sorted({r["label"] for r in runs if r["env"] == env}):
+            mine = [r for r in runs if r["env"] == env and r["label"] == label]
+            seeds = " ".join(str(r["seed"]) for r in sorted(mine, key=lambda r: r["seed"]))
+            table_rows.append([env, label, mine[0]["core"], seeds,
                                " / ".join(sorted({str(r["timesteps"]) for r in mine})),
                                " / ".join(sorted({str(r["num_timesteps"]) for r in mine})),
                                " / ".join(sorted({str(r["episodes"]) for r in mine}))])
-    blocks.append(Block("table", header=["env", "core", "seeds", "budget (steps)", "trained steps",
+    blocks.append(Block("table", header=["env", "label", "core", "seeds", "budget (steps)", "trained steps",
                                          "episodes per setting"], rows=table_rows))
     blocks.append(Block("heading", "Details"))
     blocks += detail_blocks(comparison, images, baselines, reference)
@@ -266,7 +269,7 @@ def detail_blocks(comparison: dict[str, Any], images: dict[str, Path | None],
 
     ladder: list[Block] = []
     if images.get("ladder") is not None:
-        ladder.append(Block("image", "IQM per shift level (95% CI bands only for cores with several runs)",
+        ladder.append(Block("image", "IQM per shift level (95% CI bands only for labels with several runs)",
                             path=images["ladder"]))
     for env in sorted({s["env"] for s in summary}):
         rows = [s for s in summary if s["env"] == env]
@@ -274,34 +277,34 @@ def detail_blocks(comparison: dict[str, Any], images: dict[str, Path | None],
         metric = headline_metric(rows)
         ladder_rows = []
         for shift in dict.fromkeys(s["shift"] for s in rows if s["shift"] != "all"):
-            for core in sorted({s["core"] for s in rows}):
-                cells = {s["level"]: s for s in rows if s["shift"] == shift and s["core"] == core
+            for label in sorted({s["label"] for s in rows}):
+                cells = {s["level"]: s for s in rows if s["shift"] == shift and s["label"] == label
                          and s["metric"] == metric}
-                ladder_rows.append([shift, core, *(cell(cells.get(level)) for level in levels)])
+                ladder_rows.append([shift, label, *(cell(cells.get(level)) for level in levels)])
         ladder.append(Block("text", f"{env}: IQM {METRIC_LABELS[metric]} per level, [95% CI] where there are "
                                     f"several runs."))
-        ladder.append(Block("table", header=["shift", "core", *(f"level {lv}" for lv in levels)], rows=ladder_rows))
+        ladder.append(Block("table", header=["shift", "label", *(f"level {lv}" for lv in levels)], rows=ladder_rows))
     details.append(Block("details", "Each shift's ladder", children=ladder))
 
-    pooled_rows = [[s["env"], METRIC_LABELS[s["metric"]], s["core"], str(s["level"]), str(s["runs"]),
+    pooled_rows = [[s["env"], METRIC_LABELS[s["metric"]], s["label"], str(s["level"]), str(s["runs"]),
                     *(cell(s, agg) for agg in AGGREGATES)] for s in summary if s["shift"] == "all"]
     details.append(Block("details", "Pooled aggregates", children=[
         Block("text", "Every shift pooled at each level. IQM and mean over all run x setting scores; median: the "
                       "median over runs of each run's mean over the level's settings; optimality gap: mean "
                       "shortfall below 1. Runs are resampled jointly across the pooled settings. Raw returns leave "
                       "out scale-changing shifts."),
-        Block("table", header=["env", "metric", "core", "level", "runs", "IQM", "mean", "median", "optimality gap"],
+        Block("table", header=["env", "metric", "label", "level", "runs", "IQM", "mean", "median", "optimality gap"],
               rows=pooled_rows)]))
 
     verdicts = verdict(comparison, reference)
     pairs = [p for p in comparison["improvement"] if _shown_once(p, verdicts)]
     details.append(Block("details", "Probability of improvement", children=[
-        Block("text", "P(a run of core A scores higher than a run of core B), ties half, averaged over the group's "
+        Block("text", "P(a run of label A scores higher than a run of label B), ties half, averaged over the group's "
                       "settings, and the IQM difference A - B; [95% CI] with several runs of both. Each pair once "
-                      "(B is the reference core where one is compared); P(B > A) = 1 - P(A > B)."),
+                      "(B is the reference label where one is compared); P(B > A) = 1 - P(A > B)."),
         Block("table", header=["env", "shift", "level", "metric", "A", "B", "P(A > B) [95% CI]",
                                "IQM difference A - B [95% CI]"],
-              rows=[[p["env"], p["shift"], str(p["level"]), METRIC_LABELS[p["metric"]], p["core_a"], p["core_b"],
+              rows=[[p["env"], p["shift"], str(p["level"]), METRIC_LABELS[p["metric"]], p["label_a"], p["label_b"],
                      *_pair_text(p)] for p in pairs])]))
 
     details.append(Block("details", "Performance profiles", children=[_image_or_text(
@@ -318,11 +321,11 @@ def detail_blocks(comparison: dict[str, Any], images: dict[str, Path | None],
 
 
 def _shown_once(p: dict[str, Any], verdicts: dict[str, dict[str, Any]]) -> bool:
-    """Whether the detail table shows this orientation of a pair: B is the env's reference core, else A < B."""
+    """Whether the detail table shows this orientation of a pair: B is the env's reference label, else A < B."""
     ref = verdicts.get(p["env"], {}).get("reference")
-    if ref in (p["core_a"], p["core_b"]):
-        return p["core_b"] == ref
-    return p["core_a"] < p["core_b"]
+    if ref in (p["label_a"], p["label_b"]):
+        return p["label_b"] == ref
+    return p["label_a"] < p["label_b"]
 
 
 def write_report(comparison: dict[str, Any], run_dirs: list[Path], out_dir: str | os.PathLike,
@@ -349,7 +352,7 @@ def write_report(comparison: dict[str, Any], run_dirs: list[Path], out_dir: str 
 
 
 def run_rows(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """One row per run (:data:`RUNS_COLUMNS`): env, core, seed, trained steps, budget, training wall
+    """One row per run (:data:`RUNS_COLUMNS`): env, label, core, its trainable core parameters, seed, trained steps, budget, training wall
     seconds (from the TensorBoard events) and the final model's unshifted success rate and mean return
     (from ``eval/results.json``; success empty where the env has none)."""
     from agents.experiments.curves import training_wall_seconds
@@ -361,11 +364,12 @@ def run_rows(run_dirs: list[Path]) -> list[dict[str, Any]]:
         data = read_results(run / EVAL_DIR / "results.json")
         unshifted = next((r for r in data["results"] if r["shift"] == UNSHIFTED and r["level"] == 0), {})
         wall = training_wall_seconds(run, cfg["n_envs"] * cfg["ppo"]["n_steps"])
-        rows.append({"env": cfg["env"], "core": cfg["core"], "seed": cfg["seed"],
+        rows.append({"env": cfg["env"], "label": cfg["label"], "core": cfg["core"],
+                     "core_parameters": cfg.get("core_parameters"), "seed": cfg["seed"],
                      "timesteps": data.get("num_timesteps"), "budget": cfg["timesteps"],
                      "wall_seconds": None if wall is None else round(wall, 1),
                      "success_rate": unshifted.get("success_rate"), "mean_return": unshifted.get("mean_return")})
-    return sorted(rows, key=lambda r: (r["env"], r["core"], r["seed"]))
+    return sorted(rows, key=lambda r: (r["env"], r["label"], r["seed"]))
 
 
 def write_runs_table(run_dirs: list[Path], path: str | os.PathLike) -> Path:

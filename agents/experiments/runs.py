@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
-from agents.experiments.config import read_config_file
+from agents.experiments.config import flatten, read_config_file
 from agents.experiments.files import atomic_open
 from envs import make_vec_env
 from rims_rl.errors import UserError, first_line
@@ -42,6 +42,7 @@ TRAIN_TB_NAME = "train"
 EVAL_DIR = "eval"
 TRAIN_LOG = "train.log"
 RUNTIME_KEYS = ("device",)  # config keys a run may change between sessions (a resume on another machine)
+DERIVED_KEYS = ("core_parameters",)  # written by training from the config itself, never a difference
 
 
 def env_dirname(env_id: str) -> str:
@@ -49,9 +50,18 @@ def env_dirname(env_id: str) -> str:
     return env_id.replace("/", "-").replace(os.sep, "-")
 
 
-def run_dir_for(logdir: str | os.PathLike, env_id: str, core: str, seed: int) -> Path:
-    """``<logdir>/<env>/<core>/seed<seed>``."""
-    return Path(logdir) / env_dirname(env_id) / core / f"seed{seed}"
+def run_dir_for(logdir: str | os.PathLike, env_id: str, label: str, seed: int) -> Path:
+    """``<logdir>/<env>/<label>/seed<seed>`` (the label is the core's name unless a run names a variant)."""
+    return Path(logdir) / env_dirname(env_id) / label / f"seed{seed}"
+
+
+def config_differences(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys whose values differ between configs ``a`` and ``b``, each as ``key: A vs B``
+    (the runtime and derived keys and ``ignore`` left out)."""
+    skip = (*RUNTIME_KEYS, *DERIVED_KEYS, *ignore)
+    flat_a, flat_b = ({k: v for k, v in flatten(c) if k.split(".")[0] not in skip} for c in (a, b))
+    return [f"{k}: {flat_a.get(k, '(absent)')} vs {flat_b.get(k, '(absent)')}"
+            for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k, object) != flat_b.get(k, object)]
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -87,11 +97,10 @@ def run_state(run_dir: Path, cfg: dict) -> str:
         if run_dir.is_dir() and set(os.listdir(run_dir)) <= {TRAIN_LOG}:
             return "new"  # a sweep run stopped before it wrote its config: only its log is there
         raise UserError(f"{run_dir} exists but is not a run dir; choose another --logdir")
-    old, new = ({k: v for k, v in c.items() if k not in RUNTIME_KEYS} for c in (read_run_config(run_dir), cfg))
-    if old != new:
-        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise UserError(f"{run_dir} holds a run with a different config (differs in: {', '.join(keys)}); "
-                        f"choose another --logdir")
+    differ = config_differences(read_run_config(run_dir), cfg)
+    if differ:
+        raise UserError(f"{run_dir} holds a run with a different config (differs in {'; '.join(differ)}); "
+                        f"choose another --logdir or --label")
     if (run_dir / FINAL_MODEL).is_file():
         return "done"
     return "resume"
@@ -217,7 +226,11 @@ def read_run_config(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run dir: {CONFIG_FILE} is missing")
-    return read_config_file(path)
+    cfg = read_config_file(path)
+    if cfg.get("label") is None:  # run dirs written before labels and matching existed
+        cfg["label"] = cfg["core"]
+    cfg.setdefault("match", "none")
+    return cfg
 
 
 def resolve_model_path(path: str | os.PathLike) -> tuple[Path, Path | None]:

@@ -24,6 +24,7 @@ from agents.experiments.runs import (CHECKPOINT, CONFIG_FILE, FINAL_MODEL, TB_DI
                                      is_run_dir, load_model, read_num_timesteps, read_run_config, refuse_existing,
                                      run_dir_lock)
 from agents.experiments.validation import instructions_option, resolve_policy, validate_config
+from agents.sizing import core_parameters
 from envs import make_vec_env, parse_shifts
 from rims_rl.errors import UserError
 
@@ -60,6 +61,18 @@ def build_model(cfg: dict, env, run_dir: Path, device: str = "cpu"):
         policy_kwargs=policy_kwargs_for(cfg),
         tensorboard_log=str(run_dir / TB_DIR), seed=cfg["seed"], device=device, verbose=0, **ppo,
     )
+
+
+def build_policy_for(cfg: dict):
+    """The policy that ``cfg`` trains, freshly initialised on CPU, built on a one-env probe of its env (to count
+    its parameters; nothing is trained or written)."""
+    probe = make_vec_env(cfg["env"], n_envs=1, seed=0, training=False, instructions=instructions_option(cfg))
+    try:
+        policy_class = RecurrentPPO.policy_aliases[resolve_policy(cfg)]
+        return policy_class(probe.observation_space, probe.action_space, lambda _: 0.0, core=cfg["core"],
+                            core_kwargs=dict(cfg["cores"][cfg["core"]]) or None, **(policy_kwargs_for(cfg) or {}))
+    finally:
+        probe.close()
 
 
 @dataclass
@@ -134,6 +147,7 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
     except BaseException:  # a checkpoint that cannot load: a sweep's Ray worker lives on, so close the env now
         env.close()
         raise
+    cfg = {**cfg, "core_parameters": core_parameters(model.policy)}
     created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ import inspect
 import math
 from typing import Any, Sequence
 
-from agents.checks import (MAX_TIMESTEPS, OPTIMIZERS, POLICIES, SCHEDULES, check_core_name, check_seed, is_int,
-                           is_positive_number)
+from agents.checks import (MATCHES, MAX_TIMESTEPS, OPTIMIZERS, POLICIES, SCHEDULES, check_core_name, check_label,
+                           check_seed, is_int, is_positive_number)
 from agents.experiments.config import apply_overrides, load_config, set_value
 from agents.experiments.devices import check_device_name
 from agents.sequences import chunks_per_env
@@ -42,10 +42,12 @@ def resolve_config(config: str | None, overrides: Sequence[str] = (), **flags: A
     return cfg
 
 
-def run_config(cfg: dict, core: str, seed: int) -> dict:
-    """A copy of ``cfg`` for the run of ``core`` and ``seed``, validated."""
+def run_config(cfg: dict, core: str, seed: int, label: str | None = None) -> dict:
+    """A copy of ``cfg`` for the run of ``core`` and ``seed`` named ``label`` (default: the config's
+    ``label``, else the core), validated."""
     out = copy.deepcopy(cfg)
     out["core"], out["seed"] = core, int(seed)
+    out["label"] = label or cfg.get("label") or core
     validate_config(out)
     return out
 
@@ -80,6 +82,10 @@ def resolve_policy(cfg: dict) -> str:
 def validate_config(cfg: dict) -> None:
     """Raise UserError for a config that cannot run."""
     check_core_name(cfg["core"])
+    if cfg.get("label") is not None:
+        check_label(cfg["label"], "label")
+    if cfg.get("match", "none") not in MATCHES:
+        raise UserError(f"match must be one of {', '.join(MATCHES)}, got {cfg['match']!r}")
     list_shifts(cfg["env"])  # an unknown env: UserError naming the valid ones
     parse_shifts(cfg["shifts"], cfg["env"])
     parse_shifts(cfg["eval"]["shifts"], cfg["env"])

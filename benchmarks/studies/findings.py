@@ -1,10 +1,10 @@
 """Print the study's findings as Markdown tables, from a comparison written by ``rims-rl compare``.
 
-    python benchmarks/studies/findings.py runs/study/compare/compare.json [--core rims]
+    python benchmarks/studies/findings.py runs/study/compare/compare.json [--label rims]
 
-Per env (task): each core's IQM success rate (else normalized score) unshifted, with every shift
+Per env (task): each label's IQM success rate (else normalized score) unshifted, with every shift
 pooled at each level, and each shift at its strongest level, with 95% stratified-bootstrap CIs;
-then the probability that a run of ``--core`` beats a run of each other core, unshifted and with
+then the probability that a run of ``--label`` beats a run of each other label, unshifted and with
 every shift pooled at the strongest level. Only formats numbers that compare computed.
 """
 from __future__ import annotations
@@ -25,37 +25,37 @@ def _row(summary: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:
     return next((s for s in summary if all(s[k] == v for k, v in keys.items())), None)
 
 
-def findings(comparison: dict[str, Any], core: str = "rims") -> str:
+def findings(comparison: dict[str, Any], label: str = "rims") -> str:
     """The Markdown text: one section per env of ``comparison`` (compare.json's content)."""
     summary, improvement = comparison["summary"], comparison["improvement"]
     out: list[str] = []
     for env in sorted({s["env"] for s in summary}):
         rows = [s for s in summary if s["env"] == env]
         metric = headline_metric(rows)
-        cores = sorted({s["core"] for s in rows})
+        labels = sorted({s["label"] for s in rows})
         levels = sorted({s["level"] for s in rows if s["shift"] == "all"})
         top = levels[-1]
         shifts = list(dict.fromkeys(s["shift"] for s in rows if s["shift"] != "all" and s["level"] == top))
-        runs = {c: max(s["runs"] for s in rows if s["core"] == c) for c in cores}
+        runs = {c: max(s["runs"] for s in rows if s["label"] == c) for c in labels}
         out.append(f"#### {env}: IQM {METRIC_LABELS[metric]} [95% CI]\n")
-        header = ["core", "runs", "unshifted", *(f"all shifts, level {lv}" for lv in levels if lv > 0),
+        header = ["label", "runs", "unshifted", *(f"all shifts, level {lv}" for lv in levels if lv > 0),
                   *(f"{sh} {top}" for sh in shifts)]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
-        for c in cores:
-            cells = [cell(_row(rows, core=c, shift="all", level=lv, metric=metric)) for lv in levels]
-            cells += [cell(_row(rows, core=c, shift=sh, level=top, metric=metric)) for sh in shifts]
+        for c in labels:
+            cells = [cell(_row(rows, label=c, shift="all", level=lv, metric=metric)) for lv in levels]
+            cells += [cell(_row(rows, label=c, shift=sh, level=top, metric=metric)) for sh in shifts]
             out.append("| " + " | ".join([c, str(runs[c]), *cells]) + " |")
-        mine = [p for p in improvement if p["env"] == env and p["core_a"] == core and p["metric"] == metric
+        mine = [p for p in improvement if p["env"] == env and p["label_a"] == label and p["metric"] == metric
                 and p["shift"] == "all" and p["level"] in (0, top)]
         if mine:
-            out.append(f"\nP({core} beats the other core) on {METRIC_LABELS[metric]} [95% CI]:\n")
-            out.append(f"| other core | unshifted | all shifts, level {top} |")
+            out.append(f"\nP({label} beats the other label) on {METRIC_LABELS[metric]} [95% CI]:\n")
+            out.append(f"| other label | unshifted | all shifts, level {top} |")
             out.append("|---|---|---|")
-            for other in sorted({p["core_b"] for p in mine}):
+            for other in sorted({p["label_b"] for p in mine}):
                 texts = []
                 for level in (0, top):
-                    p = next((p for p in mine if p["core_b"] == other and p["level"] == level), None)
+                    p = next((p for p in mine if p["label_b"] == other and p["level"] == level), None)
                     texts.append("" if p is None else format_number(p["probability"]) + (
                         "" if p["ci95_low"] is None else
                         f" [{format_number(p['ci95_low'])}, {format_number(p['ci95_high'])}]"))
@@ -67,9 +67,9 @@ def findings(comparison: dict[str, Any], core: str = "rims") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("comparison", help="compare.json written by `rims-rl compare` (or `report`)")
-    parser.add_argument("--core", default="rims", help="the core whose probability of improvement is shown")
+    parser.add_argument("--label", default="rims", help="the label whose probability of improvement is shown")
     args = parser.parse_args()
-    print(findings(read_comparison(args.comparison), args.core))
+    print(findings(read_comparison(args.comparison), args.label))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ def demo(
     from agents.experiments.runs import EVAL_DIR, FINAL_MODEL, run_dir_for, run_state
     from agents.experiments.study import report_line, write_comparison, write_study_report
     from agents.experiments.train import train_run
-    from agents.experiments.validation import resolve_config, run_config
+    from agents.experiments.matching import run_configs
+    from agents.experiments.validation import resolve_config
 
     base = resolve_config(config, overrides)
     check_dir(logdir, "--logdir")
@@ -73,8 +74,7 @@ def demo(
     ladder_settings(base["env"], ladder)  # validate before training
     check_episodes(episodes, EVAL_SEED)
     cores, seeds = list(dict.fromkeys(cores)), list(dict.fromkeys(seeds))  # a repeated core/seed: one run
-    runs = [(run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed))
-            for core in cores for seed in seeds]
+    runs = [(cfg, run_dir_for(logdir, cfg["env"], cfg["label"], cfg["seed"])) for cfg in run_configs(base, cores, seeds)]
     states = [run_state(run_dir, cfg) for cfg, run_dir in runs]
     print(f"rims-rl demo: {', '.join(cores)} x seeds {', '.join(map(str, seeds))} on {base['env']}, "
           f"{base['timesteps']} steps each, results under {logdir}")
@@ -100,8 +100,9 @@ def demo(
         print(f"evaluated {run_dir}: {run_dir / EVAL_DIR / 'results.csv'}")
     summary = write_comparison([r for _, r in runs], out=Path(logdir) / "compare", reps=reps, quiet=True)
     out = Path(logdir)
-    print(f"\nresults: per run {out}/<env>/<core>/seed<N>/eval/results.csv (+ returns.png); "
-          f"comparison {out / 'compare' / 'compare.csv'}, {out / 'compare' / 'improvement.csv'}")
+    print(f"\nresults: per run {out}/<env>/<label>/seed<N>/eval/results.csv (+ returns.png); "
+          f"comparison {out / 'compare' / 'compare.csv'}, {out / 'compare' / 'improvement.csv'}, "
+          f"every run's scores {out / 'compare' / 'scores.csv'}")
     print(f"plot: {out / 'compare' / 'compare.png'}")
     rims_runs = [r for cfg, r in runs if cfg["core"] == "rims"]
     if rims_runs:

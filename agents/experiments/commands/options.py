@@ -5,6 +5,7 @@ import argparse
 import textwrap
 from typing import Any
 
+from agents.checks import MATCHES
 from agents.experiments.config import DEFAULT_PRESET, get_value, list_presets, load_preset
 from agents.experiments.devices import DEVICES
 
@@ -45,6 +46,24 @@ def add_device(parser: argparse.ArgumentParser, help_text: str, **kwargs) -> Non
 def add_overrides(parser: argparse.ArgumentParser, help_text: str) -> None:
     """The repeatable ``--set KEY=VALUE`` option (into ``args.overrides``)."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+def add_label_and_match(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """The ``--label`` (config key ``label``) and ``--match`` (config key ``match``) options.
+
+    ``several``: the command takes several labels (a sweep or tune picks variants of its grid file)."""
+    if several:
+        parser.add_argument("--label", nargs="+", metavar="LABEL",
+                            help="the label of the runs of one --core (their dirs <logdir>/<env>/<label>/seed<N>, "
+                                 "their name in compare and report), or the labels of the grid file to run "
+                                 "(default: every label of the grid file, else the core's name)")
+    else:
+        parser.add_argument("--label", help=from_config("a name for this variant of the config (one --core): its "
+                                                        "run dirs <logdir>/<env>/<label>/seed<N> and its name in "
+                                                        "compare and report; none = the core's name", "label"))
+    parser.add_argument("--match", choices=MATCHES, help=from_config(
+        "size lstm/gru against the RIMs core: state (K x H units) or params (core parameters within 5%%); "
+        "none: cores.<core>.hidden_size", "match"))
 
 
 def add_bootstrap(parser: argparse.ArgumentParser, reps_help: str) -> None:

@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from agents.checks import CORES
-from agents.experiments.commands.options import add_overrides, add_subcommand, from_config, presets
+from agents.experiments.commands.options import add_label_and_match, add_overrides, add_subcommand, from_config, presets
 from agents.experiments.config import DEFAULT_PRESET
 
 NAME = "sweep"
@@ -13,18 +13,19 @@ NAME = "sweep"
 
 def register(subparsers: Any) -> None:
     """Add the ``sweep`` subcommand and its flags."""
-    p = add_subcommand(subparsers, NAME, "many runs at once on Ray: envs x cores x seeds",
-                       "Train every env x core x seed as one Ray task each, side by side (one CPU and one torch "
-                       "thread per run), into ordinary run dirs <logdir>/<env>/<core>/seed<N>/ with their output in "
+    p = add_subcommand(subparsers, NAME, "many runs at once on Ray: envs x labels (cores, variants) x seeds",
+                       "Train every env x label x seed as one Ray task each, side by side (one CPU and one torch "
+                       "thread per run), into ordinary run dirs <logdir>/<env>/<label>/seed<N>/ with their output in "
                        "train.log. Re-running the same command skips finished runs and resumes interrupted ones; "
                        "Ctrl-C checkpoints the running runs. A failed run is retried from its checkpoint, and never "
                        "stops the others. See docs/sweep.md.")
     p.add_argument("grid", nargs="?", metavar="GRID.yaml",
-                   help="a grid file (keys: envs or tasks, cores, seeds, config, overrides, timesteps); flags "
-                        "override it")
+                   help="a grid file (keys: envs or tasks, cores, labels, seeds, config, overrides, timesteps, "
+                        "primary); flags override it")
     p.add_argument("--env", nargs="+", help=from_config("environment id(s)", "env"))
     p.add_argument("--core", nargs="+", help=from_config(f"recurrent core(s) ({', '.join(CORES)})", "core"))
     p.add_argument("--seed", nargs="+", type=int, help=from_config("seed(s)", "seed"))
+    add_label_and_match(p, several=True)
     p.add_argument("--config", help=f"a preset ({presets()}) or a YAML file (default: the grid file's, else "
                                     f"{DEFAULT_PRESET})")
     add_overrides(p, "override a config key (repeatable; applied after the grid file's overrides)")
@@ -49,8 +50,10 @@ def run(args: argparse.Namespace) -> None:
     from agents.experiments.sweep.grid import merge_grid, read_grid_file
     from agents.experiments.sweep.runner import sweep
 
+    overrides = [*args.overrides, *([f"match={args.match}"] if args.match else [])]
     grid = merge_grid(read_grid_file(args.grid) if args.grid else None, envs=args.env, cores=args.core,
-                      seeds=args.seed, config=args.config, overrides=args.overrides, timesteps=args.timesteps)
+                      seeds=args.seed, config=args.config, overrides=overrides, timesteps=args.timesteps,
+                      labels=args.label)
     sweep(grid, logdir=args.logdir, evaluate=args.evaluate, episodes=args.episodes, workers=args.workers,
           address=args.address, device=args.device, gpus_per_run=args.gpus_per_run, retries=args.retries,
           progress=not args.no_progress)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents.checks import CORES, check_dir
-from agents.experiments.commands.options import add_device, add_overrides, add_subcommand, from_config, presets
+from agents.experiments.commands.options import (add_device, add_label_and_match, add_overrides, add_subcommand,
+                                                 from_config, presets)
 from agents.experiments.config import DEFAULT_PRESET
 from rims_rl.errors import UserError
 
@@ -26,6 +27,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--env", help=from_config("environment id", "env"))
     p.add_argument("--core", nargs="+", choices=CORES, help=from_config("recurrent core(s), one run each", "core"))
     p.add_argument("--seed", nargs="+", type=int, help=from_config("seed(s), one run each", "seed"))
+    add_label_and_match(p)
     p.add_argument("--timesteps", type=int, help=from_config("environment steps per run", "timesteps"))
     p.add_argument("--n-envs", type=int, help=from_config("parallel environments", "n_envs"))
     p.add_argument("--shifts", help=from_config("training-time shifts, e.g. distractors=1", "shifts"))
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> None:
           resume=args.resume, progress=not args.no_progress, env=args.env, timesteps=args.timesteps,
           n_envs=args.n_envs, shifts=args.shifts, checkpoint_freq=args.checkpoint_freq,
           eval__freq=args.eval_freq, eval__episodes=args.eval_episodes, eval__shifts=args.eval_shifts,
-          device=args.device)
+          device=args.device, label=args.label, match=args.match)
 
 
 def train(
@@ -66,13 +68,15 @@ def train(
     """One run per (core, seed), or continue the run dir ``resume``; returns their TrainOutcomes.
 
     ``flags``: config keys given as flags (``env``, ``timesteps``, ``n_envs``, ``shifts``,
-    ``checkpoint_freq``, ``eval__freq``, ``eval__episodes``, ``eval__shifts``, ``device``); None = from
+    ``checkpoint_freq``, ``eval__freq``, ``eval__episodes``, ``eval__shifts``, ``device``, ``label``,
+    ``match``); None = from
     config. Every run dir is checked before the first run starts. With ``resume`` only ``timesteps``
     and ``device`` (where to continue it, not stored in its config) may be given.
     """
     from agents.experiments.runs import refuse_existing, run_dir_for
     from agents.experiments.train import resume_config, train_run
-    from agents.experiments.validation import resolve_config, run_config
+    from agents.experiments.matching import run_configs
+    from agents.experiments.validation import resolve_config
 
     if resume is not None:
         extra = [k for k, v in flags.items() if v is not None and k not in ("timesteps", "device")]
@@ -88,14 +92,14 @@ def train(
         return [train_run(cfg, run_dir, resume=True, progress=progress, device=flags.get("device"))]
     base = resolve_config(config, overrides, **flags)
     check_dir(logdir, "--logdir")
-    plan = list(dict.fromkeys((core, seed) for core in (cores or [base["core"]])  # a repeated core/seed: one run
-                              for seed in (seeds or [base["seed"]])))
-    runs = [(run_config(base, core, seed), run_dir_for(logdir, base["env"], core, seed)) for core, seed in plan]
+    runs = [(cfg, run_dir_for(logdir, cfg["env"], cfg["label"], cfg["seed"]))
+            for cfg in run_configs(base, cores, seeds or None)]
     for _, run_dir in runs:
         refuse_existing(run_dir)
     outcomes = []
     for cfg, run_dir in runs:
-        print(f"training {cfg['core']} (seed {cfg['seed']}) on {cfg['env']} for {cfg['timesteps']} steps -> {run_dir}")
+        name = cfg["core"] if cfg["label"] == cfg["core"] else f"{cfg['label']} ({cfg['core']})"
+        print(f"training {name} (seed {cfg['seed']}) on {cfg['env']} for {cfg['timesteps']} steps -> {run_dir}")
         outcomes.append(train_run(cfg, run_dir, progress=progress))
         print(f"saved {outcomes[-1].model_file} (step {outcomes[-1].num_timesteps})")
     print(f"TensorBoard: tensorboard --logdir {logdir}")

@@ -1,6 +1,8 @@
 """What a sweep runs: grid files, the jobs of a grid, and the plan of its runs (no Ray, no torch).
 
-A grid is every job (an env with its own budget, overrides and config) x core x seed of one config.
+A grid is every job (an env with its own budget, overrides and config) x label x seed of one config. A
+label is a core (named by itself) or a named variant of one (a grid file's ``labels``: its core, config
+and overrides, e.g. an ablation ``rims-k3`` or a parameter-matched ``lstm-matched``).
 :func:`plan_sweep` resolves and checks every run's config and run dir before anything runs.
 """
 from __future__ import annotations
@@ -13,15 +15,29 @@ from typing import Any
 
 import yaml
 
-from agents.checks import check_core_name, check_episodes
+from agents.checks import check_core_name, check_episodes, check_label
 from agents.experiments.config import EVAL_SEED, flatten, read_yaml
 from agents.experiments.evaluation.results import RESULTS_FILE, read_results
 from agents.experiments.runs import EVAL_DIR, FINAL_MODEL, run_dir_for, run_state
+from agents.experiments.findings import Primary, parse_primary
+from agents.experiments.matching import matched_config
 from agents.experiments.validation import resolve_config, run_config
 from rims_rl.errors import UserError
 
-GRID_KEYS = ("envs", "tasks", "cores", "seeds", "config", "overrides", "timesteps")
+GRID_KEYS = ("envs", "tasks", "cores", "labels", "seeds", "config", "overrides", "timesteps", "primary")
 JOB_KEYS = ("env", "timesteps", "overrides", "config")  # the keys of one entry of a grid file's `tasks`
+VARIANT_KEYS = ("core", "config", "set", "overrides")  # the keys of one entry of a grid file's `labels`
+
+
+@dataclass
+class Variant:
+    """One label of a grid: a core with its own config (instead of the job's) and overrides (applied after
+    the grid's and the job's)."""
+
+    label: str
+    core: str
+    overrides: list[str] = field(default_factory=list)
+    config: str | None = None
 
 
 @dataclass
@@ -37,11 +53,13 @@ class Job:
 
 @dataclass
 class Grid:
-    """What to run: every env (or job) x core x seed of one config (a preset or YAML file plus overrides).
+    """What to run: every env (or job) x label x seed of one config (a preset or YAML file plus overrides).
 
     ``envs`` None = the config's env; ``cores``/``seeds`` None = the config's core/seed. ``jobs`` (a grid
     file's ``tasks``, instead of ``envs``) gives each env its own budget, overrides and config; ``envs``
-    then picks some of the jobs (``--env``).
+    then picks some of the jobs (``--env``). ``variants`` (a grid file's ``labels``) add named variants
+    beside the plain ``cores``; ``labels`` (``--label``) picks some of them, or, without variants, names
+    the runs of the one core. ``primary``: the comparison the study is planned to answer (for its report).
     """
 
     envs: list[str] | None = None
@@ -51,6 +69,9 @@ class Grid:
     config: str | None = None
     overrides: list[str] = field(default_factory=list)
     timesteps: int | None = None
+    variants: list[Variant] | None = None
+    labels: list[str] | None = None
+    primary: Primary | None = None
 
 
 def read_grid_file(path: str | os.PathLike) -> Grid:
@@ -86,9 +107,35 @@ def read_grid_file(path: str | os.PathLike) -> Grid:
     jobs = _read_jobs(data.get("tasks"), path) if "tasks" in data else None
     if jobs is not None and envs is not None:
         raise UserError(f"grid file {path}: give envs or tasks, not both (tasks name their own env)")
-    return Grid(envs=[str(e) for e in envs] if envs else None, jobs=jobs,
-                cores=[str(c) for c in cores] if cores else None,
-                seeds=seeds, config=config, overrides=list(overrides), timesteps=timesteps)
+    cores = [check_core_name(str(c)) for c in cores] if cores else None
+    variants = _read_variants(data["labels"], path, cores or []) if data.get("labels") is not None else None
+    primary = parse_primary(data["primary"], f"grid file {path}") if data.get("primary") is not None else None
+    return Grid(envs=[str(e) for e in envs] if envs else None, jobs=jobs, cores=cores,
+                seeds=seeds, config=config, overrides=list(overrides), timesteps=timesteps, variants=variants,
+                primary=primary)
+
+
+def _read_variants(value: Any, path: Path, cores: list[str]) -> list[Variant]:
+    """The ``labels`` mapping of a grid file: label -> {core, config, set/overrides}."""
+    if not isinstance(value, dict) or not value:
+        raise UserError(f"grid file {path}: labels must be a mapping of label names to {{core, config, set}}")
+    variants = []
+    for label, item in value.items():
+        where = f"grid file {path}: label {label!r}"
+        check_label(label, where)
+        if label in cores:
+            raise UserError(f"{where} is also a core of the grid; name the variant differently")
+        if not isinstance(item, dict) or not isinstance(item.get("core"), str):
+            raise UserError(f"{where} must be a mapping with a core, got {item!r}")
+        unknown = sorted(set(item) - set(VARIANT_KEYS))
+        if unknown:
+            raise UserError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(VARIANT_KEYS)}")
+        if "set" in item and "overrides" in item:
+            raise UserError(f"{where}: give set or overrides (the same thing), not both")
+        variants.append(Variant(label, check_core_name(item["core"]),
+                                _read_overrides(item.get("set", item.get("overrides")), where),
+                                _config_beside(item.get("config"), path)))
+    return variants
 
 
 def _read_overrides(value: Any, where: str) -> list[str]:
@@ -151,10 +198,28 @@ def merge_grid(file_grid: Grid | None, **flags: Any) -> Grid:
             grid.overrides = [*grid.overrides, *(value or [])]
         elif value is not None and value != []:
             setattr(grid, name, list(value) if isinstance(value, (list, tuple)) else value)
-    for name in ("envs", "cores", "seeds"):
+    for name in ("envs", "cores", "seeds", "labels"):
         if getattr(grid, name) == []:
             raise UserError(f"{name} is an empty list; give at least one")
     return grid
+
+
+def grid_variants(grid: Grid, base_core: str) -> list[Variant]:
+    """The labels of ``grid``: a plain variant per core (labelled by itself) and the named variants; with
+    ``labels`` given, those of them (without named variants, ``labels`` names the runs of the one core)."""
+    plain = [Variant(core, core) for core in grid.cores or ([] if grid.variants else [base_core])]
+    if grid.labels is None:
+        return plain + (grid.variants or [])
+    if not grid.variants:
+        if len(plain) != 1 or len(grid.labels) != 1:
+            raise UserError(f"--label {' '.join(grid.labels)}: one label names the runs of one --core; the grid "
+                            f"has {len(plain)} core(s) and no labels of its own")
+        return [Variant(check_label(grid.labels[0]), plain[0].core)]
+    known = {v.label: v for v in plain + grid.variants}
+    unknown = [label for label in grid.labels if label not in known]
+    if unknown:
+        raise UserError(f"--label {unknown[0]} is not a label of the grid file; its labels: {', '.join(known)}")
+    return [known[label] for label in grid.labels]
 
 
 def grid_jobs(grid: Grid) -> list[Job]:
@@ -182,7 +247,7 @@ class PlannedRun:
 
     @property
     def name(self) -> str:
-        return f"{self.cfg['env']} {self.cfg['core']} seed{self.cfg['seed']}"
+        return f"{self.cfg['env']} {self.cfg.get('label', self.cfg['core'])} seed{self.cfg['seed']}"
 
     @property
     def todo(self) -> bool:
@@ -214,10 +279,11 @@ def is_evaluated(run_dir: Path, episodes: int) -> bool:
 
 def plan_sweep(grid: Grid, logdir: str | os.PathLike, evaluate: bool = False,
                episodes: int | None = None) -> list[PlannedRun]:
-    """Every (env, core, seed) of ``grid`` with its config and state; UserError before anything runs.
+    """Every (env, label, seed) of ``grid`` with its config and state; UserError before anything runs.
 
-    Checks every env, core, config key and value, and every existing run dir (a different config
-    in it is refused). Nothing is created.
+    Checks every env, core, label, config key and value, and every existing run dir (a different config
+    in it is refused). Nothing is created. A variant with ``match: params`` is sized against the job's
+    ``rims`` variant (the one labelled ``rims``, else the only RIMs variant) where it has one.
     """
     if episodes is not None:
         check_episodes(episodes, EVAL_SEED)  # the evaluation after training must not fail on them
@@ -225,12 +291,10 @@ def plan_sweep(grid: Grid, logdir: str | os.PathLike, evaluate: bool = False,
         check_core_name(core)
     plan: list[PlannedRun] = []
     for job in grid_jobs(grid):
-        base = resolve_config(job.config or grid.config, [*grid.overrides, *job.overrides], env=job.env,
-                              timesteps=job.timesteps if job.timesteps is not None else grid.timesteps)
-        for core in grid.cores or [base["core"]]:
+        for variant, base in job_configs(grid, job):
             for seed in grid.seeds if grid.seeds is not None else [base["seed"]]:
-                cfg = run_config(base, core, seed)
-                run_dir = run_dir_for(logdir, cfg["env"], core, seed)
+                cfg = run_config(base, variant.core, seed, variant.label)
+                run_dir = run_dir_for(logdir, cfg["env"], variant.label, seed)
                 if any(p.run_dir == run_dir for p in plan):
                     continue  # the same env named twice
                 state = run_state(run_dir, cfg)
@@ -238,3 +302,21 @@ def plan_sweep(grid: Grid, logdir: str | os.PathLike, evaluate: bool = False,
                 plan.append(PlannedRun(cfg, run_dir, state, evaluate and not (
                     state == "done" and is_evaluated(run_dir, n))))
     return plan
+
+
+def job_configs(grid: Grid, job: Job) -> list[tuple[Variant, dict]]:
+    """Each label of ``job`` with its resolved config (seed aside), matched in size where its ``match`` asks."""
+    timesteps = job.timesteps if job.timesteps is not None else grid.timesteps
+    default = resolve_config(job.config or grid.config, [*grid.overrides, *job.overrides], env=job.env,
+                             timesteps=timesteps)
+    resolved = []
+    labels = grid_variants(grid, default["core"])
+    if len({v.label for v in labels}) != len(labels):
+        raise UserError(f"labels repeat in the grid: {', '.join(v.label for v in labels)}")
+    for variant in labels:
+        base = resolve_config(variant.config or job.config or grid.config,
+                              [*grid.overrides, *job.overrides, *variant.overrides], env=job.env, timesteps=timesteps)
+        resolved.append((variant, run_config(base, variant.core, base["seed"], variant.label)))
+    rims = [cfg for v, cfg in resolved if v.core == "rims"]
+    reference = next((cfg for v, cfg in resolved if v.label == "rims"), rims[0] if len(rims) == 1 else None)
+    return [(variant, matched_config(cfg, reference)) for variant, cfg in resolved]

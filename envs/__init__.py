@@ -95,16 +95,15 @@ def make_vec_env(env_id: str | EnvSpec, n_envs: int = 1, seed: int = 0, shifts: 
                 raise bad_value("Atari option", key, OPTIONS)
         return make_atari_vec_env(spec, n_envs, seed, levels, training, render_mode, **env_kwargs)
     wrap = custom.wrapper(levels, spec.registered_id, seed)
+    registered_kwargs = custom.env_kwargs(levels, spec.registered_id)
     if spec.kind == "gym":
         from envs.generic import make_generic_vec_env
 
-        kwargs = {**env_kwargs, **custom.env_kwargs(levels, spec.registered_id)}
-        return make_generic_vec_env(spec.id, n_envs, seed, kwargs, render_mode, wrap)
+        return make_generic_vec_env(spec.id, n_envs, seed, {**env_kwargs, **registered_kwargs}, render_mode, wrap)
     observation = env_kwargs.pop("observation", "symbolic")
     if observation not in OBSERVATIONS:
         raise bad_value("observation", observation, OBSERVATIONS)
-    kwargs = {**env_kwargs, **minigrid_layout.env_kwargs(spec.registered_id, levels),
-              **custom.env_kwargs(levels, spec.registered_id)}
+    kwargs = {**env_kwargs, **minigrid_layout.env_kwargs(spec.registered_id, levels), **registered_kwargs}
     try:
         return make_minigrid_vec_env(spec.id, n_envs, seed, kwargs, FLOOR_FRACTION[levels.get("floor_noise", 0)],
                                      observation, render_mode, instructions=with_mission, wrap=wrap)

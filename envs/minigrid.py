@@ -22,7 +22,8 @@ from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper
 from envs.minigrid_fast_obs import BoundFastGenObs, replaceable
 from envs.missions import MISSION_LENGTH, VOCABULARY, encode_mission
 from envs.shifts.minigrid_floor import FloorNoise
-from envs.tasks import MemoryDistractorsEnv, PickupDistractorsEnv, RedBallDistractorsEnv  # noqa: F401  (entry points, old imports)
+from envs.tasks import (  # noqa: F401  (entry points, old imports)
+    MemoryDistractorsEnv, PickupDistractorsEnv, RedBallDistractorsEnv)
 
 if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv

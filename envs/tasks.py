@@ -188,7 +188,7 @@ class PickupDistractorsEnv(DistractorRoomEnv):
 
 
 CUE_COLOUR = "red"
-CUE_TYPES = ("ball", "key")  # the cue is one of these; the two choice objects are one of each
+CUE_TYPES = ("ball", "key")  # the cue is one of these; the choice objects are one of each, in this order north to south
 MEMORY_HEIGHT = 5  # outer walls, a row of niches, the corridor, a row of niches, outer walls
 CORRIDOR_Y = 2
 
@@ -197,7 +197,7 @@ class MemoryDistractorsEnv(MiniGridEnv):
     """Remember a cue across a corridor lined with distractors, then face the object that matches it.
 
     Layout (size 8; W wall, C cue, A agent facing east, d niches that hold the distractors, N/S the
-    two choice objects, J the junction)::
+    two choice objects, J the junction), a T-maze (Bakker 2002) with objects for its signs::
 
         W W W W W W W W
         W C d d d d N W
@@ -206,12 +206,15 @@ class MemoryDistractorsEnv(MiniGridEnv):
         W W W W W W W W
 
     The cue, a red ball or a red key drawn per episode, sits beside the start and leaves the agent's
-    view (7x7, facing east) at its first step east. The choice objects are a red ball and a red key in
-    random order, one on each side of the junction; facing the one that matches the cue is success
-    (reward 1 - 0.9 * steps / max_steps), facing the other ends the episode with reward 0. The agent
-    can only reach the junction facing east, and from there it sees the choice objects but never the
-    cue, so a policy without memory picks the right object half of the time at best. Three actions
-    (left, right, forward); the mission never changes and does not name the cue.
+    view (7x7, facing east) at its first step east. The choice objects are a red ball (north) and a red
+    key (south) beside the junction; facing the one that matches the cue is success (reward
+    1 - 0.9 * steps / max_steps), facing the other ends the episode with reward 0. The agent can only
+    reach the junction facing east, and what it sees there never depends on the cue, so a policy
+    without memory picks the right object half of the time at best. The sides are fixed so that the
+    memory needed is the one bit "left or right"; with sides drawn per episode the agent would have to
+    combine the remembered cue with the sides it sees (an XOR), which an LSTM with the minigrid preset
+    did not learn in 200k steps. Three actions (left, right, forward); the mission never changes and
+    does not name the cue.
 
     `num_dists` distractors (keys, balls and boxes in TRAIN_COLOURS, or with probability
     `novel_fraction` in `novel_colours`) fill randomly chosen niches; niches without one are walls, so
@@ -243,7 +246,6 @@ class MemoryDistractorsEnv(MiniGridEnv):
 
     def _gen_grid(self, width: int, height: int) -> None:
         cue_type = CUE_TYPES[self._rand_int(0, len(CUE_TYPES))]
-        target_north = self._rand_int(0, 2) == 0
         order = self.np_random.permutation(len(self.niches))
         # one draw per niche at every level: the first num_dists are used, so levels differ only in count
         draws = [draw_distractor(self, DISTRACTOR_TYPES, self.novel_fraction, self.novel_colours) for _ in self.niches]
@@ -258,11 +260,11 @@ class MemoryDistractorsEnv(MiniGridEnv):
         self.cue = (CUE_COLOUR, cue_type)
         self.grid.set(*self.cue_pos, OBJECT_CLASSES[cue_type](CUE_COLOUR))
         x = self.junction[0]
-        north, south = (x, CORRIDOR_Y - 1), (x, CORRIDOR_Y + 1)
-        self.target_pos, self.wrong_pos = (north, south) if target_north else (south, north)
-        other_type = CUE_TYPES[1 - CUE_TYPES.index(cue_type)]
-        self.grid.set(*self.target_pos, OBJECT_CLASSES[cue_type](CUE_COLOUR))
-        self.grid.set(*self.wrong_pos, OBJECT_CLASSES[other_type](CUE_COLOUR))
+        sides = ((x, CORRIDOR_Y - 1), (x, CORRIDOR_Y + 1))
+        for kind, pos in zip(CUE_TYPES, sides):
+            self.grid.set(*pos, OBJECT_CLASSES[kind](CUE_COLOUR))
+        index = CUE_TYPES.index(cue_type)
+        self.target_pos, self.wrong_pos = sides[index], sides[1 - index]
         self.agent_pos = np.array((1, CORRIDOR_Y))
         self.agent_dir = 0
         self.mission = self.observation_space["mission"].mission_func()

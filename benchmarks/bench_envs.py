@@ -225,6 +225,8 @@ def learnability(total_steps: int) -> None:
 def random_policy_success(env_id: str, episodes: int, n_envs: int) -> None:
     """Success rate (with a 95% Wilson interval), return and length of a uniformly random policy on `env_id`,
     unshifted and at every level of every shift (evaluation seeds from 1000, as the evaluation uses)."""
+    from agents.experiments.evaluation import wilson_interval
+
     print(f"random policy on {env_id}: {episodes} episodes per setting, {n_envs} envs, seed 1000")
     settings = [None, *[{name: level} for name, info in list_shifts(env_id).items() for level in sorted(info.levels)
                         if level > 0]]
@@ -234,15 +236,9 @@ def random_policy_success(env_id: str, episodes: int, n_envs: int) -> None:
         found = episodes_of(venv, lambda o: rng.integers(0, venv.action_space.n, n_envs), episodes)
         venv.close()
         k = sum(e["r"] > 0 for e in found)
-        print(f"  {str(shifts or 'no shift'):26s}: {summary(found)}, 95% CI {wilson(k, len(found))}")
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> str:
-    """The 95% Wilson score interval of a success rate, as "[low, high]"."""
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return f"[{centre - half:.3f}, {centre + half:.3f}]"
+        low, high = wilson_interval(k, len(found))
+        print(f"  {str(shifts or 'no shift'):26s}: success {k / len(found):.3f} [{low:.3f}, {high:.3f}], "
+              f"return {np.mean([e['r'] for e in found]):.4f}, length {np.mean([e['l'] for e in found]):.1f}")
 
 
 def main() -> None:

@@ -220,7 +220,7 @@ class MemoryDistractorsEnv(MiniGridEnv):
     `novel_fraction` in `novel_colours`) fill randomly chosen niches; niches without one are walls, so
     distractors never change where the agent can go. `size` is the width, walls included: the corridor
     and with it the memory span are size - 3 steps long. max_steps defaults to 4 * (size - 2), so that a
-    uniformly random policy succeeds in about 5% of the episodes (size 8).
+    uniformly random policy succeeds in about 4% of the episodes (size 8).
     """
 
     def __init__(self, size: int = 8, num_dists: int = 2, novel_fraction: float = 0.0,

@@ -211,10 +211,9 @@ class MemoryDistractorsEnv(MiniGridEnv):
     1 - 0.9 * steps / max_steps), facing the other ends the episode with reward 0. The agent can only
     reach the junction facing east, and what it sees there never depends on the cue, so a policy
     without memory picks the right object half of the time at best. The sides are fixed so that the
-    memory needed is the one bit "left or right"; with sides drawn per episode the agent would have to
-    combine the remembered cue with the sides it sees (an XOR), which an LSTM with the minigrid preset
-    did not learn in 200k steps. Three actions (left, right, forward); the mission never changes and
-    does not name the cue.
+    memory needed is the one bit "left or right"; with sides drawn per episode the agent would also have
+    to combine the remembered cue with the sides it sees (an XOR), a harder problem for the same budget.
+    Three actions (left, right, forward); the mission never changes and does not name the cue.
 
     `num_dists` distractors (keys, balls and boxes in TRAIN_COLOURS, or with probability
     `novel_fraction` in `novel_colours`) fill randomly chosen niches; niches without one are walls, so

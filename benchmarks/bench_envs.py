@@ -4,6 +4,7 @@
     python benchmarks/bench_envs.py --only minigrid   # MiniGrid part only, with MiniGrid's own obs path vs ours
     python benchmarks/bench_envs.py --quick    # fewer steps (a smoke run)
     python benchmarks/bench_envs.py --learn 100000   # PPO learnability check of DEFAULT_ENV_ID
+    python benchmarks/bench_envs.py --memory   # MemoryDistractors-v0: random policy per shift level, steps/s
 
 Baselines: SB3 `make_atari_env` + SubprocVecEnv + VecFrameStack(4) on the same game with the same
 preprocessing (frame skip 4 + max-pool, 84x84 gray, 30 no-ops, sticky 0.25, fire reset, episodic
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 import envs  # noqa: F401  (registers ALE ids in SubprocVecEnv workers as well)
-from envs import DEFAULT_ENV_ID, list_shifts, make_vec_env
+from envs import DEFAULT_ENV_ID, MEMORY_ENV_ID, list_shifts, make_vec_env
 
 ATARI_ID = "ALE/Breakout-v5"
 SHIFT_LEVEL = 2
@@ -102,12 +103,12 @@ def bench_atari(n_envs: int, vec_steps: int, rounds: int) -> None:
               f"  {cpu / fps['ours'][1]:.2f}x")
 
 
-def bench_minigrid(n_envs: int, vec_steps: int, rounds: int) -> None:
-    print(f"MiniGrid {DEFAULT_ENV_ID}, {n_envs} envs (DummyVecEnv), {vec_steps} steps per timing, "
+def bench_minigrid(n_envs: int, vec_steps: int, rounds: int, env_id: str = DEFAULT_ENV_ID) -> None:
+    print(f"MiniGrid {env_id}, {n_envs} envs (DummyVecEnv), {vec_steps} steps per timing, "
           f"best of {rounds} interleaved rounds")
-    factories = {"none": lambda: make_vec_env(DEFAULT_ENV_ID, n_envs, seed=0)}
-    for name in list_shifts(DEFAULT_ENV_ID):
-        factories[name] = lambda name=name: make_vec_env(DEFAULT_ENV_ID, n_envs, seed=0, shifts={name: SHIFT_LEVEL})
+    factories = {"none": lambda: make_vec_env(env_id, n_envs, seed=0)}
+    for name in list_shifts(env_id):
+        factories[name] = lambda name=name: make_vec_env(env_id, n_envs, seed=0, shifts={name: SHIFT_LEVEL})
     fps = interleaved(factories, vec_steps, rounds)
     print("  config                     steps/s  ratio (wall)  steps/CPU-s  ratio (CPU)")
     for label, (wall, cpu) in fps.items():
@@ -221,6 +222,25 @@ def learnability(total_steps: int) -> None:
             print(f"  {label}: {summary(episodes_of(env, policy, 200))}")
 
 
+def random_policy_success(env_id: str, episodes: int, n_envs: int) -> None:
+    """Success rate (with a 95% Wilson interval), return and length of a uniformly random policy on `env_id`,
+    unshifted and at every level of every shift (evaluation seeds from 1000, as the evaluation uses)."""
+    from agents.experiments.evaluation.metrics import wilson_interval
+
+    print(f"random policy on {env_id}: {episodes} episodes per setting, {n_envs} envs, seed 1000")
+    settings = [None, *[{name: level} for name, info in list_shifts(env_id).items() for level in sorted(info.levels)
+                        if level > 0]]
+    for shifts in settings:
+        venv = make_vec_env(env_id, n_envs, seed=1000, shifts=shifts, training=False)
+        rng = np.random.default_rng(0)
+        found = episodes_of(venv, lambda o: rng.integers(0, venv.action_space.n, n_envs), episodes)
+        venv.close()
+        k = sum(e["r"] > 0 for e in found)
+        low, high = wilson_interval(k, len(found))
+        print(f"  {str(shifts or 'no shift'):26s}: success {k / len(found):.3f} [{low:.3f}, {high:.3f}], "
+              f"return {np.mean([e['r'] for e in found]):.4f}, length {np.mean([e['l'] for e in found]):.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps, one repeat (smoke run)")
@@ -228,9 +248,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("atari", "minigrid"), default=None)
     parser.add_argument("--learn", type=int, default=0, metavar="STEPS", help="run the PPO learnability check instead")
+    parser.add_argument("--memory", action="store_true",
+                        help=f"{MEMORY_ENV_ID} only: random-policy success per shift level, then steps/s")
+    parser.add_argument("--episodes", type=int, default=1000, help="episodes per setting of --memory")
     args = parser.parse_args()
     if args.learn:
         learnability(args.learn)
+        return
+    if args.memory:
+        print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; 2 shared CPU cores")
+        random_policy_success(MEMORY_ENV_ID, 200 if args.quick else args.episodes, args.n_envs)
+        bench_minigrid(args.n_envs, 100 if args.quick else 500, 1 if args.quick else args.rounds, MEMORY_ENV_ID)
         return
     rounds = 1 if args.quick else args.rounds
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; shifts at level {SHIFT_LEVEL}; 2 shared CPU cores")

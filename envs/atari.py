@@ -9,31 +9,35 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from envs.errors import bad_value
-from envs.ids import atari_game
 from envs.shifts.atari_dynamics import available_modes, flavour_table, sticky_table
 from envs.shifts.atari_visual import ORDER as VISUAL_SHIFTS
 from envs.shifts.atari_visual import FrameShifter
 from envs.vec import AtariVecEnv, NativeSource, PythonSource
 from rims_rl.errors import UserError
 
+if TYPE_CHECKING:
+    from envs.spec import EnvSpec
+
 BACKENDS = ("auto", "native", "python")
 OPTIONS = ("backend", "mode", "difficulty", "noop_max", "num_threads")  # Atari env_kwargs
 
 
-def make_atari_vec_env(env_id: str, n_envs: int, seed: int, levels: dict[str, int], training: bool,
+def make_atari_vec_env(spec: EnvSpec, n_envs: int, seed: int, levels: dict[str, int], training: bool,
                        render_mode: str | None = None, backend: str = "auto", mode: int | None = None,
                        difficulty: int | None = None, noop_max: int = 30,
                        num_threads: int | None = None) -> AtariVecEnv:
-    """AtariVecEnv of `n_envs` games of `env_id`; `levels` are validated shift levels (0 ignored).
+    """AtariVecEnv of `n_envs` games of the Atari env `spec`; `levels` are validated shift levels (0 ignored).
 
     mode/difficulty: explicit ALE game mode/difficulty (per-env Python path); flavour sets them too.
     num_threads: C++ threads of the native env (default: min(n_envs, CPU count)).
     """
     if backend not in BACKENDS:
         raise bad_value("backend", backend, BACKENDS)
-    game, sticky, max_frames = atari_game(env_id)
+    env_id = spec.id
+    game, sticky, max_frames = spec.game
     active = {name: level for name, level in levels.items() if level > 0}
     sticky = sticky_table(sticky)[active.get("sticky", 0)]
     if "flavour" in active:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,8 @@ from minigrid.wrappers import ImgObsWrapper, RGBImgPartialObsWrapper
 from envs.minigrid_fast_obs import BoundFastGenObs, replaceable
 from envs.missions import MISSION_LENGTH, VOCABULARY, encode_mission
 from envs.shifts.minigrid_floor import FloorNoise
-from envs.tasks import PickupDistractorsEnv, RedBallDistractorsEnv  # noqa: F401  (entry points, old imports)
+from envs.tasks import (  # noqa: F401  (entry points, old imports)
+    MemoryDistractorsEnv, PickupDistractorsEnv, RedBallDistractorsEnv)
 from rims_rl.errors import UserError
 
 if TYPE_CHECKING:
@@ -29,7 +31,9 @@ if TYPE_CHECKING:
 
 DEFAULT_ENV_ID = "RedBallDistractors-v0"
 PICKUP_ENV_ID = "PickupDistractors-v0"
-BUILT_IN_IDS = {DEFAULT_ENV_ID: "envs.tasks:RedBallDistractorsEnv", PICKUP_ENV_ID: "envs.tasks:PickupDistractorsEnv"}
+MEMORY_ENV_ID = "MemoryDistractors-v0"
+BUILT_IN_IDS = {DEFAULT_ENV_ID: "envs.tasks:RedBallDistractorsEnv", PICKUP_ENV_ID: "envs.tasks:PickupDistractorsEnv",
+                MEMORY_ENV_ID: "envs.tasks:MemoryDistractorsEnv"}
 MISSION_SAMPLES = 10  # resets (seeds 0..9) that decide whether an id's mission varies
 
 
@@ -76,7 +80,7 @@ class MissionTokens(gym.ObservationWrapper):
 
     The mission changes only at resets, so the ids of the last mission text are kept and handed out
     again (the same read-only array until the mission changes; DummyVecEnv copies it into its
-    buffer). An unknown word or an over-long mission raises a one-line UserError.
+    buffer). An unknown word or an over-long mission raises a one-line ValueError.
     """
 
     def __init__(self, env: gym.Env):
@@ -117,14 +121,24 @@ def mission_varies(env_id: str) -> bool:
     return len({re.sub(r"\ba\b", "the", m) for m in sample_missions(env_id)}) > 1
 
 
-def resolve_instructions(env_id: str, instructions: bool | str) -> bool:
-    """Whether `env_id` gets the dict observation with the mission: instructions "auto" -> mission_varies;
-    True/False as given. UserError (one line) for another value, or a sampled mission that cannot be encoded."""
+def instructions_choice(instructions: bool | str) -> bool | str:
+    """An `instructions` option -> True, False or "auto"; ValueError (one line) for another value."""
     choice = {"auto": "auto", "true": True, "false": False}.get(instructions.lower()) if isinstance(
         instructions, str) else instructions if isinstance(instructions, bool) else None
     if choice is None:
         raise UserError(f"unknown instructions {instructions!r}; valid: auto, true, false")
-    use = mission_varies(env_id) if choice == "auto" else choice
+    return choice
+
+
+def resolve_instructions(env_id: str, instructions: bool | str, varies: bool | None = None) -> bool:
+    """Whether `env_id` gets the dict observation with the mission: instructions "auto" -> whether its
+    mission varies (`varies`, or mission_varies(env_id) when None); True/False as given. ValueError (one
+    line) for another value, or a sampled mission that cannot be encoded."""
+    choice = instructions_choice(instructions)
+    if choice == "auto":
+        use = mission_varies(env_id) if varies is None else varies
+    else:
+        use = choice
     if use:
         for mission in sample_missions(env_id):
             encode_mission(mission)
@@ -133,13 +147,16 @@ def resolve_instructions(env_id: str, instructions: bool | str) -> bool:
 
 def _make_one(env_id: str, env_kwargs: dict[str, Any], floor_fraction: float, observation: str,
               render_mode: str | None, seed: int, env_index: int, fast_obs: bool = True,
-              int_actions: bool = True, instructions: bool = False):
+              int_actions: bool = True, instructions: bool = False,
+              wrap: Callable[[gym.Env, int], gym.Env] | None = None):
     # SB3 (and with it torch) is imported where an env is built, not with the module: `import envs` stays
     # light for the command line's checks and the sweep's driver process.
     from stable_baselines3.common.monitor import Monitor
 
     def thunk() -> gym.Env:
         env = gym.make(env_id, render_mode=render_mode, **env_kwargs)
+        if wrap is not None:
+            env = wrap(env, env_index)
         if fast_obs and observation == "symbolic":
             env = FastSymbolicObs(env)
         env = QuietReset(env)
@@ -156,17 +173,19 @@ def _make_one(env_id: str, env_kwargs: dict[str, Any], floor_fraction: float, ob
 def make_minigrid_vec_env(env_id: str, n_envs: int, seed: int, env_kwargs: dict[str, Any],
                           floor_fraction: float = 0.0, observation: str = "symbolic",
                           render_mode: str | None = None, fast_obs: bool = True,
-                          int_actions: bool = True, instructions: bool = False) -> VecEnv:
+                          int_actions: bool = True, instructions: bool = False,
+                          wrap: Callable[[gym.Env, int], gym.Env] | None = None) -> VecEnv:
     """DummyVecEnv (faster than subprocesses for MiniGrid on 2 cores) of Monitor-wrapped envs.
 
     observation: "symbolic" -> uint8 [7, 7, 3]; "rgb" -> uint8 [56, 56, 3] (tile size 8).
     instructions: dict observations {"image": that, "mission": int64 [MISSION_LENGTH]} (MissionTokens).
     fast_obs, int_actions: the speed-ups FastSymbolicObs (symbolic observation only) and IntActions;
     neither changes any observation, reward or episode (False: MiniGrid's own path, for comparisons).
+    wrap: `wrap(env, env_index)` applied to each env right after it is made (registered shift families).
     """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     venv = DummyVecEnv([_make_one(env_id, env_kwargs, floor_fraction, observation, render_mode, seed, i,
-                                  fast_obs, int_actions, instructions) for i in range(n_envs)])
+                                  fast_obs, int_actions, instructions, wrap) for i in range(n_envs)])
     venv.seed(seed)
     return venv

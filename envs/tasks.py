@@ -1,31 +1,48 @@
-"""The built-in MiniGrid tasks: one small room, a target object and distractors with controllable colours.
+"""The built-in MiniGrid tasks: small layouts with a target and distractors of controllable colours.
 
 `RedBallDistractors-v0` (RedBallDistractorsEnv): go to the red ball; the mission never changes.
 `PickupDistractors-v0` (PickupDistractorsEnv): "pick up the <colour> <type>" among distractors, in
 the spirit of the paper's BabyAI pickup experiment (Goyal et al. 2021, §4.2): the target changes
 every episode and is named only in the mission.
-Both share the layout generation (agent, target, distractors; redrawn until the target can be
-reached) and the distractor draw, whose random numbers are taken at every shift level so that a
-shift changes only what it claims (level 0 is the unshifted env).
+`MemoryDistractors-v0` (MemoryDistractorsEnv): a cue seen at the start of a corridor decides which
+of two objects at its end to face; the mission never changes, so only a memory can solve it.
+The room tasks share the layout generation (agent, target, distractors; redrawn until the target
+can be reached); all three share the distractor draw (`draw_distractor`), whose random numbers are
+taken at every shift level so that a shift changes only what it claims (level 0 is the unshifted env).
 """
 from __future__ import annotations
 
 from collections import deque
 from typing import Any
 
+import numpy as np
 from gymnasium import spaces
 from minigrid.core.grid import Grid
 from minigrid.core.mission import MissionSpace
-from minigrid.core.world_object import Ball, Box, Key, WorldObj
+from minigrid.core.world_object import Ball, Box, Key, Wall, WorldObj
 from minigrid.minigrid_env import MiniGridEnv
 
 from envs.missions import COLOURS
 from envs.shifts.minigrid_instructions import HELD_OUT_PAIRS, TARGET_TYPES, TRAIN_PAIRS
 from envs.shifts.minigrid_layout import NOVEL_COLOURS, TRAIN_COLOURS, TRAIN_DISTRACTOR_TYPES
+from rims_rl.errors import UserError
 
 DISTRACTOR_TYPES = ("key", "ball", "box")
 OBJECT_CLASSES = {"key": Key, "ball": Ball, "box": Box}
 OTHER_TYPE = {"ball": "key", "key": "ball", "box": "key"}  # a distractor that would equal the target turns into this
+
+
+def draw_distractor(env: MiniGridEnv, types: tuple[str, ...], novel_fraction: float,
+                    novel_colours: tuple[str, ...]) -> tuple[str, str]:
+    """(type, colour) of one distractor: a type of `types`, a colour of TRAIN_COLOURS, or with probability
+    `novel_fraction` of `novel_colours`; the same random draws at every shift level."""
+    kind = types[env._rand_int(0, len(types))]
+    colour = TRAIN_COLOURS[env._rand_int(0, len(TRAIN_COLOURS))]
+    novel_draw, pick = env.np_random.random(2)  # drawn at every level: layouts stay the same
+    novel_colour = novel_colours[int(pick * len(novel_colours))]
+    if novel_draw < novel_fraction:
+        colour = novel_colour
+    return kind, colour
 
 
 class DistractorRoomEnv(MiniGridEnv):
@@ -52,13 +69,7 @@ class DistractorRoomEnv(MiniGridEnv):
 
     def _distractor(self) -> tuple[str, str]:
         """(type, colour) of one distractor (the same random draws at every shift level)."""
-        kind = self.distractor_types[self._rand_int(0, len(self.distractor_types))]
-        colour = TRAIN_COLOURS[self._rand_int(0, len(TRAIN_COLOURS))]
-        novel_draw, pick = self.np_random.random(2)  # drawn at every level: layouts stay the same
-        novel_colour = self.novel_colours[int(pick * len(self.novel_colours))]
-        if novel_draw < self.novel_fraction:
-            colour = novel_colour
-        return kind, colour
+        return draw_distractor(self, self.distractor_types, self.novel_fraction, self.novel_colours)
 
     def _gen_grid(self, width: int, height: int) -> None:
         while True:
@@ -174,4 +185,95 @@ class PickupDistractorsEnv(DistractorRoomEnv):
         if carried is not None:
             terminated = True
             reward = self._reward() if (carried.color, carried.type) == self.target else 0.0
+        return obs, reward, terminated, truncated, info
+
+
+CUE_COLOUR = "red"
+CUE_TYPES = ("ball", "key")  # the cue is one of these; the choice objects are one of each, in this order north to south
+MEMORY_HEIGHT = 5  # outer walls, a row of niches, the corridor, a row of niches, outer walls
+CORRIDOR_Y = 2
+
+
+class MemoryDistractorsEnv(MiniGridEnv):
+    """Remember a cue across a corridor lined with distractors, then face the object that matches it.
+
+    Layout (size 8; W wall, C cue, A agent facing east, d niches that hold the distractors, N/S the
+    two choice objects, J the junction), a T-maze (Bakker 2002) with objects for its signs::
+
+        W W W W W W W W
+        W C d d d d N W
+        W A . . . . J W
+        W W d d d d S W
+        W W W W W W W W
+
+    The cue, a red ball or a red key drawn per episode, sits beside the start and leaves the agent's
+    view (7x7, facing east) at its first step east. The choice objects are a red ball (north) and a red
+    key (south) beside the junction; facing the one that matches the cue is success (reward
+    1 - 0.9 * steps / max_steps), facing the other ends the episode with reward 0. The agent can only
+    reach the junction facing east, and what it sees there never depends on the cue, so a policy
+    without memory picks the right object half of the time at best. The sides are fixed so that the
+    memory needed is the one bit "left or right"; with sides drawn per episode the agent would also have
+    to combine the remembered cue with the sides it sees (an XOR), a harder problem for the same budget.
+    Three actions (left, right, forward); the mission never changes and does not name the cue.
+
+    `num_dists` distractors (keys, balls and boxes in TRAIN_COLOURS, or with probability
+    `novel_fraction` in `novel_colours`) fill randomly chosen niches; niches without one are walls, so
+    distractors never change where the agent can go. `size` is the width, walls included: the corridor
+    and with it the memory span are size - 3 steps long. max_steps defaults to 4 * (size - 2), so that a
+    uniformly random policy succeeds in about 4% of the episodes (size 8).
+    """
+
+    def __init__(self, size: int = 8, num_dists: int = 2, novel_fraction: float = 0.0,
+                 novel_colours: tuple[str, ...] = NOVEL_COLOURS, max_steps: int | None = None,
+                 agent_view_size: int = 7, **kwargs: Any):
+        if not isinstance(size, int) or size < 5:
+            raise UserError(f"bad size {size!r} for MemoryDistractors; valid: an int >= 5")
+        self.size, self.num_dists = size, num_dists
+        self.novel_fraction, self.novel_colours = novel_fraction, tuple(novel_colours)
+        self.niches = [(x, y) for x in range(2, size - 2) for y in (CORRIDOR_Y - 1, CORRIDOR_Y + 1)]
+        if not isinstance(num_dists, int) or not 0 <= num_dists <= len(self.niches):
+            raise UserError(f"bad num_dists {num_dists!r} for MemoryDistractors of size {size}; "
+                             f"valid: 0 to {len(self.niches)} (two niches per corridor cell)")
+        self.cue: tuple[str, str] = (CUE_COLOUR, CUE_TYPES[0])
+        self.cue_pos = (1, CORRIDOR_Y - 1)
+        self.junction = (size - 2, CORRIDOR_Y)
+        self.target_pos = self.wrong_pos = (size - 2, CORRIDOR_Y - 1)
+        mission_space = MissionSpace(mission_func=lambda: "go to the matching object at the end of the hallway")
+        super().__init__(mission_space=mission_space, width=size, height=MEMORY_HEIGHT,
+                         max_steps=4 * (size - 2) if max_steps is None else max_steps,
+                         see_through_walls=True, agent_view_size=agent_view_size, **kwargs)
+        self.action_space = spaces.Discrete(3)
+
+    def _gen_grid(self, width: int, height: int) -> None:
+        cue_type = CUE_TYPES[self._rand_int(0, len(CUE_TYPES))]
+        order = self.np_random.permutation(len(self.niches))
+        # one draw per niche at every level: the first num_dists are used, so levels differ only in count
+        draws = [draw_distractor(self, DISTRACTOR_TYPES, self.novel_fraction, self.novel_colours) for _ in self.niches]
+
+        self.grid = Grid(width, height)
+        for x in range(width):
+            for y in range(height):
+                if y != CORRIDOR_Y or x in (0, width - 1):
+                    self.grid.set(x, y, Wall())
+        for index, (kind, colour) in zip(order[:self.num_dists], draws):
+            self.grid.set(*self.niches[index], OBJECT_CLASSES[kind](colour))
+        self.cue = (CUE_COLOUR, cue_type)
+        self.grid.set(*self.cue_pos, OBJECT_CLASSES[cue_type](CUE_COLOUR))
+        x = self.junction[0]
+        sides = ((x, CORRIDOR_Y - 1), (x, CORRIDOR_Y + 1))
+        for kind, pos in zip(CUE_TYPES, sides):
+            self.grid.set(*pos, OBJECT_CLASSES[kind](CUE_COLOUR))
+        index = CUE_TYPES.index(cue_type)
+        self.target_pos, self.wrong_pos = sides[index], sides[1 - index]
+        self.agent_pos = np.array((1, CORRIDOR_Y))
+        self.agent_dir = 0
+        self.mission = self.observation_space["mission"].mission_func()
+
+    def step(self, action: int):
+        obs, reward, terminated, truncated, info = super().step(action)
+        front = tuple(int(v) for v in self.front_pos)
+        if front == self.target_pos:
+            terminated, reward = True, self._reward()
+        elif front == self.wrong_pos:
+            terminated, reward = True, 0.0
         return obs, reward, terminated, truncated, info

@@ -27,10 +27,16 @@ def test_bad_shifts_raise_one_line_value_error(spec, env_id, fragment):
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("env_id", ["ALE/NoSuchGame-v5", "CartPole-v1", "nonsense"])
+@pytest.mark.parametrize("env_id", ["ALE/NoSuchGame-v5", "CartPol-v1", "nonsense", None])
 def test_unknown_env_id_names_valid_families(env_id):
-    with pytest.raises(ValueError, match=r"env id .*valid: ALE/<Game>-v5, <Game>NoFrameskip-v4"):
+    with pytest.raises(ValueError, match=r"env id .*valid: ALE/<Game>-v5, <Game>NoFrameskip-v4.*module:EnvId") as err:
         make_vec_env(env_id)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_env_id_suggests_close_registered_ids():
+    with pytest.raises(ValueError, match="did you mean CartPole-v1"):
+        make_vec_env("CartPol-v1")
 
 
 def test_bad_factory_arguments():

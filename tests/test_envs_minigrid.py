@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from envs import DEFAULT_ENV_ID, make_vec_env
+from envs import DEFAULT_ENV_ID, MEMORY_ENV_ID, make_vec_env
 from envs.shifts.minigrid_layout import NOVEL_COLOURS, TRAIN_COLOURS
 from minigrid.core.world_object import Ball, Floor
 
@@ -51,10 +51,11 @@ def test_episode_return_matches_summed_rewards():
         start = end + 1
 
 
+@pytest.mark.parametrize("env_id", [DEFAULT_ENV_ID, MEMORY_ENV_ID])
 @pytest.mark.parametrize("shift", ["distractors", "novel_distractors", "size", "floor_noise"])
-def test_level_zero_is_bit_identical(shift):
-    base, *_ = rollout(make_vec_env(DEFAULT_ENV_ID, 2, seed=1), 60)
-    zero, *_ = rollout(make_vec_env(DEFAULT_ENV_ID, 2, seed=1, shifts={shift: 0}), 60)
+def test_level_zero_is_bit_identical(shift, env_id):
+    base, *_ = rollout(make_vec_env(env_id, 2, seed=1), 60)
+    zero, *_ = rollout(make_vec_env(env_id, 2, seed=1, shifts={shift: 0}), 60)
     np.testing.assert_array_equal(base, zero)
 
 

@@ -46,8 +46,9 @@ DERIVED_KEYS = ("core_parameters",)  # written by training from the config itsel
 
 
 def env_dirname(env_id: str) -> str:
-    """A directory name for ``env_id`` ("ALE/Breakout-v5" -> "ALE-Breakout-v5")."""
-    return env_id.replace("/", "-").replace(os.sep, "-")
+    """A directory name for ``env_id`` ("ALE/Breakout-v5" -> "ALE-Breakout-v5", "my_envs:Maze-v0" ->
+    "my_envs-Maze-v0")."""
+    return env_id.replace("/", "-").replace(os.sep, "-").replace(":", "-")
 
 
 def run_dir_for(logdir: str | os.PathLike, env_id: str, label: str, seed: int) -> Path:

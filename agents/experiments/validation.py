@@ -19,7 +19,7 @@ from agents.checks import (MATCHES, MAX_TIMESTEPS, OPTIMIZERS, POLICIES, SCHEDUL
 from agents.experiments.config import apply_overrides, load_config, set_value
 from agents.experiments.devices import check_device_name
 from agents.sequences import chunks_per_env
-from envs import DEFAULT_ENV_ID, list_shifts, parse_shifts, uses_instructions
+from envs import DEFAULT_ENV_ID, list_shifts, parse_shifts, resolve_env, uses_instructions
 from rims_rl import RIMsConfig
 from rims_rl.errors import UserError, first_line
 
@@ -61,14 +61,20 @@ def instructions_option(cfg: dict) -> bool | str:
     return "auto" if value is None else value
 
 
+AUTO_POLICIES = {"image": "CnnPolicy", "vector": "MlpPolicy", "dict": "MultiInputPolicy"}
+
+
 def resolve_policy(cfg: dict) -> str:
     """The policy class name of a config: ``auto`` -> MultiInputPolicy where the env's observation holds
-    the mission (envs.uses_instructions), else CnnPolicy. UserError for a policy that cannot read the
-    observation the env gives."""
+    the mission (envs.uses_instructions) or is a dict, CnnPolicy for images, MlpPolicy for vectors. UserError
+    for a policy that cannot read the observation the env gives."""
     with_mission = uses_instructions(cfg["env"], instructions_option(cfg))
     policy = cfg["policy"]
     if policy == "auto":
-        return "MultiInputPolicy" if with_mission else "CnnPolicy"
+        if with_mission:
+            return "MultiInputPolicy"
+        spec = resolve_env(cfg["env"])  # Atari and MiniGrid without the mission give images
+        return AUTO_POLICIES[spec.observation] if spec.kind == "gym" else "CnnPolicy"
     if with_mission and policy != "MultiInputPolicy":
         raise UserError(f"policy {policy} cannot read the mission that {cfg['env']} puts in its observations; "
                         f"valid: MultiInputPolicy or auto (or instructions: false for the image alone)")

@@ -1,38 +1,65 @@
 """Registry of distractor shifts: which apply to an env, what each level means, and parsing.
 
 The level tables live in one module per family (atari_visual, atari_dynamics, minigrid_layout,
-minigrid_instructions, minigrid_floor); this registry only collects them, so code, `list_shifts` and the docs table
-(`python -m envs.shifts`) read the same numbers.
+minigrid_instructions, minigrid_floor), the families a user registers in `custom`; this registry only
+collects them, so code, `list_shifts` and the docs table (`python -m envs.shifts`) read the same numbers.
+Generic gymnasium envs have no built-in shifts: only registered families apply to them.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from envs.ids import atari_game, env_kind
-from envs.shifts import atari_dynamics, atari_visual, minigrid_floor, minigrid_layout
 from envs.errors import bad_value
-from envs.shifts.base import LEVELS, ShiftInfo
+from envs.ids import AtariGame
+from envs.shifts import atari_dynamics, atari_visual, custom, minigrid_floor, minigrid_layout
+from envs.shifts.base import BUILT_IN_SHIFTS, LEVELS, ShiftInfo
+from envs.shifts.custom import register_shift, unregister_shift
 from rims_rl.errors import UserError
 
-SHIFT_NAMES: dict[str, tuple[str, ...]] = {
-    "atari": ("flavour", "sticky", "colour", "noise", "background", "sprites", "occlusion"),
-    "minigrid": ("distractors", "novel_distractors", "size", "novel_instructions", "floor_noise"),
-}
-ALL_SHIFTS = tuple(name for names in SHIFT_NAMES.values() for name in names)
+if TYPE_CHECKING:
+    from envs.spec import EnvSpec
+
+SHIFT_NAMES = BUILT_IN_SHIFTS
+ALL_SHIFTS = tuple(name for names in SHIFT_NAMES.values() for name in names)  # the built-in ones
 VISUAL_SHIFTS = atari_visual.ORDER
 
-__all__ = ["ALL_SHIFTS", "LEVELS", "ShiftInfo", "list_shifts", "parse_shifts", "shift_table_markdown"]
+__all__ = ["ALL_SHIFTS", "LEVELS", "ShiftInfo", "available_shifts", "list_shifts", "parse_shifts", "register_shift",
+           "shift_names", "shift_table_markdown", "unregister_shift"]
 
 
-def list_shifts(env_id: str) -> dict[str, ShiftInfo]:
-    """Shifts that apply to `env_id` -> ShiftInfo (name, description, levels {0..3: numbers})."""
-    if env_kind(env_id) == "atari":
-        game, sticky, _ = atari_game(env_id)
-        found = {**atari_dynamics.infos(game, sticky), **atari_visual.INFOS}
+def shift_names() -> tuple[str, ...]:
+    """Every shift name: the built-in ones, then the registered families'."""
+    return ALL_SHIFTS + custom.names()
+
+
+def available_shifts(kind: str, registered_id: str, game: AtariGame | None = None) -> dict[str, ShiftInfo]:
+    """Shifts that apply to the env `registered_id` of `kind` (`game`: its AtariGame) -> ShiftInfo.
+
+    Built-in shifts first, in SHIFT_NAMES order, then the registered families (not for Atari ids).
+    """
+    if kind == "atari":
+        found = {**atari_dynamics.infos(game.name, game.repeat_action_probability), **atari_visual.INFOS}
+    elif kind == "minigrid":
+        found = {**minigrid_layout.infos(registered_id), "floor_noise": minigrid_floor.INFO}
     else:
-        found = {**minigrid_layout.infos(env_id), "floor_noise": minigrid_floor.INFO}
-    order = SHIFT_NAMES[env_kind(env_id)]
-    return {name: found[name] for name in order if name in found}
+        found = {}
+    out = {name: found[name] for name in SHIFT_NAMES.get(kind, ()) if name in found}
+    if kind != "atari":
+        out.update((name, family.info) for name, family in custom.families(registered_id).items())
+    return out
+
+
+def _spec(env: str | EnvSpec) -> EnvSpec:
+    from envs.spec import as_spec  # envs.spec builds on this module: imported when called, not at import
+
+    return as_spec(env)
+
+
+def list_shifts(env: str | EnvSpec) -> dict[str, ShiftInfo]:
+    """Shifts that apply to `env` (an id or its EnvSpec) -> ShiftInfo (name, description, levels {0..3: numbers});
+    {} for an env without shifts."""
+    return dict(_spec(env).shifts)
 
 
 def _level(name: str, value: object) -> int:
@@ -47,10 +74,11 @@ def _level(name: str, value: object) -> int:
     return level
 
 
-def parse_shifts(spec: str | Mapping[str, int] | None, env_id: str | None = None) -> dict[str, int]:
+def parse_shifts(spec: str | Mapping[str, int] | None, env_id: str | EnvSpec | None = None) -> dict[str, int]:
     """"colour=2,sprites=1" or {"colour": 2} or None -> {"colour": 2, ...} (levels 0 kept).
 
-    With `env_id`, also checks that each shift applies to that env and has that level.
+    With `env_id` (an id or its EnvSpec), also checks that each shift applies to that env and has that
+    level; any shift on an env without shifts is a UserError saying so.
     """
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         return {}
@@ -67,22 +95,26 @@ def parse_shifts(spec: str | Mapping[str, int] | None, env_id: str | None = None
         pairs = dict(spec)
     else:
         raise UserError(f"bad shifts {spec!r}; give 'name=level,...', a dict or None")
+    env = None if env_id is None else _spec(env_id)
+    if env is not None and pairs and not env.shifts:
+        raise UserError(f"{env.id} has no shifts (asked for {', '.join(pairs)}); shifts exist for Atari and "
+                         f"MiniGrid/BabyAI ids, and for envs a registered family applies to (envs.register_shift)")
     out = {}
+    known = shift_names()
     for name, value in pairs.items():
-        if name not in ALL_SHIFTS:
-            raise bad_value("shift", name, ALL_SHIFTS)
+        if name not in known:
+            raise bad_value("shift", name, known)
         out[name] = _level(name, value)
-    if env_id is not None:
-        available = list_shifts(env_id)
+    if env is not None:
         for name, level in out.items():
-            if name not in available:
-                raise UserError(f"shift {name!r} does not apply to {env_id}; valid: {', '.join(available)}")
-            if level not in available[name].levels:
-                raise bad_value(f"level for shift {name!r} on {env_id}:", level, list(available[name].levels))
+            if name not in env.shifts:
+                raise UserError(f"shift {name!r} does not apply to {env.id}; valid: {', '.join(env.shifts)}")
+            if level not in env.shifts[name].levels:
+                raise bad_value(f"level for shift {name!r} on {env.id}:", level, list(env.shifts[name].levels))
     return out
 
 
-DOC_ENVS = ("ALE/Breakout-v5", "RedBallDistractors-v0", "PickupDistractors-v0")
+DOC_ENVS = ("ALE/Breakout-v5", "RedBallDistractors-v0", "PickupDistractors-v0", "MemoryDistractors-v0")
 DOC_EXAMPLES = (  # extra rows: the same shift on other envs, where its numbers differ
     ("ALE/Freeway-v5", "flavour"), ("ALE/SpaceInvaders-v5", "flavour"), ("ALE/Pong-v5", "flavour"),
     ("ALE/MsPacman-v5", "flavour"), ("BreakoutNoFrameskip-v4", "sticky"),
@@ -99,7 +131,8 @@ def shift_table_markdown(env_ids: tuple[str, ...] = DOC_ENVS,
              "|---|---|---|---|---|---|---|"]
     rows = [(env_id, info) for env_id in env_ids for info in list_shifts(env_id).values()]
     rows += [(env_id, list_shifts(env_id)[name]) for env_id, name in examples]
-    for env_id, info in sorted(rows, key=lambda row: ALL_SHIFTS.index(row[1].name)):
+    order = shift_names()
+    for env_id, info in sorted(rows, key=lambda row: order.index(row[1].name)):
         first = env_id in env_ids
         levels = [info.levels.get(lv, "-") for lv in LEVELS]
         lines.append(f"| {'`' + info.name + '`' if first else ''} | `{env_id}` | {info.description if first else '〃'} | "

@@ -1,4 +1,4 @@
-"""Shared vocabulary of shifts: levels, `ShiftInfo`, the error helper and per-env random streams."""
+"""Shared vocabulary of shifts: levels, the built-in names, `ShiftInfo` and per-env random streams."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 LEVELS: tuple[int, ...] = (0, 1, 2, 3)
+BUILT_IN_SHIFTS: dict[str, tuple[str, ...]] = {  # env kind -> its built-in shifts, in the order they are listed
+    "atari": ("flavour", "sticky", "colour", "noise", "background", "sprites", "occlusion"),
+    "minigrid": ("distractors", "novel_distractors", "size", "novel_instructions", "floor_noise"),
+}
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,21 @@ PICKUP_NOVEL = {  # level -> (share of novel distractors, their colours, their o
 }
 # env id -> (novel_distractors ladder, what distractors look like in training); other envs: NOVEL
 NOVEL_LADDERS = {"PickupDistractors-v0": (PICKUP_NOVEL, f"{'/'.join(TRAIN_COLOURS)} {'s and '.join(TRAIN_DISTRACTOR_TYPES)}s")}
+# env id -> what red distractors (NOVEL's top level) are there; other envs: RED_NOTE
+RED_NOTE = "keys/boxes in the target's colour"
+RED_NOTES = {"MemoryDistractors-v0": "keys/balls/boxes in the cue's colour: most look like a possible cue"}
+SIZE_DESCRIPTIONS = {  # env id -> what its `size` is; other envs: the side of the grid or room
+    "MemoryDistractors-v0": "width of the grid (size, walls included): the corridor, and with it the memory "
+                            "span, is size - 3 steps long",
+}
 
 
 def novel_ladder(env_id: str) -> tuple[dict[int, tuple[float, tuple[str, ...], tuple[str, ...]]], str]:
     """(level -> (share of novel distractors, their colours, their types or ()), training description)."""
     return NOVEL_LADDERS.get(env_id) or ({lv: (f, c, ()) for lv, (f, c) in NOVEL.items()}, ", ".join(TRAIN_COLOURS))
 
-COUNT_LADDERS = {"RedBallDistractors-v0": (2, 4, 6, 8), "PickupDistractors-v0": (2, 4, 6, 8)}  # per-env tables win over the rule
+COUNT_LADDERS = {"RedBallDistractors-v0": (2, 4, 6, 8), "PickupDistractors-v0": (2, 4, 6, 8),
+                 "MemoryDistractors-v0": (2, 4, 6, 8)}  # per-env tables win over the rule
 
 
 def count_ladder(env_id: str, n: int) -> dict[int, int]:
@@ -93,12 +101,12 @@ def infos(env_id: str) -> dict[str, ShiftInfo]:
                                  + f" (training: {training})",
             {lv: ("none" if not f else f"{int(f * 100)}% of distractors {'/'.join(c)}"
                   + (f" {'/'.join(t)}es" if t else "")
-                  + (" (keys/boxes in the target's colour)" if c == ("red",) else ""))
+                  + (f" ({RED_NOTES.get(env_id, RED_NOTE)})" if c == ("red",) else ""))
              for lv, (f, c, t) in ladder.items()})
     size = _first(SIZE_KWARGS, defaults)
     if size:
         out["size"] = ShiftInfo(
-            "size", f"side of the grid or room ({size}, walls included)",
+            "size", SIZE_DESCRIPTIONS.get(env_id, f"side of the grid or room ({size}, walls included)"),
             {lv: f"{size}={s}" for lv, s in size_ladder(defaults[size]).items()}, changes_scale=True)
     if minigrid_instructions.applies(defaults):
         out["novel_instructions"] = minigrid_instructions.INFO

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from envs import is_atari, list_shifts, parse_shifts
+from envs import list_shifts, parse_shifts, resolve_env
 from rims_rl.errors import UserError
 
 UNSHIFTED = "none"
@@ -84,5 +84,6 @@ def scale_changing(env_id: str, shift: str) -> bool:
 
 
 def has_success(env_id: str) -> bool:
-    """True if episodes of ``env_id`` succeed or fail (MiniGrid/BabyAI), False for Atari."""
-    return not is_atari(env_id)
+    """True if episodes of ``env_id`` succeed or fail (MiniGrid/BabyAI: a positive return), False for Atari
+    and other gymnasium envs, whose returns have no success notion."""
+    return resolve_env(env_id).success

@@ -5,7 +5,7 @@ import optuna
 import pytest
 import yaml
 
-from agents.experiments import tune
+from agents.experiments.tune import space as tune_space, storage as tune
 from agents.experiments.config import load_config
 from rims_rl.errors import UserError
 
@@ -22,13 +22,13 @@ def _space(tmp_path, text):
 
 
 def test_the_default_space_is_valid_and_core_keys_apply_to_their_core(base):
-    space = tune.read_space(None, base)
+    space = tune_space.read_space(None, base)
     keys = [p.key for p in space]
     for key in ("ppo.learning_rate", "ppo.lr_schedule", "ppo.ent_coef", "ppo.n_epochs", "ppo.clip_range",
                 "ppo.bptt_length", "cores.rims.k"):
         assert key in keys
-    assert [p.key for p in tune.space_for(space, "lstm")] == keys[:-1]
-    assert tune.space_for(space, "rims")[-1].key == "cores.rims.k"
+    assert [p.key for p in tune_space.space_for(space, "lstm")] == keys[:-1]
+    assert tune_space.space_for(space, "rims")[-1].key == "cores.rims.k"
     lr = next(p for p in space if p.key == "ppo.learning_rate")
     assert lr.log and not lr.is_int and next(p for p in space if p.key == "ppo.n_epochs").is_int
 
@@ -52,12 +52,12 @@ def test_the_default_space_is_valid_and_core_keys_apply_to_their_core(base):
 ])
 def test_space_errors_name_the_key_and_the_problem(tmp_path, base, text, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("{", r"\{")):
-        tune.read_space(_space(tmp_path, text), base)
+        tune_space.read_space(_space(tmp_path, text), base)
 
 
 def test_an_unreadable_space_file_is_a_user_error(tmp_path, base):
     with pytest.raises(UserError, match="cannot read space file"):
-        tune.read_space(tmp_path / "missing.yaml", base)
+        tune_space.read_space(tmp_path / "missing.yaml", base)
 
 
 def test_tuning_seeds_start_at_1000_and_never_overlap_the_reported_seeds():
@@ -70,7 +70,7 @@ def _study(tmp_path, label="rims", seed=0):
 
 
 def test_interrupted_trials_are_requeued_with_their_run_dirs_and_never_counted_twice(tmp_path, base):
-    space = tune.space_for(tune.read_space(None, base), "rims")
+    space = tune_space.space_for(tune_space.read_space(None, base), "rims")
     study = _study(tmp_path)
     done, params, key = tune.ask(study, space)
     study.tell(done, 0.5)
@@ -92,9 +92,9 @@ def test_interrupted_trials_are_requeued_with_their_run_dirs_and_never_counted_t
 
 
 def test_labels_have_their_own_studies_in_one_journal(tmp_path, base):
-    space = tune.read_space(None, base)
+    space = tune_space.read_space(None, base)
     rims, lstm = _study(tmp_path, "rims", 1), _study(tmp_path, "lstm", 2)
-    trial, _, _ = tune.ask(rims, tune.space_for(space, "rims"))
+    trial, _, _ = tune.ask(rims, tune_space.space_for(space, "rims"))
     rims.tell(trial, 1.0)
     assert len(tune.finished_trials(rims)) == 1 and tune.finished_trials(lstm) == []
     assert (tmp_path / tune.JOURNAL).is_file()
@@ -103,10 +103,10 @@ def test_labels_have_their_own_studies_in_one_journal(tmp_path, base):
 
 
 def test_trials_csv_and_best_config(tmp_path, base):
-    space = tune.read_space(None, base)
+    space = tune_space.read_space(None, base)
     study = _study(tmp_path)
     for score in (0.2, 0.9, 0.4):
-        trial, params, _ = tune.ask(study, tune.space_for(space, "rims"))
+        trial, params, _ = tune.ask(study, tune_space.space_for(space, "rims"))
         trial.set_user_attr("seconds", 12.34)
         study.tell(trial, score)
     rows = tune.trial_rows({"rims": study}, {"rims": "rims"}, space)

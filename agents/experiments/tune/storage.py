@@ -1,0 +1,141 @@
+"""Tuning state on disk: Optuna's journal storage with one study per (env, label), trials asked and
+re-queued, and the outputs (``trials.csv``, ``best_<label>.yaml``).
+
+The journal file (``<logdir>/<env>/tune.journal``) is text and tolerates several writer processes; a
+re-run continues each study where the last one stopped. Trials that a stopped driver left RUNNING are
+marked failed-interrupted and re-queued with the same parameters and run dirs (:func:`recover_interrupted`),
+so no trial is lost or counted twice.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.experiments.files import atomic_open, atomic_write_text
+from agents.experiments.tune.space import Param, apply_params
+from rims_rl.errors import UserError
+
+TUNING_SEED_BASE = 1000  # tuning seeds 1000 + i; studies report seeds 0-999
+JOURNAL = "tune.journal"
+TRIALS_FILE = "trials.csv"
+RUN_KEY = "run_key"  # trial user attribute: the name of its run dirs (kept when an interrupted trial is re-queued)
+INTERRUPTED = "interrupted"  # trial user attribute of a trial failed by an interruption (re-queued, not counted)
+FAILED_RUNS = "failed_runs"  # trial user attribute: why its runs failed (the trial counts, with no score)
+
+
+def tuning_seeds(seeds_per_trial: int, first: int = TUNING_SEED_BASE) -> list[int]:
+    """The seeds every trial trains on: ``first``, ``first + 1``, ... (1000 + i by default)."""
+    return list(range(first, first + seeds_per_trial))
+
+
+def journal_storage(env_dir: Path) -> Any:
+    """Optuna's journal file storage at ``<env_dir>/tune.journal`` (created with its dir)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    env_dir.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(env_dir / JOURNAL)))
+
+
+def study_name(env: str, label: str) -> str:
+    return f"{env}/{label}"
+
+
+def open_study(storage: Any, env: str, label: str, sampler: str = "tpe", seed: int = 0) -> Any:
+    """The study of (env, label), created on first use; maximizes the score. ``seed`` seeds the sampler
+    (distinct per label, so that equal seeds do not make labels draw identical sequences by accident)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if sampler == "tpe":
+        chosen = optuna.samplers.TPESampler(seed=seed)
+    elif sampler == "random":
+        chosen = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        raise UserError(f"--sampler must be tpe or random, got {sampler!r}")
+    return optuna.create_study(storage=storage, study_name=study_name(env, label), direction="maximize",
+                               sampler=chosen, load_if_exists=True)
+
+
+def counted(trial: Any) -> bool:
+    """A trial that used up budget: complete, or failed by its runs (not by an interruption)."""
+    import optuna
+
+    state = trial.state
+    if state == optuna.trial.TrialState.COMPLETE:
+        return True
+    return state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED)
+
+
+def finished_trials(study: Any) -> list[Any]:
+    """The trials that count towards the budget, in trial-number order."""
+    return [t for t in study.get_trials(deepcopy=False) if counted(t)]
+
+
+def recover_interrupted(study: Any) -> int:
+    """Mark every RUNNING trial (left by a stopped driver) failed-interrupted and re-queue its parameters
+    with its run dirs, so that the next trial asked resumes it from its checkpoints; return how many."""
+    import optuna
+
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in running:
+        study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(dict(trial.params), user_attrs={RUN_KEY: trial.user_attrs.get(RUN_KEY)})
+    return len(running)
+
+
+def ask(study: Any, space: list[Param]) -> tuple[Any, dict[str, Any], str]:
+    """Ask the next trial: (trial, {key: value}, run key). A re-queued trial keeps its run key."""
+    trial = study.ask()
+    params = {p.key: p.suggest(trial) for p in space}
+    run_key = trial.user_attrs.get(RUN_KEY) or f"trial{trial.number:03d}"
+    trial.set_user_attr(RUN_KEY, run_key)
+    return trial, params, run_key
+
+
+# ---------------------------------------------------------------- outputs
+
+TRIAL_COLUMNS = ("label", "core", "trial", "score", "seconds")
+
+
+def trial_rows(studies: dict[str, Any], cores: dict[str, str], space: list[Param]) -> list[dict[str, Any]]:
+    """trials.csv rows: one per finished trial of each label's study, with one column per searched key."""
+    rows = []
+    for label, study in studies.items():
+        for t in finished_trials(study):
+            rows.append({"label": label, "core": cores[label], "trial": t.number,
+                         "score": t.value if t.value is not None else None,
+                         "seconds": round(float(t.user_attrs.get("seconds", 0.0)), 1),
+                         **{p.key: t.params.get(p.key) for p in space}})
+    return rows
+
+
+def write_trials(env_dir: Path, rows: list[dict[str, Any]], space: list[Param]) -> Path:
+    """``<env_dir>/trials.csv`` (atomic)."""
+    path = env_dir / TRIALS_FILE
+    columns = [*TRIAL_COLUMNS, *dict.fromkeys(p.key for p in space)]
+    with atomic_open(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def best_trial(study: Any) -> Any | None:
+    """The finished trial with the highest score (None before the first complete trial)."""
+    scored = [t for t in finished_trials(study) if t.value is not None]
+    return max(scored, key=lambda t: (t.value, -t.number)) if scored else None
+
+
+def write_best_config(env_dir: Path, label: str, base: dict, params: dict[str, Any], preset: str) -> Path:
+    """``best_<label>.yaml``: the complete config of the best trial (seed 0, the ``base:`` preset named), which
+    ``rims-rl train --config`` and sweep grid files accept."""
+    cfg = apply_params(base, params)
+    cfg["seed"] = 0
+    text = (f"# best config of `rims-rl tune` for {cfg['env']} ({label}): {', '.join(f'{k}={v}' for k, v in params.items())}\n"
+            + yaml.safe_dump({"base": preset, **cfg}, sort_keys=False, default_flow_style=False))
+    return atomic_write_text(env_dir / f"best_{label}.yaml", text)

@@ -72,11 +72,17 @@ class TrainOutcome:
 
 
 def resume_config(run_dir: Path, timesteps: int | None = None) -> dict:
-    """The config to continue ``run_dir`` with (``timesteps``: a new budget); UserError, before any work,
-    unless it is a run dir with a readable checkpoint of at most that many steps."""
+    """The config to continue ``run_dir`` with (``timesteps``: a new budget, None: the run's own); UserError,
+    before any work, unless it is a run dir with a readable checkpoint and something left to train.
+
+    A finished run (``model.zip`` written) continues only with a ``timesteps`` above its step count; an
+    unfinished one with any budget not below the steps its checkpoint holds. The messages say which
+    budget was asked: the run's own or ``--timesteps``.
+    """
     if not is_run_dir(run_dir):
         raise UserError(f"--resume {run_dir}: not a run dir ({CONFIG_FILE} is missing)")
     cfg = read_run_config(run_dir)
+    budget = cfg["timesteps"]
     if timesteps is not None:
         set_value(cfg, "timesteps", timesteps, source="--timesteps")
     validate_config(cfg)
@@ -84,8 +90,14 @@ def resume_config(run_dir: Path, timesteps: int | None = None) -> dict:
         raise UserError(f"--resume {run_dir}: no checkpoint to resume from ({CHECKPOINT} is missing); "
                         f"the run stopped before its first checkpoint: remove the dir and train again")
     done = read_num_timesteps(run_dir / CHECKPOINT)  # a corrupt checkpoint is reported before any work
-    if cfg["timesteps"] < done:
-        raise UserError(f"--timesteps {cfg['timesteps']} is below the {done} steps {run_dir} has done; "
+    if (run_dir / FINAL_MODEL).is_file() and cfg["timesteps"] <= done:
+        if timesteps is None:
+            raise UserError(f"--resume {run_dir}: the run has finished: {done} steps for its budget of {budget}; "
+                            f"give --timesteps N (above {done}) to extend it")
+        raise UserError(f"--timesteps {timesteps} does not extend {run_dir}: the run has finished with {done} "
+                        f"steps; give more than {done}")
+    if timesteps is not None and timesteps < done:
+        raise UserError(f"--timesteps {timesteps} is below the {done} steps {run_dir} has done; "
                         f"give at least {done}")
     return cfg
 
@@ -126,7 +138,8 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
         if resume and checkpoint.is_file():
             model = load_model(checkpoint, env=env, device=device)
             model.tensorboard_log = str(run_dir / TB_DIR)
-            print(f"resuming {run_dir} from step {model.num_timesteps} ({checkpoint})")
+            print(f"resuming {run_dir} from step {model.num_timesteps} ({checkpoint}) to a budget of "
+                  f"{cfg['timesteps']} steps")
         else:
             model = build_model(cfg, env, run_dir, device)
             if resume:
@@ -158,7 +171,8 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
         callbacks.append(bar)
     try:
         with GracefulStop() as stop, torch_threads(cfg["threads"] or None):
-            callbacks.append(StopOnSignalCallback(stop))
+            on_signal = StopOnSignalCallback(stop)
+            callbacks.append(on_signal)
             if remaining > 0:
                 try:
                     model.learn(remaining, callback=CallbackList(callbacks), tb_log_name=TRAIN_TB_NAME,
@@ -172,6 +186,8 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
                 except KeyboardInterrupt:
                     raise Interrupted(f"interrupted twice: stopped without a new checkpoint; "
                                       f"resume from the last one with: rims-rl train --resume {run_dir}") from None
+            if stop.signal_name is not None and on_signal.kept_steps is not None:
+                model.num_timesteps = on_signal.kept_steps  # the stopped rollout's steps were discarded
             atomic_save(model, checkpoint)
             if stop.signal_name is not None:
                 raise Interrupted(f"{stop.signal_name}: stopped at step {model.num_timesteps}, checkpoint saved to "

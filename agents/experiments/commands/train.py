@@ -26,7 +26,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--env", help=from_config("environment id", "env"))
     p.add_argument("--core", nargs="+", choices=CORES, help=from_config("recurrent core(s), one run each", "core"))
     p.add_argument("--seed", nargs="+", type=int, help=from_config("seed(s), one run each", "seed"))
-    p.add_argument("--timesteps", type=int, help=from_config("environment steps per run", "timesteps"))
+    p.add_argument("--timesteps", type=int, help=from_config(
+        "environment steps per run (all sub-envs together); as in SB3, training stops at the first rollout "
+        "boundary (a multiple of ppo.n_steps x n_envs steps) at or past it, and a run interrupted and resumed "
+        "ends at the same boundary", "timesteps"))
     p.add_argument("--n-envs", type=int, help=from_config("parallel environments", "n_envs"))
     p.add_argument("--shifts", help=from_config("training-time shifts, e.g. distractors=1", "shifts"))
     p.add_argument("--logdir", default="runs", help="root of the run dirs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,7 +23,7 @@ from agents.experiments.evaluation.tables import print_results_table
 from agents.experiments.plots import plot_returns_vs_level
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, TB_DIR, load_model, read_run_config,
                                      resolve_model_path)
-from rims_rl.errors import UserError
+from rims_rl.errors import UserError, first_line
 
 
 def evaluate_model(
@@ -70,11 +71,29 @@ def log_results_to_tensorboard(results: list[Result], tb_dir: str | os.PathLike,
                 if value is not None:
                     writer.add_scalar(f"eval/{r.shift}/level{r.level}/{metric}", value, step)
         if ladder_png is not None:
-            image = iio.imread(Path(ladder_png))[..., :3]
-            writer.add_image("eval/ladder", image, step, dataformats="HWC")
+            try:
+                image = iio.imread(Path(ladder_png))[..., :3]
+                writer.add_image("eval/ladder", image, step, dataformats="HWC")
+            except Exception as e:  # noqa: BLE001 - the image only illustrates the scalars: never fail for it
+                warn(f"the ladder image was not logged to TensorBoard ({type(e).__name__}: {first_line(e)})")
     finally:
         writer.close()
     return tb_dir
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def plot_or_warn(results: list[Result], path: Path, title: str) -> Path | None:
+    """The ladder plot of ``results`` at ``path``; None, with one warning line, if it cannot be drawn
+    (a plot illustrates the results files, so it never fails an evaluation)."""
+    try:
+        return plot_returns_vs_level(results, path, title)
+    except Exception as e:  # noqa: BLE001 - matplotlib and the disk raise many types; all mean "no plot"
+        warn(f"{path} was not drawn ({type(e).__name__}: {first_line(e)}); the results files are complete")
+        return None
 
 
 def evaluate_run(
@@ -132,14 +151,15 @@ def evaluate_run(
     meta = {"env": env, "model": str(model_file), "num_timesteps": int(agent.num_timesteps), "seed": seed,
             "deterministic": deterministic, "episodes": episodes, "baseline_cache": str(cache),
             "success_ci95_half_width": success_ci_half_width(results)}
-    csv_path, json_path = write_results(results, out_dir, meta)
     label = f"{run_dir.parent.name} seed {read_run_config(run_dir)['seed']}" if run_dir else model_file.name
-    plot = plot_returns_vs_level(results, out_dir / "returns.png", f"{env} - {label}")
+    plot = plot_or_warn(results, out_dir / "returns.png", f"{env} - {label}")
     log_results_to_tensorboard(results, tb_dir, int(agent.num_timesteps), ladder_png=plot)
+    # results.json last: its presence marks a finished evaluation (the sweep's grid.is_evaluated)
+    csv_path, json_path = write_results(results, out_dir, meta)
     if not quiet:
         print_results_table(results, f"{env} - {label} ({agent.num_timesteps} steps)")
         half = success_ci_half_width(results)
         if half is not None:
             print(f"largest 95% CI half-width of a success rate: {half:.3f} ({episodes} episodes per setting)")
-        print(f"results: {csv_path}, {json_path}\nplot: {plot}\nTensorBoard: tensorboard --logdir {tb_dir}")
+        print(f"results: {csv_path}, {json_path}\nplot: {plot or 'none'}\nTensorBoard: tensorboard --logdir {tb_dir}")
     return results

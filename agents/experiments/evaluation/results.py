@@ -71,20 +71,40 @@ def write_csv_json(out_dir: str | os.PathLike, stem: str, columns: Sequence[str]
     """Write ``<stem>.csv`` (``rows`` restricted to ``columns``; None as an empty cell) and
     ``<stem>.json`` (``document`` plus the column list) into ``out_dir`` atomically; return their paths."""
     out = Path(out_dir)
-    csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
-    with atomic_open(csv_path, "w") as f:
+    return write_csv(out / f"{stem}.csv", columns, rows), write_json(out / f"{stem}.json", columns, document)
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` restricted to ``columns`` (None as an empty cell) to the CSV file ``path`` atomically."""
+    with atomic_open(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    with atomic_open(json_path, "w") as f:
+    return path
+
+
+def write_json(path: Path, columns: Sequence[str], document: dict[str, Any]) -> Path:
+    """Write ``document`` plus the column list to the JSON file ``path`` atomically."""
+    with atomic_open(path, "w") as f:
         json.dump({**document, "columns": list(columns)}, f, indent=1)
-    return csv_path, json_path
+    return path
 
 
 def write_results(results: list[Result], out_dir: str | os.PathLike, meta: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``results.csv`` and ``results.json`` into ``out_dir``; return their paths."""
-    return write_csv_json(out_dir, "results", RESULT_COLUMNS, [r.row() for r in results],
-                          {**meta, "results": [asdict(r) for r in results]})
+    return write_results_csv(results, out_dir), write_results_json(results, out_dir, meta)
+
+
+def write_results_csv(results: list[Result], out_dir: str | os.PathLike) -> Path:
+    """Write ``results.csv`` into ``out_dir``; return its path."""
+    return write_csv(Path(out_dir) / "results.csv", RESULT_COLUMNS, [r.row() for r in results])
+
+
+def write_results_json(results: list[Result], out_dir: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write ``results.json`` (``meta`` and every row with its episodes) into ``out_dir``; return its path.
+
+    An evaluation writes it last: its presence marks a finished evaluation (``sweep.grid.is_evaluated``)."""
+    return write_json(Path(out_dir) / RESULTS_FILE, RESULT_COLUMNS, {**meta, "results": [asdict(r) for r in results]})
 
 
 RESULTS_ADVICE = "run `rims-rl evaluate` on that run again"

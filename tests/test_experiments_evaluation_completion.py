@@ -75,23 +75,29 @@ def _evaluate(run):
     return evaluate_run(run, shifts=LADDER, episodes=2, quiet=True)  # what a sweep's task runs
 
 
-def test_a_plot_failure_is_one_warning_and_the_evaluation_is_complete(sweep_run, monkeypatch, capsys, run_main):
+@pytest.mark.parametrize("broken", ["plot", "TensorBoard image"])
+def test_a_plot_failure_is_one_warning_and_the_evaluation_is_complete(broken, sweep_run, monkeypatch, capsys,
+                                                                     run_main):
     import agents.experiments.evaluation.evaluate as evaluate
 
-    def broken(*args, **kwargs):
+    def fails(*args, **kwargs):
         raise ValueError("'yerr' must not contain negative values")
 
-    monkeypatch.setattr(evaluate, "plot_returns_vs_level", broken)
+    if broken == "plot":
+        monkeypatch.setattr(evaluate, "plot_returns_vs_level", fails)
+    else:
+        monkeypatch.setattr(evaluate.iio, "imread", fails)  # reading returns.png back for TensorBoard
     _, run, _ = sweep_run
     for name in ("results.json", "results.csv", "returns.png"):
         (run / EVAL_DIR / name).unlink(missing_ok=True)
     assert run_main(["evaluate", "--model", run, "--shifts", LADDER, "--episodes", 2]) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("warning:") and "returns.png" in err[0] and "yerr" in err[0], err
+    assert len(err) == 1 and err[0].startswith("warning:") and "yerr" in err[0], err
+    assert ("returns.png was not drawn" if broken == "plot" else "ladder image was not logged") in err[0]
     data = json.loads((run / EVAL_DIR / "results.json").read_text())
     assert [(r["shift"], r["level"], r["episodes"]) for r in data["results"]] == [("none", 0, 2), ("distractors", 1, 2)]
     assert len((run / EVAL_DIR / "results.csv").read_text().splitlines()) == 3
-    assert not (run / EVAL_DIR / "returns.png").exists()
+    assert (run / EVAL_DIR / "returns.png").exists() == (broken != "plot")
     assert not _needs_evaluation(sweep_run)
 
 

@@ -68,16 +68,24 @@ def test_a_resume_with_a_larger_budget_ends_at_its_first_boundary(tmp_path, tiny
     assert f"resuming {run} from step 32" in capsys.readouterr().out
 
 
-def test_resuming_a_finished_run_says_what_was_asked(tmp_path, tiny_cfg, refused):
+def test_resuming_a_finished_run_says_what_was_asked_and_writes_nothing(tmp_path, tiny_cfg, run_main, capsys,
+                                                                         snapshot, refused):
     run = tmp_path / "run"
     train_run(tiny_cfg, run, progress=False)
+    capsys.readouterr()
     done = _first_boundary(BUDGET)
-    line = refused(["train", "--resume", run, "--no-progress"],
-                   ["the run has finished", f"{done} steps", f"budget of {BUDGET}", "give --timesteps"])
-    assert "is below" not in line  # no --timesteps was given: the message must not quote one
-    refused(["train", "--resume", run, "--timesteps", done, "--no-progress"],
-            [f"--timesteps {done} does not extend", f"more than {done}"])
-    refused(["train", "--resume", run, "--timesteps", 50, "--no-progress"], ["--timesteps 50"])
+    before = snapshot(run)
+    mtime = (run / FINAL_MODEL).stat().st_mtime_ns
+    assert run_main(["train", "--resume", run, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"has finished: {done} steps for its budget of {BUDGET}; nothing to train" in out
+    assert f"give --timesteps N above {done}" in out and "--timesteps 100" not in out  # none was given
+    assert run_main(["train", "--resume", run, "--timesteps", done, "--no-progress"]) == 0
+    assert f"has finished: {done} steps for --timesteps {done}; nothing to train" in capsys.readouterr().out
+    # model.zip keeps its time: an evaluation of it stays current for the sweep
+    assert snapshot(run) == before and (run / FINAL_MODEL).stat().st_mtime_ns == mtime
+    refused(["train", "--resume", run, "--timesteps", 50, "--no-progress"],
+            ["--timesteps 50 is below the 128 steps", "at least 128"])
 
 
 def test_an_unfinished_run_with_a_checkpoint_at_its_budget_is_finished_by_a_resume(tmp_path, tiny_cfg, run_main):

@@ -73,16 +73,10 @@ class TrainOutcome:
 
 def resume_config(run_dir: Path, timesteps: int | None = None) -> dict:
     """The config to continue ``run_dir`` with (``timesteps``: a new budget, None: the run's own); UserError,
-    before any work, unless it is a run dir with a readable checkpoint and something left to train.
-
-    A finished run (``model.zip`` written) continues only with a ``timesteps`` above its step count; an
-    unfinished one with any budget not below the steps its checkpoint holds. The messages say which
-    budget was asked: the run's own or ``--timesteps``.
-    """
+    before any work, unless it is a run dir with a readable checkpoint of at most that many steps."""
     if not is_run_dir(run_dir):
         raise UserError(f"--resume {run_dir}: not a run dir ({CONFIG_FILE} is missing)")
     cfg = read_run_config(run_dir)
-    budget = cfg["timesteps"]
     if timesteps is not None:
         set_value(cfg, "timesteps", timesteps, source="--timesteps")
     validate_config(cfg)
@@ -90,16 +84,27 @@ def resume_config(run_dir: Path, timesteps: int | None = None) -> dict:
         raise UserError(f"--resume {run_dir}: no checkpoint to resume from ({CHECKPOINT} is missing); "
                         f"the run stopped before its first checkpoint: remove the dir and train again")
     done = read_num_timesteps(run_dir / CHECKPOINT)  # a corrupt checkpoint is reported before any work
-    if (run_dir / FINAL_MODEL).is_file() and cfg["timesteps"] <= done:
-        if timesteps is None:
-            raise UserError(f"--resume {run_dir}: the run has finished: {done} steps for its budget of {budget}; "
-                            f"give --timesteps N (above {done}) to extend it")
-        raise UserError(f"--timesteps {timesteps} does not extend {run_dir}: the run has finished with {done} "
-                        f"steps; give more than {done}")
     if timesteps is not None and timesteps < done:
         raise UserError(f"--timesteps {timesteps} is below the {done} steps {run_dir} has done; "
                         f"give at least {done}")
     return cfg
+
+
+def nothing_to_resume(run_dir: Path, timesteps: int | None = None) -> str | None:
+    """Why ``train --resume run_dir`` (with ``--timesteps timesteps``, None: not given) has nothing to do, or
+    None: the run has finished (``model.zip`` written) and the budget asked for is no more than its steps.
+
+    The message says which budget was asked, the run's own or ``--timesteps``, and how to extend the run.
+    """
+    if not (run_dir / FINAL_MODEL).is_file():
+        return None
+    done = read_num_timesteps(run_dir / CHECKPOINT)
+    budget = read_run_config(run_dir)["timesteps"] if timesteps is None else timesteps
+    if budget > done:
+        return None
+    asked = f"its budget of {budget}" if timesteps is None else f"--timesteps {timesteps}"
+    return (f"{run_dir} has finished: {done} steps for {asked}; nothing to train "
+            f"(give --timesteps N above {done} to extend it)")
 
 
 def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = True, device: str | None = None,

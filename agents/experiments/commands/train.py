@@ -74,7 +74,7 @@ def train(
     and ``device`` (where to continue it, not stored in its config) may be given.
     """
     from agents.experiments.runs import refuse_existing, run_dir_for
-    from agents.experiments.train import resume_config, train_run
+    from agents.experiments.train import nothing_to_resume, resume_config, train_run
     from agents.experiments.validation import resolve_config, run_config
 
     if resume is not None:
@@ -88,6 +88,10 @@ def train(
                             f"(only --timesteps and --device may be given)")
         run_dir = Path(resume)
         cfg = resume_config(run_dir, flags.get("timesteps"))
+        finished = nothing_to_resume(run_dir, flags.get("timesteps"))
+        if finished is not None:  # nothing is written: model.zip keeps its time, so its evaluation stays current
+            print(finished)
+            return []
         return [train_run(cfg, run_dir, resume=True, progress=progress, device=flags.get("device"))]
     base = resolve_config(config, overrides, **flags)
     check_dir(logdir, "--logdir")

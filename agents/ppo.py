@@ -401,7 +401,13 @@ class RecurrentPPO(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfRecurrentPPO:
-        """Train for ``total_timesteps`` env steps (SB3 semantics; callbacks and progress bar work)."""
+        """Train for ``total_timesteps`` env steps (SB3 semantics; callbacks and progress bar work).
+
+        The budget rule is SB3's: whole rollouts of ``n_steps * n_envs`` steps are collected until
+        ``num_timesteps`` reaches ``total_timesteps`` (plus the steps done before, with
+        ``reset_num_timesteps=False``), so training stops at the first rollout boundary at or past it. A
+        rollout stopped by a callback is discarded without an update.
+        """
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,

@@ -77,7 +77,8 @@ def test_a_full_disk_keeps_every_old_file_whole(tmp_path, capsys, tiny_config, e
                      ["train", "--config", tiny_config(tmp_path), "--logdir", disk / "new", "--no-progress"],
                      ["train", "--resume", run, "--timesteps", 64, "--no-progress"],
                      ["record", "--model", run, "--max-steps", 5]):
-            refused(args, ["No space left on device"])
+            line = refused(args, ["No space left on device"])
+            assert ".tmp" not in line  # the target is named, never the temp file
         assert not (disk / "new").exists()
         after = _without(snapshot(disk), "filler")
         assert _without_tb(after, disk) == _without_tb(before, disk)
@@ -121,7 +122,8 @@ def test_a_read_only_file_system(tmp_path, capsys, tiny_config, evaluated_copy, 
                      ["compare", run],
                      ["train", "--resume", run, "--timesteps", 64, "--no-progress"],
                      ["train", "--config", tiny_config(tmp_path), "--logdir", disk / "new", "--no-progress"]):
-            refused(args, ["Read-only file system"])
+            line = refused(args, ["Read-only file system"])
+            assert ".tmp" not in line  # the target is named, never the temp file
         assert snapshot(disk) == before
     finally:
         _umount(disk)

@@ -130,7 +130,7 @@ def test_compare_refuses_runs_of_different_experiments(trained_run, tmp_path, re
         shutil.copytree(trained_run, run)
         (run / "eval").mkdir()  # fake evaluation results: only the configs matter here
         (run / "eval" / "results.json").write_text(
-            '{"results": [{"shift": "none", "level": 0, "mean_return": 0.5, "success_rate": 0.5}]}')
+            '{"results": [{"shift": "none", "level": 0, "episodes": 1, "mean_return": 0.5, "success_rate": 0.5}]}')
     cfg = yaml.safe_load((other / "config.yaml").read_text())
     cfg["seed"], cfg["timesteps"] = 1, 999
     (other / "config.yaml").write_text(yaml.safe_dump(cfg))

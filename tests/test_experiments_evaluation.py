@@ -194,3 +194,20 @@ def test_paired_seeds_hold_below_a_vec_env_wrapper(monkeypatch):
     found = run_episodes(model, DEFAULT_ENV_ID, None, 6, seed=70, n_envs=4)
     assert [e.seed for e in found] == list(range(70, 76))
     assert all(_first_obs(e.seed, None) in model.starts for e in found)
+
+
+def test_the_baseline_cache_lies_beside_the_env_runs_or_in_the_output_dir(tmp_path, trained_run, monkeypatch, run_main):
+    """A run dir outside ``<logdir>/<env>/<core>/seed<N>`` never writes into the dir two levels above it."""
+    import shutil
+
+    standard = tmp_path / "runs" / trained_run.parent.parent.name / "lstm" / "seed0"
+    shutil.copytree(trained_run, standard)
+    assert run_main(["evaluate", "--model", standard, "--shifts", "none", "--episodes", 1]) == 0
+    assert (standard.parent.parent / "random_baseline.json").is_file()
+
+    elsewhere = tmp_path / "a" / "b" / "myrun"
+    shutil.copytree(trained_run, elsewhere)
+    monkeypatch.chdir(elsewhere)
+    assert run_main(["evaluate", "--model", ".", "--shifts", "none", "--episodes", 1]) == 0
+    assert (elsewhere / "eval" / "random_baseline.json").is_file()
+    assert not list((tmp_path / "a").glob("random_baseline.json*")) and not list(elsewhere.glob("random_baseline*"))

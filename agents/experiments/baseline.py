@@ -4,9 +4,10 @@ A uniformly random policy plays the same paired episodes as the models (same epi
 its mean return and success rate per setting are the ``R_random`` of the normalized score.
 
 Cache: one JSON file per env, ``<logdir>/<env>/random_baseline.json`` beside the env's run dirs
-(``baseline_cache_path``), guarded by a lock file. An entry is keyed by the setting's shifts, the
-base seed and the episode count, and stores its episode count; a later evaluation with the same
-key reuses it instead of playing again.
+(``baseline_cache_path``; a run dir outside that layout keeps it in its evaluation's output dir),
+guarded by a lock file. An entry is keyed by the setting's shifts, the base seed and the episode
+count, and stores its episode count; a later evaluation with the same key reuses it instead of
+playing again.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from agents.experiments.evaluation.episodes import run_episodes
 from agents.experiments.evaluation.ladder import Setting
 from agents.experiments.evaluation.metrics import summarize
 from agents.experiments.files import atomic_write_text
+from agents.experiments.runs import env_dirname
 from envs import make_vec_env
 
 CACHE_FILE = "random_baseline.json"
@@ -41,10 +43,14 @@ class RandomPolicy:
         return np.array([self.action_space.sample() for _ in range(n)]), None
 
 
-def baseline_cache_path(run_dir: str | os.PathLike | None, fallback_dir: str | os.PathLike) -> Path:
-    """The cache file: beside the env's run dirs (``<run>/../..``) for a run, else in ``fallback_dir``."""
+def baseline_cache_path(run_dir: str | os.PathLike | None, fallback_dir: str | os.PathLike, env_id: str) -> Path:
+    """The cache file: beside the env's run dirs (``<logdir>/<env>/``) for a run in the standard layout
+    (``<logdir>/<env>/<core>/seed<N>``), else in ``fallback_dir`` (the evaluation's output dir), so that a
+    run dir kept elsewhere never writes into whatever dir lies two levels above it (or the current dir)."""
     if run_dir is not None:
-        return Path(run_dir).parent.parent / CACHE_FILE
+        env_dir = Path(run_dir).resolve().parent.parent
+        if env_dir.name == env_dirname(env_id):
+            return env_dir / CACHE_FILE
     return Path(fallback_dir) / CACHE_FILE
 
 

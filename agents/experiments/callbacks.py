@@ -182,11 +182,24 @@ class GracefulStop:
 
 
 class StopOnSignalCallback(BaseCallback):
-    """Stop ``learn`` at the next env step once ``stop.signal_name`` is set."""
+    """Stop ``learn`` at the next env step once ``stop.signal_name`` is set.
+
+    ``kept_steps`` is the step count at the end of the last whole rollout: the steps whose data goes
+    into an update. A rollout stopped midway is discarded (SB3 skips its update), so a checkpoint
+    written after the stop records ``kept_steps``, and a resumed run ends at the same rollout boundary
+    as an uninterrupted one.
+    """
 
     def __init__(self, stop: GracefulStop) -> None:
         super().__init__()
         self.stop = stop
+        self.kept_steps: int | None = None
+
+    def _on_training_start(self) -> None:
+        self.kept_steps = self.model.num_timesteps
+
+    def _on_rollout_end(self) -> None:
+        self.kept_steps = self.model.num_timesteps
 
     def _on_step(self) -> bool:
         return self.stop.signal_name is None

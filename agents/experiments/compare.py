@@ -80,6 +80,7 @@ BOUNDED = ("success_rate", "normalized_score")  # metrics whose target is 1 (opt
 METRIC_LABELS = {"return": "return", "success_rate": "success rate", "normalized_score": "normalized score"}
 PROFILE_TAUS = {"success_rate": np.linspace(0.0, 1.0, 21), "normalized_score": np.linspace(0.0, 1.2, 25)}
 NO_CI = "1 seed: no CI"
+COMPARE_FORMAT = 2  # compare.json's layout: 2 = labels, joint bootstrap, scores (a report redoes an older one)
 
 
 def aggregate_functions(metric: str) -> dict[str, Callable[[np.ndarray], float]]:
@@ -334,7 +335,7 @@ def write_compare(comparison: dict[str, Any], out_dir: str | os.PathLike,
                   run_dirs: list[Path]) -> tuple[Path, Path, Path, Path]:
     """Write ``compare.csv``, ``compare.json`` (everything), ``improvement.csv`` and ``scores.csv`` into ``out_dir``."""
     csv_path, json_path = write_csv_json(out_dir, "compare", COMPARE_COLUMNS, comparison["summary"],
-                                         {"run_dirs": [str(r) for r in run_dirs], **comparison,
+                                         {"format": COMPARE_FORMAT, "run_dirs": [str(r) for r in run_dirs], **comparison,
                                           "improvement_columns": list(IMPROVEMENT_COLUMNS),
                                           "scores_columns": list(SCORES_COLUMNS)})
     improvement_path, _ = write_csv_json(out_dir, "improvement", IMPROVEMENT_COLUMNS, comparison["improvement"],

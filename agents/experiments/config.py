@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from agents.experiments.fields import check_record
 from agents.experiments.files import atomic_write_text
 from rims_rl.errors import UserError, first_line
 
@@ -33,6 +34,11 @@ RUN_CONFIG_SECTIONS = {
     "cores": (),
     "policy_kwargs": (),
 }
+# The kinds (agents.experiments.fields) of the keys that readers of a run's config.yaml rely on.
+RUN_CONFIG_KINDS = {"env": "text", "core": "text", "seed": "int", "policy": "text", "timesteps": "int",
+                    "n_envs": "int", "threads": "int", "checkpoint_freq": "int"}
+RUN_CONFIG_OPTIONAL_KINDS = {"label": "text?", "match": "text?", "core_parameters": "int?"}  # added later
+RUN_CONFIG_SECTION_KINDS = {"ppo": {"n_steps": "int"}, "eval": {"freq": "int", "episodes": "int"}}
 OPEN_SECTIONS = ("policy_kwargs",)  # sections whose keys are not in the preset (checked by validation.validate_config)
 DEFAULT_EPISODES = 400  # evaluation episodes per setting: a success rate's 95% CI half-width <= 0.05
 EVAL_ENVS = 64  # sub-envs an evaluation steps at once (one batched predict per step); benchmarks/bench_eval.py
@@ -256,7 +262,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
     """Read a resolved ``config.yaml`` of a run dir as it was written (no preset merging).
 
     UserError if it is empty, unreadable, lacks one of ``RUN_CONFIG_KEYS`` or of the section keys
-    ``RUN_CONFIG_SECTIONS`` (a cut-off or damaged write), or a section is not a mapping.
+    ``RUN_CONFIG_SECTIONS`` (a cut-off or damaged write), a section is not a mapping, or a key that
+    compare, report and resume read holds a value of the wrong type (``RUN_CONFIG_KINDS``: a string
+    seed, say); the message names the file and the key.
     """
     cfg = _read_mapping(Path(path))
     if not cfg:
@@ -270,4 +278,8 @@ def read_config_file(path: str | os.PathLike) -> dict:
     if missing:
         raise UserError(f"config {path} lacks key(s) {', '.join(missing)}; the run dir is damaged "
                         f"(restore config.yaml or remove the dir)")
+    damaged = "the run dir is damaged (restore config.yaml or remove the dir)"
+    check_record(cfg, "", path, damaged, RUN_CONFIG_KINDS, RUN_CONFIG_OPTIONAL_KINDS)
+    for section, kinds in RUN_CONFIG_SECTION_KINDS.items():
+        check_record(cfg[section], section, path, damaged, kinds)
     return cfg

@@ -26,7 +26,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
         raise ValueError(f"atomic_open mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path, None) from None
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -36,11 +39,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise _naming(e, path, tmp)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _naming(error: OSError, path: Path, tmp: str | None) -> OSError:
+    """``error`` naming the target ``path`` where it names the temp file ``tmp`` or no file at all (a failed
+    write of the temp file): the user knows the target, never the temp file, which is gone by then."""
+    if error.filename is None or error.filename == tmp or (tmp is None and Path(error.filename).parent == path.parent):
+        error.filename, error.filename2 = str(path), None
+    return error
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

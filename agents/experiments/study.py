@@ -3,6 +3,7 @@ report (:func:`write_study_report`). The ``compare``, ``report``, ``demo`` and `
 write them through these two functions."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -69,9 +70,10 @@ def write_study_report(directory: str | os.PathLike, out: str | os.PathLike | No
 
     An ``out`` elsewhere also gets compare's ``compare.csv``, ``improvement.csv`` and ``scores.csv``, so that
     it holds everything to publish. ``study``: a study (grid) file whose ``primary`` comparison the report
-    shows first; ``reference``: the core the verdict measures the others against (default lstm). It reuses ``<directory>/compare/compare.json`` when that is newer than every
-    run's results.json and covers exactly the runs under ``directory``, else compares first. Returns
-    the HTML and Markdown paths and the copied tables.
+    shows first; ``reference``: the label the verdict measures the others against (default lstm). It
+    reuses ``<directory>/compare/compare.json`` when that is of this rims-rl, newer than every run's
+    results.json and covers exactly the runs under ``directory``, else compares first. Returns the HTML
+    and Markdown paths and the copied tables.
     """
     if reps < 1:
         raise UserError(f"--reps must be >= 1, got {reps}")
@@ -87,8 +89,8 @@ def write_study_report(directory: str | os.PathLike, out: str | os.PathLike | No
     check_dir(out_dir, "--out", (*REPORT_FILES, *COMPARE_TABLES))
     compare_json = default_compare_out([directory], run_dirs) / "compare.json"
     newest = max((r / EVAL_DIR / "results.json").stat().st_mtime for r in run_dirs)
-    comparison = read_comparison(compare_json) if compare_json.is_file() else None
-    if (comparison is None or comparison.get("scores") is None or compare_json.stat().st_mtime < newest
+    comparison = read_comparison(compare_json) if is_current_comparison(compare_json) else None
+    if (comparison is None or compare_json.stat().st_mtime < newest
             or {Path(r["dir"]).resolve() for r in comparison["runs"]} != {r.resolve() for r in run_dirs}):
         write_comparison([directory], out=compare_json.parent, reps=reps, seed=seed, quiet=True)
         comparison = read_comparison(compare_json)
@@ -98,6 +100,14 @@ def write_study_report(directory: str | os.PathLike, out: str | os.PathLike | No
     copied = [atomic_write_bytes(out_dir / name, (compare_json.parent / name).read_bytes())
               for name in COMPARE_TABLES if out is not None and out_dir.resolve() != compare_json.parent.resolve()]
     return page, md, copied
+
+
+def is_current_comparison(path: Path) -> bool:
+    """Whether ``path`` is a compare.json in this rims-rl's layout (an older one is redone, not refused)."""
+    try:
+        return json.loads(path.read_text()).get("format") == compare.COMPARE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return path.is_file()  # a damaged file: read_comparison names what is wrong
 
 
 def report_line(page: Path, md: Path, copied: Sequence[Path]) -> str:

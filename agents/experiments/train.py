@@ -85,8 +85,8 @@ class TrainOutcome:
 
 
 def resume_config(run_dir: Path, timesteps: int | None = None) -> dict:
-    """The config to continue ``run_dir`` with (``timesteps``: a new budget); UserError, before any work,
-    unless it is a run dir with a readable checkpoint of at most that many steps."""
+    """The config to continue ``run_dir`` with (``timesteps``: a new budget, None: the run's own); UserError,
+    before any work, unless it is a run dir with a readable checkpoint of at most that many steps."""
     if not is_run_dir(run_dir):
         raise UserError(f"--resume {run_dir}: not a run dir ({CONFIG_FILE} is missing)")
     cfg = read_run_config(run_dir)
@@ -97,10 +97,27 @@ def resume_config(run_dir: Path, timesteps: int | None = None) -> dict:
         raise UserError(f"--resume {run_dir}: no checkpoint to resume from ({CHECKPOINT} is missing); "
                         f"the run stopped before its first checkpoint: remove the dir and train again")
     done = read_num_timesteps(run_dir / CHECKPOINT)  # a corrupt checkpoint is reported before any work
-    if cfg["timesteps"] < done:
-        raise UserError(f"--timesteps {cfg['timesteps']} is below the {done} steps {run_dir} has done; "
+    if timesteps is not None and timesteps < done:
+        raise UserError(f"--timesteps {timesteps} is below the {done} steps {run_dir} has done; "
                         f"give at least {done}")
     return cfg
+
+
+def nothing_to_resume(run_dir: Path, timesteps: int | None = None) -> str | None:
+    """Why ``train --resume run_dir`` (with ``--timesteps timesteps``, None: not given) has nothing to do, or
+    None: the run has finished (``model.zip`` written) and the budget asked for is no more than its steps.
+
+    The message says which budget was asked, the run's own or ``--timesteps``, and how to extend the run.
+    """
+    if not (run_dir / FINAL_MODEL).is_file():
+        return None
+    done = read_num_timesteps(run_dir / CHECKPOINT)
+    budget = read_run_config(run_dir)["timesteps"] if timesteps is None else timesteps
+    if budget > done:
+        return None
+    asked = f"its budget of {budget}" if timesteps is None else f"--timesteps {timesteps}"
+    return (f"{run_dir} has finished: {done} steps for {asked}; nothing to train "
+            f"(give --timesteps N above {done} to extend it)")
 
 
 def train_run(cfg: dict, run_dir: Path, resume: bool = False, progress: bool = True, device: str | None = None,
@@ -139,7 +156,8 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
         if resume and checkpoint.is_file():
             model = load_model(checkpoint, env=env, device=device)
             model.tensorboard_log = str(run_dir / TB_DIR)
-            print(f"resuming {run_dir} from step {model.num_timesteps} ({checkpoint})")
+            print(f"resuming {run_dir} from step {model.num_timesteps} ({checkpoint}) to a budget of "
+                  f"{cfg['timesteps']} steps")
         else:
             model = build_model(cfg, env, run_dir, device)
             if resume:
@@ -172,7 +190,8 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
         callbacks.append(bar)
     try:
         with GracefulStop() as stop, torch_threads(cfg["threads"] or None):
-            callbacks.append(StopOnSignalCallback(stop))
+            on_signal = StopOnSignalCallback(stop)
+            callbacks.append(on_signal)
             if remaining > 0:
                 try:
                     model.learn(remaining, callback=CallbackList(callbacks), tb_log_name=TRAIN_TB_NAME,
@@ -186,6 +205,8 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
                 except KeyboardInterrupt:
                     raise Interrupted(f"interrupted twice: stopped without a new checkpoint; "
                                       f"resume from the last one with: rims-rl train --resume {run_dir}") from None
+            if stop.signal_name is not None and on_signal.kept_steps is not None:
+                model.num_timesteps = on_signal.kept_steps  # the stopped rollout's steps were discarded
             atomic_save(model, checkpoint)
             if stop.signal_name is not None:
                 raise Interrupted(f"{stop.signal_name}: stopped at step {model.num_timesteps}, checkpoint saved to "

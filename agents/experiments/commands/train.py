@@ -28,7 +28,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--core", nargs="+", choices=CORES, help=from_config("recurrent core(s), one run each", "core"))
     p.add_argument("--seed", nargs="+", type=int, help=from_config("seed(s), one run each", "seed"))
     add_label_and_match(p)
-    p.add_argument("--timesteps", type=int, help=from_config("environment steps per run", "timesteps"))
+    p.add_argument("--timesteps", type=int, help=from_config(
+        "environment steps per run (all sub-envs together); as in SB3, training stops at the first rollout "
+        "boundary (a multiple of ppo.n_steps x n_envs steps) at or past it, and a run interrupted and resumed "
+        "ends at the same boundary", "timesteps"))
     p.add_argument("--n-envs", type=int, help=from_config("parallel environments", "n_envs"))
     p.add_argument("--shifts", help=from_config("training-time shifts, e.g. distractors=1", "shifts"))
     p.add_argument("--logdir", default="runs", help="root of the run dirs")
@@ -74,8 +77,8 @@ def train(
     and ``device`` (where to continue it, not stored in its config) may be given.
     """
     from agents.experiments.runs import refuse_existing, run_dir_for
-    from agents.experiments.train import resume_config, train_run
     from agents.experiments.matching import run_configs
+    from agents.experiments.train import nothing_to_resume, resume_config, train_run
     from agents.experiments.validation import resolve_config
 
     if resume is not None:
@@ -89,6 +92,10 @@ def train(
                             f"(only --timesteps and --device may be given)")
         run_dir = Path(resume)
         cfg = resume_config(run_dir, flags.get("timesteps"))
+        finished = nothing_to_resume(run_dir, flags.get("timesteps"))
+        if finished is not None:  # nothing is written: model.zip keeps its time, so its evaluation stays current
+            print(finished)
+            return []
         return [train_run(cfg, run_dir, resume=True, progress=progress, device=flags.get("device"))]
     base = resolve_config(config, overrides, **flags)
     check_dir(logdir, "--logdir")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -17,12 +18,12 @@ from agents.experiments.devices import resolve_device, torch_threads
 from agents.experiments.evaluation.episodes import EVAL_THREADS, run_episodes
 from agents.experiments.evaluation.ladder import Setting, ladder_settings
 from agents.experiments.evaluation.metrics import METRICS, add_normalized_scores, success_ci_half_width, summarize
-from agents.experiments.evaluation.results import Result, write_results
+from agents.experiments.evaluation.results import Result, write_results_csv, write_results_json
 from agents.experiments.evaluation.tables import print_results_table
 from agents.experiments.plots import plot_returns_vs_level
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, TB_DIR, load_model, read_run_config,
                                      resolve_model_path)
-from rims_rl.errors import UserError
+from rims_rl.errors import UserError, first_line
 
 
 def evaluate_model(
@@ -70,11 +71,34 @@ def log_results_to_tensorboard(results: list[Result], tb_dir: str | os.PathLike,
                 if value is not None:
                     writer.add_scalar(f"eval/{r.shift}/level{r.level}/{metric}", value, step)
         if ladder_png is not None:
-            image = iio.imread(Path(ladder_png))[..., :3]
-            writer.add_image("eval/ladder", image, step, dataformats="HWC")
+            try:
+                image = iio.imread(Path(ladder_png))[..., :3]
+                writer.add_image("eval/ladder", image, step, dataformats="HWC")
+            except OSError:  # a full or read-only disk: the evaluation cannot finish either
+                raise
+            except Exception as e:  # noqa: BLE001 - the image only illustrates the scalars: never fail for it
+                warn(f"the ladder image was not logged to TensorBoard ({type(e).__name__}: {first_line(e)})")
     finally:
         writer.close()
     return tb_dir
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def plot_or_warn(results: list[Result], path: Path, title: str) -> Path | None:
+    """The ladder plot of ``results`` at ``path``; None, with one warning line, if it cannot be drawn
+    (a plot illustrates the results files, so it never fails an evaluation; an OS error, such as a full
+    disk, is raised: the results cannot be written either)."""
+    try:
+        return plot_returns_vs_level(results, path, title)
+    except OSError:  # a full or read-only disk: results.json cannot be written either; one error, not a warning
+        raise
+    except Exception as e:  # noqa: BLE001 - matplotlib raises many types on odd data; all mean "no plot"
+        warn(f"{path} was not drawn ({type(e).__name__}: {first_line(e)}); the results files are complete")
+        return None
 
 
 def evaluate_run(
@@ -95,8 +119,10 @@ def evaluate_run(
 
     ``model``: a model file or a run dir. Outputs go to ``out`` (default ``<run>/eval``); the TB
     scalars to ``<run>/tb/eval`` (or ``<out>/tb``). The random-policy baseline is cached in
-    ``baseline_cache`` (default ``<logdir>/<env>/random_baseline.json`` beside the run, else
-    ``<out>/random_baseline.json``). ``device``: auto, cpu, cuda or cuda:N. Prints each setting's
+    ``baseline_cache`` (default ``<logdir>/<env>/random_baseline.json`` beside the env's runs for a run dir in
+    the standard layout, else ``<out>/random_baseline.json``). ``results.json`` is written last, after the
+    plot and TensorBoard: its presence marks a finished evaluation; a plot that cannot be drawn is one
+    warning. ``device``: auto, cpu, cuda or cuda:N. Prints each setting's
     result and the table unless ``quiet``.
     """
     model_file, run_dir = resolve_model_path(model)
@@ -112,7 +138,7 @@ def evaluate_run(
     check_dir(out_dir, "--out", ("results.csv", "results.json", "returns.png"))
     agent = load_model(model_file, env_id=env, device=resolve_device(device))
     tb_dir = run_dir / TB_DIR / "eval" if run_dir else out_dir / "tb"
-    cache = Path(baseline_cache) if baseline_cache is not None else baseline_cache_path(run_dir, out_dir)
+    cache = Path(baseline_cache) if baseline_cache is not None else baseline_cache_path(run_dir, out_dir, env)
 
     def say(r: Result) -> None:
         if not quiet:
@@ -132,14 +158,15 @@ def evaluate_run(
     meta = {"env": env, "model": str(model_file), "num_timesteps": int(agent.num_timesteps), "seed": seed,
             "deterministic": deterministic, "episodes": episodes, "baseline_cache": str(cache),
             "success_ci95_half_width": success_ci_half_width(results)}
-    csv_path, json_path = write_results(results, out_dir, meta)
+    csv_path = write_results_csv(results, out_dir)
     label = f"{run_dir.parent.name} seed {read_run_config(run_dir)['seed']}" if run_dir else model_file.name
-    plot = plot_returns_vs_level(results, out_dir / "returns.png", f"{env} - {label}")
+    plot = plot_or_warn(results, out_dir / "returns.png", f"{env} - {label}")
     log_results_to_tensorboard(results, tb_dir, int(agent.num_timesteps), ladder_png=plot)
+    json_path = write_results_json(results, out_dir, meta)  # last: it marks a finished evaluation
     if not quiet:
         print_results_table(results, f"{env} - {label} ({agent.num_timesteps} steps)")
         half = success_ci_half_width(results)
         if half is not None:
             print(f"largest 95% CI half-width of a success rate: {half:.3f} ({episodes} episodes per setting)")
-        print(f"results: {csv_path}, {json_path}\nplot: {plot}\nTensorBoard: tensorboard --logdir {tb_dir}")
+        print(f"results: {csv_path}, {json_path}\nplot: {plot or 'none'}\nTensorBoard: tensorboard --logdir {tb_dir}")
     return results

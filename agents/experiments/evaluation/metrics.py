@@ -15,23 +15,36 @@ METRICS = ("mean_return", "success_rate", "normalized_score")  # logged per sett
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate ``successes / n``."""
+    """95% Wilson score interval of a success rate ``successes / n``; it always holds ``successes / n``.
+
+    At 0 or ``n`` successes the formula's bound is 0 or 1 only up to rounding (10/10 gave an upper
+    bound of 0.9999999999999999, a negative error bar that matplotlib refuses), so the bounds are
+    clamped to the point estimate and to [0, 1].
+    """
     if n == 0:
         return 0.0, 1.0
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def t_interval(values: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean, sample std and the Student-t 95% CI ``(low, high)`` of the mean of ``values``; the CI always
+    holds the mean (a single value: the CI is the value itself)."""
+    n = len(values)
+    mean = float(np.mean(values))
+    std = float(np.std(values, ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
+    return mean, std, min(mean, mean - half), max(mean, mean + half)
 
 
 def summarize(env_id: str, setting: Setting, episodes: Sequence[Episode]) -> Result:
     """Mean, sample std and Student-t 95% CI of the returns; success rate with its Wilson CI; mean length."""
     returns = np.array([e.ret for e in episodes], dtype=np.float64)
     n = len(returns)
-    mean = float(np.mean(returns))
-    std = float(np.std(returns, ddof=1)) if n > 1 else 0.0
-    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
-    result = Result(env_id, setting.shift, setting.level, n, mean, std, mean - half, mean + half,
+    mean, std, low, high = t_interval(returns)
+    result = Result(env_id, setting.shift, setting.level, n, mean, std, low, high,
                     mean_length=float(np.mean([e.length for e in episodes])),
                     episode_records=[e.record() for e in episodes])
     flags = [e.success for e in episodes]

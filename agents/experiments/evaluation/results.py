@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from agents.experiments.fields import check_record, check_records
 from agents.experiments.files import atomic_open
 from rims_rl.errors import UserError
 
@@ -70,34 +71,78 @@ def write_csv_json(out_dir: str | os.PathLike, stem: str, columns: Sequence[str]
     """Write ``<stem>.csv`` (``rows`` restricted to ``columns``; None as an empty cell) and
     ``<stem>.json`` (``document`` plus the column list) into ``out_dir`` atomically; return their paths."""
     out = Path(out_dir)
-    csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
-    with atomic_open(csv_path, "w") as f:
+    return write_csv(out / f"{stem}.csv", columns, rows), write_json(out / f"{stem}.json", columns, document)
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` restricted to ``columns`` (None as an empty cell) to the CSV file ``path`` atomically."""
+    with atomic_open(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    with atomic_open(json_path, "w") as f:
+    return path
+
+
+def write_json(path: Path, columns: Sequence[str], document: dict[str, Any]) -> Path:
+    """Write ``document`` plus the column list to the JSON file ``path`` atomically."""
+    with atomic_open(path, "w") as f:
         json.dump({**document, "columns": list(columns)}, f, indent=1)
-    return csv_path, json_path
+    return path
 
 
 def write_results(results: list[Result], out_dir: str | os.PathLike, meta: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``results.csv`` and ``results.json`` into ``out_dir``; return their paths."""
-    return write_csv_json(out_dir, "results", RESULT_COLUMNS, [r.row() for r in results],
-                          {**meta, "results": [asdict(r) for r in results]})
+    return write_results_csv(results, out_dir), write_results_json(results, out_dir, meta)
+
+
+def write_results_csv(results: list[Result], out_dir: str | os.PathLike) -> Path:
+    """Write ``results.csv`` into ``out_dir``; return its path."""
+    return write_csv(Path(out_dir) / "results.csv", RESULT_COLUMNS, [r.row() for r in results])
+
+
+def write_results_json(results: list[Result], out_dir: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write ``results.json`` (``meta`` and every row with its episodes) into ``out_dir``; return its path.
+
+    An evaluation writes it last: its presence marks a finished evaluation (``sweep.grid.is_evaluated``)."""
+    return write_json(Path(out_dir) / RESULTS_FILE, RESULT_COLUMNS, {**meta, "results": [asdict(r) for r in results]})
+
+
+RESULTS_ADVICE = "run `rims-rl evaluate` on that run again"
+# The fields of results.json that compare, report and the sweep read: required, or checked where present
+# (files of earlier versions lack some of them).
+RESULTS_FIELDS = {"results": "list"}
+RESULTS_OPTIONAL = {"env": "text", "model": "text", "num_timesteps": "int", "seed": "int", "episodes": "int",
+                    "deterministic": "bool"}
+ROW_FIELDS = {"shift": "text", "level": "int", "episodes": "int", "mean_return": "number", "success_rate": "number?"}
+ROW_OPTIONAL = {"env": "text", "std_return": "number", "ci95_low": "number", "ci95_high": "number",
+                "success_ci95_low": "number?", "success_ci95_high": "number?", "mean_length": "number",
+                "random_return": "number?", "random_success_rate": "number?", "normalized_score": "number?",
+                "episode_records": "list"}
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a ``results.json`` (UserError if missing, unreadable or written by an older version)."""
+    """Load a ``results.json``, checked field by field; UserError naming the file (and the field) if it is
+    missing, unreadable, damaged or written by an older version."""
     path = Path(path)
     try:
         with open(path) as f:
             data = json.load(f)
-        data["results"][0]["success_rate"]  # noqa: B018 - presence check (older files lack it)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; run `rims-rl evaluate` on that run first") from None
-    except (KeyError, IndexError):
-        raise UserError(f"{path} was written by an older rims-rl (no success_rate); run `rims-rl evaluate` "
-                        f"on that run again") from None
-    except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"{path} is not a results file ({type(e).__name__})") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a results file ({type(e).__name__}); {RESULTS_ADVICE}") from None
+    check_record(data, "", path, RESULTS_ADVICE, RESULTS_FIELDS, RESULTS_OPTIONAL)
+    rows = data["results"]
+    if not rows:
+        raise UserError(f"{path}: results is an empty list; {RESULTS_ADVICE}")
+    if isinstance(rows[0], dict) and "success_rate" not in rows[0]:
+        raise UserError(f"{path} was written by an older rims-rl (no success_rate); {RESULTS_ADVICE}")
+    check_records(rows, "results", path, RESULTS_ADVICE, ROW_FIELDS, ROW_OPTIONAL)
+    seen: dict[tuple[str, int], int] = {}
+    for i, row in enumerate(rows):
+        key = (row["shift"], row["level"])
+        if key in seen:
+            raise UserError(f"{path}: results[{i}] repeats the setting of results[{seen[key]}] ({key[0]} level "
+                            f"{key[1]}); {RESULTS_ADVICE}")
+        seen[key] = i
     return data

@@ -17,10 +17,11 @@ import yaml
 
 from agents.checks import check_core_name, check_episodes, check_label
 from agents.experiments.config import EVAL_SEED, flatten, read_yaml
+from agents.experiments.evaluation.ladder import ladder_settings
 from agents.experiments.evaluation.results import RESULTS_FILE, read_results
-from agents.experiments.runs import EVAL_DIR, FINAL_MODEL, run_dir_for, run_state
 from agents.experiments.findings import Primary, parse_primary
 from agents.experiments.matching import matched_config
+from agents.experiments.runs import EVAL_DIR, FINAL_MODEL, read_run_config, run_dir_for, run_state
 from agents.experiments.validation import resolve_config, run_config
 from rims_rl.errors import UserError
 
@@ -265,16 +266,24 @@ class RunOutcome:
 
 
 def is_evaluated(run_dir: Path, episodes: int) -> bool:
-    """True if ``<run>/eval/results.json`` (of this rims-rl version) was written after ``model.zip`` with
-    ``episodes`` per setting."""
+    """True if ``<run>/eval/results.json`` (of this rims-rl version) was written after ``model.zip`` and
+    holds every setting of the run's ladder (its config's ``eval.sweep``) with ``episodes`` episodes each.
+
+    ``evaluate`` writes results.json last, after the plot and TensorBoard, so an evaluation that failed
+    leaves none (or the older one); a file that lacks settings or episodes is no finished evaluation
+    either: the sweep evaluates such a run again.
+    """
     results, model = run_dir / EVAL_DIR / RESULTS_FILE, run_dir / FINAL_MODEL
     if not results.is_file() or not model.is_file() or results.stat().st_mtime < model.stat().st_mtime:
         return False
     try:
         meta = read_results(results)
+        cfg = read_run_config(run_dir)
+        ladder = {(s.shift, s.level) for s in ladder_settings(cfg["env"], cfg["eval"]["sweep"])}
     except UserError:
         return False
-    return meta.get("episodes", episodes) == episodes
+    found = {(r["shift"], r["level"]) for r in meta["results"] if r["episodes"] == episodes}
+    return meta.get("episodes", episodes) == episodes and ladder <= found
 
 
 def plan_sweep(grid: Grid, logdir: str | os.PathLike, evaluate: bool = False,

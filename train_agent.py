@@ -1,9 +1,5 @@
-"""rims-rl command line: train, evaluate on shifted environments, compare runs, record episodes.
-
-With no arguments it runs the main job (``demo``): a small RIMs agent and an LSTM agent on the
-built-in MiniGrid/BabyAI distractor task, evaluated across the distractor ladder and compared.
-This file only parses arguments; the work is done in ``agents.experiments.commands``.
-"""
+"""The ``rims-rl`` command line: it builds the parser from the command modules
+(``agents.experiments.commands``), dispatches, and turns errors into exit codes; nothing else."""
 from __future__ import annotations
 
 import argparse
@@ -12,13 +8,19 @@ import sys
 import traceback
 from typing import Sequence
 
-from agents.experiments.commands import compare, demo, evaluate, presets, record, report, sweep, train
+from agents.experiments.commands import compare, demo, evaluate, presets, record, report, sweep, train, tune
 from agents.experiments.commands.options import Formatter
 from agents.experiments.outcomes import Interrupted, SweepFailed, TrainingDiverged
 from rims_rl.errors import UserError, first_line
 
 PROG = "rims-rl"
-COMMANDS = {module.NAME: module for module in (train, sweep, evaluate, compare, report, record, demo, presets)}
+DESCRIPTION = """Recurrent Independent Mechanisms (RIMs) for reinforcement learning: train, sweep and tune runs,
+evaluate them on shifted environments, compare them with confidence intervals, report, record episodes.
+
+With no arguments it runs the main job (demo): a small RIMs agent and an LSTM agent on the built-in
+distractor task, evaluated across the shift ladder and compared. `rims-rl COMMAND --help` shows a
+command's options."""
+COMMANDS = {module.NAME: module for module in (train, sweep, tune, evaluate, compare, report, record, demo, presets)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,8 +31,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``rims-rl`` parser with the subcommands train, sweep, evaluate, compare, report, record, demo, presets."""
-    parser = _Parser(prog=PROG, description=__doc__, formatter_class=Formatter)
+    """The ``rims-rl`` parser with one subcommand per module of :data:`COMMANDS`."""
+    parser = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=Formatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS.values():
         module.register(subparsers)

@@ -115,12 +115,14 @@ def lock_path(run_dir: str | os.PathLike) -> Path:
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
-def _write_pid(fd: int) -> None:
+def write_pid(fd: int) -> None:
+    """Write this process's PID into the lock file ``fd`` (a lock's ``on_acquired``)."""
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
-def _read_pid(path: Path) -> int | None:
+def read_pid(path: Path) -> int | None:
+    """The PID a lock file holds, None if unreadable."""
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):
@@ -147,10 +149,10 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     lock_existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(path, timeout=0, on_acquired=_write_pid, is_singleton=True)  # re-entrant in a process
+        lock = FileLock(path, timeout=0, on_acquired=write_pid, is_singleton=True)  # re-entrant in a process
         lock.acquire()
     except Timeout:
-        raise UserError(_in_use_message(Path(run_dir), _read_pid(path))) from None
+        raise UserError(_in_use_message(Path(run_dir), read_pid(path))) from None
     except OSError as e:  # e.g. a full disk: the PID could not be written
         if not lock_existed:
             _unlink_quietly(path)
@@ -191,7 +193,7 @@ def lock_holder(run_dir: str | os.PathLike) -> int | None:
     try:
         lock.acquire()
     except Timeout:
-        pid = _read_pid(path)
+        pid = read_pid(path)
         if pid == os.getpid():
             return None
         return -1 if pid is None else pid

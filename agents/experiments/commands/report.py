@@ -17,7 +17,8 @@ def register(subparsers: Any) -> None:
                        "comparison whose 95% CI excludes 0.5, runs below the random baseline; then caveats, what "
                        "was run, learning curves, each shift's ladder, pooled aggregates, probability of "
                        "improvement, performance profiles, the random baseline. See docs/statistics.md.")
-    p.add_argument("dir", metavar="DIR", help="a dir holding evaluated run dirs (e.g. runs/demo)")
+    p.add_argument("dir", metavar="DIR", help="a dir holding evaluated run dirs (e.g. runs/demo), or a tune's logdir "
+                                              "(its best values, sensitivity and progress per label)")
     p.add_argument("--out", help="output dir (default: DIR)")
     p.add_argument("--study", metavar="STUDY.yaml",
                    help="a study (grid) file: its primary comparison (key primary) is shown first")
@@ -27,8 +28,13 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``rims-rl report`` with the parsed ``args`` and print where the report is."""
+    """Run ``rims-rl report`` with the parsed ``args`` and print where the report is: the tune report when DIR
+    holds a tune (``<DIR>/<env>/trials.csv``), else the study report of its evaluated runs."""
     from agents.experiments.study import report_line, write_study_report
+    from agents.experiments.tune.report import tune_trial_files, write_tune_report
 
+    if tune_trial_files(args.dir):
+        print(report_line(*write_tune_report(args.dir, out=args.out), []))
+        return
     print(report_line(*write_study_report(args.dir, out=args.out, reps=args.reps, seed=args.seed, study=args.study,
                                           reference=args.reference)))

@@ -1,0 +1,168 @@
+"""The tune driver on an in-process runner: equal budgets, interrupted tunes resumed without lost or
+duplicated trials, tuning seeds, the outputs, the lock, a best config that trains."""
+import csv
+
+import optuna
+import pytest
+import yaml
+
+from agents.experiments.evaluation.evaluate import evaluate_run
+from agents.experiments.outcomes import Interrupted
+from agents.experiments.sweep.grid import Grid, RunOutcome
+from agents.experiments.train import train_run
+from agents.experiments.tune import driver, storage
+from rims_rl.errors import UserError
+
+ENV = "RedBallDistractors-v0"
+
+
+class InProcessSession:
+    """The RunnerSession interface, training each run in this process when waited for (no Ray)."""
+
+    def __init__(self, capacity=2, interrupt_after=None, **_):
+        self.slots, self.pending, self.waits, self.interrupt_after = capacity, [], 0, interrupt_after
+        self.submitted = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @property
+    def running(self):
+        return len(self.pending)
+
+    def capacity(self):
+        return self.slots
+
+    def submit(self, run, evaluation=None):
+        self.pending.append((run, evaluation))
+        self.submitted.append(run.run_dir)
+
+    def wait(self, timeout=0.5):
+        self.waits += 1
+        if self.interrupt_after is not None and self.waits > self.interrupt_after:
+            raise Interrupted("SIGINT: stopped")
+        run, evaluation = self.pending.pop(0)
+        outcome = train_run(run.cfg, run.run_dir, resume=True, progress=False, device="cpu")
+        if evaluation is not None:
+            evaluate_run(run.run_dir, shifts=evaluation["shifts"], episodes=evaluation["episodes"], quiet=True)
+        return [RunOutcome(run, "done", outcome.num_timesteps)]
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_config):
+    config = tiny_config(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text("ppo.learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                     "ppo.lr_schedule: {choices: [constant, linear]}\ncores.rims.k: {low: 1, high: 2}\n")
+    return Grid(config=str(config), cores=["rims", "lstm"]), space, tmp_path / "tune"
+
+
+def _rows(logdir):
+    with open(logdir / ENV / storage.TRIALS_FILE) as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_label_gets_the_same_trials_on_tuning_seeds_and_writes_its_best_config(setup, capsys):
+    grid, space, logdir = setup
+    sessions = []
+    targets = driver.tune(grid, logdir, trials=3, seeds_per_trial=2, space=space, episodes=4,
+                          session_factory=lambda **kw: sessions.append(InProcessSession(**kw)) or sessions[-1])
+    rows = _rows(logdir)
+    assert sorted((r["label"], r["trial"]) for r in rows) == [(lab, str(i)) for lab in ("lstm", "rims") for i in range(3)]
+    assert all(0.0 <= float(r["score"]) <= 1.0 and float(r["seconds"]) > 0 for r in rows)
+    assert {r["core"] for r in rows} == {"rims", "lstm"}
+    assert all(r["cores.rims.k"] == "" for r in rows if r["label"] == "lstm")  # a rims key: not searched for lstm
+    seeds = {p.name for p in sessions[0].submitted}
+    assert seeds == {"seed1000", "seed1001"}  # tuning seeds, never a reported seed 0-999
+    assert {p.parent.name for p in sessions[0].submitted} == {f"{lab}-trial{i:03d}" for lab in ("rims", "lstm")
+                                                              for i in range(3)}
+    for target in targets:
+        best = storage.best_trial(target.study)
+        written = yaml.safe_load((logdir / ENV / f"best_{target.label}.yaml").read_text())
+        assert written["core"] == target.label and written["seed"] == 0
+        assert written["ppo"]["learning_rate"] == pytest.approx(best.params["ppo.learning_rate"])
+    out = capsys.readouterr().out
+    assert "trials left: rims 3, lstm 3" in out and "rims: 3 trials (0 failed), best" in out
+    # a re-run with the budget spent trains nothing and starts no runner
+    driver.tune(grid, logdir, trials=3, seeds_per_trial=2, space=space, episodes=4,
+                session_factory=lambda **kw: pytest.fail("nothing is left to run"))
+
+
+def test_an_interrupted_tune_resumes_without_lost_or_duplicated_trials(setup):
+    grid, space, logdir = setup
+    first = InProcessSession(interrupt_after=3)
+    with pytest.raises(Interrupted):
+        driver.tune(grid, logdir, trials=2, seeds_per_trial=2, space=space, episodes=4, session_factory=lambda **kw: first)
+    states = {label: [t.state for t in optuna.load_study(study_name=f"{ENV}/{label}",
+                                                         storage=storage.journal_storage(logdir / ENV)).trials]
+              for label in ("rims", "lstm")}
+    assert optuna.trial.TrialState.RUNNING not in [s for v in states.values() for s in v]  # none left RUNNING
+    interrupted_dirs = set(first.submitted)
+    second = InProcessSession()
+    driver.tune(grid, logdir, trials=2, seeds_per_trial=2, space=space, episodes=4,
+                session_factory=lambda **kw: second)
+    rows = _rows(logdir)
+    assert sorted(r["label"] for r in rows) == ["lstm", "lstm", "rims", "rims"]  # exactly the budget, no duplicate
+    # the re-queued trials continued in the run dirs of the interrupted ones (resumed from their checkpoints)
+    assert interrupted_dirs & set(second.submitted)
+    keys = [r["trial"] for r in rows]
+    assert len(set(zip((r["label"] for r in rows), keys))) == len(rows)
+
+
+def test_a_second_tune_on_the_same_logdir_is_refused(setup):
+    grid, space, logdir = setup
+    with driver.lock_dirs([logdir / ENV]):
+        with pytest.raises(UserError, match=r"is being tuned by another process \(pid \d+\)"):
+            driver.tune(grid, logdir, trials=1, seeds_per_trial=1, space=space, episodes=2,
+                        session_factory=InProcessSession)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"trials": 0}, "--trials must be >= 1"),
+    ({"seeds_per_trial": 0}, "--seeds-per-trial must be >= 1"),
+    ({"episodes": 0}, "--episodes must be >= 1"),
+])
+def test_bad_budgets_are_refused_before_anything_is_written(setup, kwargs, message):
+    grid, space, logdir = setup
+    with pytest.raises(UserError, match=message):
+        driver.tune(grid, logdir, **{"trials": 1, "seeds_per_trial": 1, "space": space, **kwargs},
+                    session_factory=InProcessSession)
+    assert not logdir.exists()
+
+
+def test_a_bad_space_is_refused_before_anything_is_written(setup, tmp_path):
+    grid, _, logdir = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ppo.learning_rate: {low: 1, high: 0}\n")
+    with pytest.raises(UserError, match="low must be below high"):
+        driver.tune(grid, logdir, trials=1, seeds_per_trial=1, space=bad, session_factory=InProcessSession)
+    assert not logdir.exists()
+
+
+def test_a_best_config_trains(setup, run_main, tmp_path):
+    grid, space, logdir = setup
+    driver.tune(Grid(config=grid.config, cores=["rims"]), logdir, trials=1, seeds_per_trial=1, space=space,
+                episodes=2, session_factory=InProcessSession)
+    best = logdir / ENV / "best_rims.yaml"
+    assert run_main(["train", "--config", best, "--logdir", tmp_path / "fresh", "--no-progress"]) == 0
+    assert (tmp_path / "fresh" / ENV / "rims" / "seed0" / "model.zip").is_file()
+
+
+def test_the_tune_report_shows_best_values_sensitivity_and_progress(setup, run_main, capsys):
+    grid, space, logdir = setup
+    driver.tune(grid, logdir, trials=2, seeds_per_trial=1, space=space, episodes=2, session_factory=InProcessSession)
+    capsys.readouterr()
+    assert run_main(["report", logdir, "--out", logdir / "report"]) == 0
+    assert "report:" in capsys.readouterr().out
+    md = (logdir / "report" / "report.md").read_text()
+    rows = _rows(logdir)
+    for label in ("rims", "lstm"):
+        best = max((r for r in rows if r["label"] == label), key=lambda r: (float(r["score"]), -int(r["trial"])))
+        assert f"| {label} | {label} | 2 | 0 |" in md and best["ppo.learning_rate"] in md
+    for name in ("tune_sensitivity.png", "tune_progress.png"):
+        assert (logdir / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (logdir / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<details>" in page

@@ -149,3 +149,23 @@ def test_state_matching_and_the_closed_form():
 def test_run_configs_give_one_run_per_core_and_seed_with_labels():
     configs = run_configs(load_config("demo") | {"env": "RedBallDistractors-v0"}, ["rims", "lstm", "rims"], [0, 1, 0])
     assert [(c["label"], c["seed"]) for c in configs] == [("rims", 0), ("rims", 1), ("lstm", 0), ("lstm", 1)]
+
+
+def test_a_task_can_change_one_label_only(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"base": "demo", "timesteps": 64}))
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "config": "tiny.yaml", "cores": ["lstm"], "seeds": [0],
+        "labels": {"rims": {"core": "rims", "set": {"policy_kwargs": {"input_rows": True}}}},
+        "tasks": [{"env": "PickupDistractors-v0",
+                   "labels": {"rims": {"set": {"policy_kwargs.instruction_row": True}}}},
+                  {"env": "MiniGrid-DoorKey-5x5-v0"}]}))
+    plan = plan_sweep(merge_grid(read_grid_file(grid_file)), tmp_path / "runs")
+    rows = {(p.cfg["env"], p.cfg["label"]): p.cfg["policy_kwargs"] for p in plan}
+    assert rows[("PickupDistractors-v0", "rims")] == {"input_rows": True, "instruction_row": True}
+    assert rows[("MiniGrid-DoorKey-5x5-v0", "rims")] == {"input_rows": True}
+    assert rows[("PickupDistractors-v0", "lstm")] == {}
+    grid_file.write_text(yaml.safe_dump({"cores": ["lstm"], "tasks": [
+        {"env": "PickupDistractors-v0", "labels": {"rims": {"set": {"seed": 1}}}}]}))
+    with pytest.raises(UserError, match="labels.rims is not a label of the grid; its labels: lstm"):
+        plan_sweep(merge_grid(read_grid_file(grid_file)), tmp_path / "runs")

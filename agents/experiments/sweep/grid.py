@@ -26,7 +26,7 @@ from agents.experiments.validation import resolve_config, run_config
 from rims_rl.errors import UserError
 
 GRID_KEYS = ("envs", "tasks", "cores", "labels", "seeds", "config", "overrides", "timesteps", "primary")
-JOB_KEYS = ("env", "timesteps", "overrides", "config")  # the keys of one entry of a grid file's `tasks`
+JOB_KEYS = ("env", "timesteps", "overrides", "config", "labels")  # the keys of one entry of a grid file's `tasks`
 VARIANT_KEYS = ("core", "config", "set", "overrides")  # the keys of one entry of a grid file's `labels`
 
 
@@ -50,6 +50,7 @@ class Job:
     timesteps: int | None = None
     overrides: list[str] = field(default_factory=list)
     config: str | None = None
+    label_overrides: dict[str, list[str]] = field(default_factory=dict)  # per label, applied after all others
 
 
 @dataclass
@@ -181,8 +182,24 @@ def _read_jobs(value: Any, path: Path) -> list[Job]:
             raise UserError(f"{where}: env {item['env']!r} is named by an earlier task")
         jobs.append(Job(env=item["env"], timesteps=_read_timesteps(item.get("timesteps"), where),
                         overrides=_read_overrides(item.get("overrides"), where),
-                        config=_config_beside(item.get("config"), path)))
+                        config=_config_beside(item.get("config"), path),
+                        label_overrides=_read_label_overrides(item.get("labels"), where)))
     return jobs
+
+
+def _read_label_overrides(value: Any, where: str) -> dict[str, list[str]]:
+    """A job's ``labels``: label -> {set: ...} (or overrides), what that label changes on this env only (e.g.
+    the RIMs instruction row where the task has a mission)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: labels must be a mapping of labels to {{set: ...}}, got {value!r}")
+    out = {}
+    for label, item in value.items():
+        if not isinstance(item, dict) or not set(item) <= {"set", "overrides"} or len(item) != 1:
+            raise UserError(f"{where}: labels.{label} must be {{set: {{key: value, ...}}}}, got {item!r}")
+        out[str(label)] = _read_overrides(next(iter(item.values())), f"{where}: labels.{label}")
+    return out
 
 
 def merge_grid(file_grid: Grid | None, **flags: Any) -> Grid:
@@ -322,9 +339,14 @@ def job_configs(grid: Grid, job: Job) -> list[tuple[Variant, dict]]:
     labels = grid_variants(grid, default["core"])
     if len({v.label for v in labels}) != len(labels):
         raise UserError(f"labels repeat in the grid: {', '.join(v.label for v in labels)}")
+    unknown = sorted(set(job.label_overrides) - {v.label for v in labels})
+    if unknown and grid.labels is None:
+        raise UserError(f"task {job.env}: labels.{unknown[0]} is not a label of the grid; its labels: "
+                        f"{', '.join(v.label for v in labels)}")
     for variant in labels:
         base = resolve_config(variant.config or job.config or grid.config,
-                              [*grid.overrides, *job.overrides, *variant.overrides], env=job.env, timesteps=timesteps)
+                              [*grid.overrides, *job.overrides, *variant.overrides,
+                               *job.label_overrides.get(variant.label, [])], env=job.env, timesteps=timesteps)
         resolved.append((variant, run_config(base, variant.core, base["seed"], variant.label)))
     rims = [cfg for v, cfg in resolved if v.core == "rims"]
     reference = next((cfg for v, cfg in resolved if v.label == "rims"), rims[0] if len(rims) == 1 else None)

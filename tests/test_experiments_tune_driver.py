@@ -84,6 +84,9 @@ def test_every_label_gets_the_same_trials_on_tuning_seeds_and_writes_its_best_co
         written = yaml.safe_load((logdir / ENV / f"best_{target.label}.yaml").read_text())
         assert written["core"] == target.label and written["seed"] == 0
         assert written["ppo"]["learning_rate"] == pytest.approx(best.params["ppo.learning_rate"])
+    tuned = yaml.safe_load((logdir / ENV / storage.TUNED_FILE).read_text())
+    assert set(tuned) == {"rims", "lstm"} and set(tuned["rims"]) == {"ppo.learning_rate", "ppo.lr_schedule",
+                                                                    "cores.rims.k"}
     out = capsys.readouterr().out
     assert "trials left: rims 3, lstm 3" in out and "rims: 3 trials (0 failed), best" in out
     # a re-run with the budget spent trains nothing and starts no runner

@@ -241,11 +241,15 @@ def write_outputs(targets: list[LabelStudy]) -> list[Path]:
         space = list({p.key: p for t in mine for p in t.space}.values())
         rows = storage.trial_rows({t.label: t.study for t in mine}, {t.label: t.core for t in mine}, space)
         written.append(storage.write_trials(env_dir, rows, space))
+        tuned = {}
         for target in mine:
             best = storage.best_trial(target.study)
             if best is not None:
                 written.append(storage.write_best_config(env_dir, target.label, target.base, dict(best.params),
                                                          DEFAULT_PRESET))
+                tuned[target.label] = {"trial": best.number, "score": best.value, "params": best.params}
+        if tuned:
+            written.append(storage.write_tuned_values(env_dir, tuned))
     return written
 
 

@@ -131,6 +131,19 @@ def best_trial(study: Any) -> Any | None:
     return max(scored, key=lambda t: (t.value, -t.number)) if scored else None
 
 
+TUNED_FILE = "tuned.yaml"
+
+
+def write_tuned_values(env_dir: Path, best: dict[str, dict[str, Any]]) -> Path:
+    """``tuned.yaml``: per label, the dotted keys and values of its best trial (what a study grid's labels
+    ``set``), with the trial and score as a comment."""
+    lines = ["# the values of each label's best trial (rims-rl tune); a study grid's labels take them with set:"]
+    for label, entry in best.items():
+        lines.append(f"# {label}: trial {entry['trial']}, score {entry['score']:.4g}")
+    body = {label: dict(entry["params"]) for label, entry in best.items()}
+    return atomic_write_text(env_dir / TUNED_FILE, "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False))
+
+
 def write_best_config(env_dir: Path, label: str, base: dict, params: dict[str, Any], preset: str) -> Path:
     """``best_<label>.yaml``: the complete config of the best trial (seed 0, the ``base:`` preset named), which
     ``rims-rl train --config`` and sweep grid files accept."""

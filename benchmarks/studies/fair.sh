@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The fair study's working loop (docs/results/fair/PLAN.md), resumable across sessions and machines:
+# the tuning journal and every finished run's config and evaluation are committed under docs/results/fair,
+# and a fresh machine continues from them.
+#
+#   bash benchmarks/studies/fair.sh tune     # restore the journal from git if needed, continue the tuning
+#   bash benchmarks/studies/fair.sh runs     # the final runs still missing from docs/results/fair/runs
+#   bash benchmarks/studies/fair.sh sync     # copy what has finished into docs/results/fair (then commit it)
+#   bash benchmarks/studies/fair.sh report   # compare and report from docs/results/fair/runs alone
+#
+# Long steps belong in the background:  nohup nice bash benchmarks/studies/fair.sh tune > fair-tune.log 2>&1 &
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LOGDIR=${LOGDIR:-$HOME/runs/fair}
+OUT=docs/results/fair
+ENV=PickupDistractors-v0
+RIMS_RL="python train_agent.py"
+
+restore_journal() {  # a fresh machine: the committed Optuna journal continues the studies
+  if [ -f "$OUT/tuning/$ENV/tune.journal" ] && [ ! -f "$LOGDIR/tune/$ENV/tune.journal" ]; then
+    mkdir -p "$LOGDIR/tune/$ENV"
+    cp "$OUT/tuning/$ENV/tune.journal" "$LOGDIR/tune/$ENV/tune.journal"
+  fi
+}
+
+case "${1:-}" in
+  tune)
+    restore_journal
+    $RIMS_RL tune benchmarks/studies/fair_tune.yaml --trials 16 --seeds-per-trial 2 --logdir "$LOGDIR/tune" \
+      --no-progress
+    ;;
+  runs)
+    python benchmarks/studies/fair_runs.py missing "$OUT/runs" | while read -r env label seeds; do
+      # shellcheck disable=SC2086  # the seeds are separate arguments
+      $RIMS_RL sweep benchmarks/studies/fair.yaml --env "$env" --label "$label" --seed $seeds --evaluate \
+        --logdir "$LOGDIR/runs" --no-progress
+    done
+    ;;
+  sync)
+    mkdir -p "$OUT/tuning"
+    if [ -d "$LOGDIR/tune/$ENV" ]; then
+      mkdir -p "$OUT/tuning/$ENV"
+      for f in tune.journal trials.csv tuned.yaml; do
+        [ -f "$LOGDIR/tune/$ENV/$f" ] && cp "$LOGDIR/tune/$ENV/$f" "$OUT/tuning/$ENV/"
+      done
+      cp "$LOGDIR"/tune/$ENV/best_*.yaml "$OUT/tuning/$ENV/" 2>/dev/null || true
+    fi
+    [ -d "$LOGDIR/runs" ] && python benchmarks/studies/fair_runs.py publish "$LOGDIR/runs" "$OUT/runs"
+    ;;
+  report)
+    $RIMS_RL report "$OUT/runs" --out "$OUT" --study benchmarks/studies/fair.yaml
+    ;;
+  *)
+    sed -n '2,13p' "$0"
+    exit 2
+    ;;
+esac

@@ -20,12 +20,6 @@ ENV = "RedBallDistractors-v0"
 EVAL = {"sweep": "none", "episodes": 2}  # the evaluation of the tiny runs: unshifted only
 
 
-@pytest.fixture
-def ray_env(repo, monkeypatch):
-    """Ray workers import the package from this checkout, whatever an editable install points at."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p))
-
-
 # ---------------------------------------------------------------- no Ray: bad grids fail before it starts
 
 def _grid(tiny_config, tmp_path, **keys) -> str:
@@ -277,7 +271,6 @@ def test_sweep_joins_a_multi_node_cluster_with_address(tmp_path, run_script, tin
     """Two simulated nodes (ray.cluster_utils.Cluster, both on this machine) with one CPU each."""
     from ray.cluster_utils import Cluster
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         cluster.add_node(num_cpus=1)

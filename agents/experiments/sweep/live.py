@@ -4,8 +4,10 @@ Run dirs and reasons are user text (a logdir may hold ``[``): nothing of theirs 
 """
 from __future__ import annotations
 
+import sys
+import threading
 import time
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 from rich.console import Console
 from rich.live import Live
@@ -19,14 +21,14 @@ FPS_WINDOW_S = 20.0
 class LiveLine:
     """One live status line: runs done / running / failed / waiting, steps against budgets, fps, ETA.
 
-    On a terminal a rich live line; otherwise one plain line per finished run. Runs are keyed by their
-    run dir. ``total_runs``: the runs to expect (default: those added so far); a run not yet added counts
+    On a terminal a rich live line (on ``file``, default stdout); otherwise one plain line per finished
+    run. Runs are keyed by their run dir. ``total_runs``: the runs to expect (default: those added so far); a run not yet added counts
     as waiting, with the mean budget of the added ones.
     """
 
-    def __init__(self, total_runs: int | None = None, enabled: bool = True) -> None:
+    def __init__(self, total_runs: int | None = None, enabled: bool = True, file: IO[str] | None = None) -> None:
         self.total_runs = total_runs
-        self.console = Console()
+        self.console = Console(file=file)  # None: sys.stdout at each write
         self.budgets: dict[str, int] = {}
         self.done = self.failed = 0
         self.ended: set[str] = set()
@@ -47,6 +49,11 @@ class LiveLine:
         """Runs neither ended nor running (queued, or not yet submitted)."""
         expected = max(self.total_runs or 0, len(self.budgets))
         return max(0, expected - self.done - self.failed - len(self.running))
+
+    def counts(self) -> dict[str, int]:
+        """The line's numbers: runs ``done``, ``running``, ``failed`` (or interrupted), ``waiting``; ``steps``."""
+        return {"done": self.done, "running": len(self.running), "failed": self.failed, "waiting": self.waiting,
+                "steps": sum(self.steps.values())}
 
     def text(self) -> str:
         """The status line."""
@@ -94,6 +101,41 @@ class LiveLine:
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+
+class DriverStdout:
+    """A stand-in for ``sys.stdout`` while Ray runs in this process: the driver thread's writes (the thread
+    that installs it) go to ``stdout``, every other thread's to ``stderr``.
+
+    Ray's driver prints what its background threads receive (e.g. the last 50 lines of a dead node's
+    raylet log, 36 of them ``[state-dump]``) to ``sys.stdout``, into the sweep's own lines and table. The
+    sweep writes stdout from its driver thread only; the live line's refresh thread is given the real
+    stdout itself.
+    """
+
+    def __init__(self, stdout: IO[str], stderr: IO[str]) -> None:
+        self.stdout, self.stderr = stdout, stderr
+        self.driver = threading.current_thread()
+
+    def write(self, text: str) -> int:
+        return (self.stdout if threading.current_thread() is self.driver else self.stderr).write(text)
+
+    def flush(self) -> None:
+        self.stdout.flush()
+        self.stderr.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ... of the real stdout
+        return getattr(self.stdout, name)
+
+    def install(self) -> "DriverStdout":
+        """Make this ``sys.stdout``."""
+        sys.stdout = self  # type: ignore[assignment]
+        return self
+
+    def uninstall(self) -> None:
+        """Give ``sys.stdout`` back (unless someone replaced this meanwhile)."""
+        if sys.stdout is self:
+            sys.stdout = self.stdout
 
 
 def print_outcomes(outcomes: Sequence[RunOutcome]) -> None:

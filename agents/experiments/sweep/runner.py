@@ -27,7 +27,7 @@ from agents.experiments.outcomes import Interrupted, SweepFailed
 from agents.experiments.runs import CHECKPOINT, EVAL_DIR, FINAL_MODEL, env_dirname
 from agents.experiments.sweep import cluster
 from agents.experiments.sweep.grid import Grid, PlannedRun, RunOutcome, plan_sweep
-from agents.experiments.sweep.live import LiveLine, print_outcomes
+from agents.experiments.sweep.live import LiveLine, DriverStdout, print_outcomes
 from agents.experiments.sweep.progress import ProgressReader
 from agents.experiments.sweep.task import run_task, steps_in, task_failure_reason, task_options
 from rims_rl.errors import UserError, first_line
@@ -86,21 +86,26 @@ class RunnerSession:
         self._started = False
         self._next_refresh = self._next_nodes = 0.0
         self._alive_ids: set[str] | None = None
+        self._stdout: DriverStdout | None = None
 
     # ------------------------------------------------------------ start and stop
 
     def __enter__(self) -> "RunnerSession":
         t0 = time.perf_counter()
+        self._stdout = DriverStdout(sys.stdout, sys.stderr).install()
+        if threading.current_thread() is threading.main_thread():  # restored on exit: Ray's own stays behind
+            self._previous_handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
         try:
             if self.address is None:
                 cluster.start_local(self.workers)
             else:
                 cluster.join_cluster(self.address)
-        except SystemExit as e:  # Ray's own SIGTERM handler, active while ray.init runs
+        except BaseException as e:
             ray.shutdown()
-            if e.code == signal.SIGTERM:
-                raise Interrupted("SIGTERM: stopped while Ray was starting; no run had started") from None
-            raise
+            self.__exit__(None, None, None)
+            if not (isinstance(e, SystemExit) and e.code == signal.SIGTERM):  # Ray's SIGTERM handler during ray.init
+                raise
+            raise Interrupted("SIGTERM: stopped while Ray was starting; no run had started", "SIGTERM") from None
         self._started = True
         try:
             # Installed after ray.init, which sets a SIGTERM handler of its own (exit 15 after Ray's C++
@@ -112,7 +117,7 @@ class RunnerSession:
             self._nodes = cluster.alive_nodes()
             self._resolve_gpus()
             self._remote = ray.remote(run_task)
-            self._display = LiveLine(self.total_runs, self.progress)
+            self._display = LiveLine(self.total_runs, self.progress, file=self._stdout.stdout)
         except BaseException:
             self.__exit__(*sys.exc_info())
             raise
@@ -127,6 +132,9 @@ class RunnerSession:
         for sig, handler in self._previous_handlers.items():
             signal.signal(sig, handler)
         self._previous_handlers = {}
+        if self._stdout is not None:
+            self._stdout.uninstall()
+            self._stdout = None
 
     def _resolve_gpus(self) -> None:
         """The GPUs per run and the runs' device, from what Ray counts (it schedules by that count, locally
@@ -143,7 +151,7 @@ class RunnerSession:
         if threading.current_thread() is not threading.main_thread():  # Python allows handlers only there
             return
         for sig in SIGNALS:
-            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+            signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is not None:
@@ -210,17 +218,28 @@ class RunnerSession:
         self._refresh_display()
         return ended
 
+    def status(self) -> dict[str, int]:
+        """The live line's counts, read afresh from the runs' progress files: ``done``, ``running`` (runs
+        with a live attempt: an attempt whose worker or node died is not one), ``failed`` (also
+        interrupted), ``waiting`` and ``steps`` (of all runs)."""
+        self._require_started()
+        self._refresh_display(force=True)
+        assert self._display is not None
+        return self._display.counts()
+
     def _require_started(self) -> None:
         if self._display is None or not self._started:
             raise RuntimeError("RunnerSession used outside its `with` block")
 
-    def _refresh_display(self) -> None:
-        """Feed the live line from the runs' progress files; a failure here is a lost display only."""
-        if self._display is None or self._display.live is None or time.monotonic() < self._next_refresh:
+    def _refresh_display(self, force: bool = False) -> None:
+        """Feed the live line from the runs' progress files (without a live line only when ``force``d, at
+        most once a second otherwise); a failure here is a lost display only."""
+        if self._display is None or not (force or (self._display.live is not None
+                                                   and time.monotonic() >= self._next_refresh)):
             return
         self._next_refresh = time.monotonic() + REFRESH_S
         try:
-            if time.monotonic() >= self._next_nodes:
+            if force or time.monotonic() >= self._next_nodes:
                 self._next_nodes = time.monotonic() + NODES_REFRESH_S
                 try:
                     self._alive_ids = {n.node_id for n in cluster.alive_nodes()}

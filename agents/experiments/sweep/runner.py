@@ -101,7 +101,8 @@ class RunnerSession:
             else:
                 cluster.join_cluster(self.address)
         except BaseException as e:
-            ray.shutdown()
+            if ray.is_initialized() or isinstance(e, SystemExit):  # SystemExit: ray.init stopped half-way
+                ray.shutdown()
             self.__exit__(None, None, None)
             if not (isinstance(e, SystemExit) and e.code == signal.SIGTERM):  # Ray's SIGTERM handler during ray.init
                 raise

@@ -76,14 +76,14 @@ def test_cpus_per_run_must_fit_one_node_with_its_gpus():
     check_cpus_per_run(8, 0, NODES, "in the cluster")
     with pytest.raises(UserError, match="threads 9: each run asks for 9 CPUs, but the largest node"):
         check_cpus_per_run(9, 0, NODES, "in the cluster")
-    with pytest.raises(UserError, match="has 4 CPUs"):  # only node b has a GPU
+    with pytest.raises(UserError, match="has 4;"):  # only node b has a GPU
         check_cpus_per_run(6, 1, NODES, "in the cluster")
     assert runs_at_once(NODES, 2, 0) == 6 and runs_at_once(NODES, 1, 0.5) == 2 and runs_at_once(NODES, 16, 0) == 0
 
 
 @pytest.mark.parametrize("flags, words", [
     (["--gpus-per-run", "0.5"], ["--gpus-per-run 0.5", "has none"]),
-    (["--workers", "1", "--set", "threads=2"], ["threads 2", "1 CPUs"]),
+    (["--workers", "1", "--set", "threads=2"], ["threads 2", "on this machine has 1;"]),
 ])
 def test_an_infeasible_request_fails_in_one_line_before_any_run_starts(flags, words, tmp_path, capsys, run_main,
                                                                        one_line_error, tiny_config, ray_env):

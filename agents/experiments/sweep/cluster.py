@@ -121,7 +121,7 @@ def check_cpus_per_run(cpus: int, gpus: float, nodes: list[NodeResources], where
     largest = max((n.cpus for n in nodes if n.gpus >= gpus), default=0)
     with_gpus = f" and {gpus:g} GPU(s)" if gpus else ""
     raise UserError(f"threads {cpus}: each run asks for {cpus} CPUs{with_gpus}, but the largest node {where} has "
-                    f"{largest:g} CPUs; use --set threads={int(largest) or 1} or more --workers")
+                    f"{largest:g}; use --set threads={int(largest) or 1} (or more --workers on a local machine)")
 
 
 def runs_at_once(nodes: list[NodeResources], cpus: int, gpus: float) -> int:

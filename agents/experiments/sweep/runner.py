@@ -29,7 +29,7 @@ from agents.experiments.sweep import cluster
 from agents.experiments.sweep.grid import Grid, PlannedRun, RunOutcome, plan_sweep
 from agents.experiments.sweep.live import LiveLine, DriverStdout, print_outcomes
 from agents.experiments.sweep.progress import ProgressReader
-from agents.experiments.sweep.task import run_task, steps_in, task_failure_reason, task_options
+from agents.experiments.sweep.task import cpus_of, run_task, steps_in, task_failure_reason, task_options
 from rims_rl.errors import UserError, first_line
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -171,7 +171,7 @@ class RunnerSession:
                 raise UserError(f"evaluation episodes must be an integer, got {episodes!r}")
             check_episodes(episodes, EVAL_SEED)
             ladder_settings(run.cfg["env"], evaluation.get("shifts"))
-        cluster.check_cpus_per_run(_cpus_of(run), self.gpus_per_run, self._nodes, self._where)
+        cluster.check_cpus_per_run(cpus_of(run), self.gpus_per_run, self._nodes, self._where)
 
     def submit(self, run: PlannedRun, evaluation: dict | None = None) -> None:
         """Start ``run`` as a Ray task (it waits for a free CPU), evaluating it after training when
@@ -182,7 +182,7 @@ class RunnerSession:
             run.cfg, str(run.run_dir), self.task_device, evaluation, run.name, self.session)
         self._pending[ref] = run
         self._submitted.append(run)
-        self._cpus_per_run = max(self._cpus_per_run, _cpus_of(run))
+        self._cpus_per_run = max(self._cpus_per_run, cpus_of(run))
         assert self._display is not None
         self._display.add(run)
 
@@ -297,10 +297,6 @@ def check_sweep_device(device: str, gpus_per_run: float | None) -> str:
     if device == "cpu" and gpus_per_run:
         raise UserError(f"--gpus-per-run {gpus_per_run} with --device cpu: the runs would not use their GPUs")
     return device
-
-
-def _cpus_of(run: PlannedRun) -> int:
-    return max(1, int(run.cfg.get("threads") or 1))
 
 
 def _collect(ref: Any, run: PlannedRun, stopped_by: str | None = None) -> RunOutcome:

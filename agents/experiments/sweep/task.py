@@ -121,10 +121,15 @@ def _lock_run_dir(stack: contextlib.ExitStack, path: Path, session: str) -> None
             time.sleep(1.0)
 
 
+def cpus_of(run: PlannedRun) -> int:
+    """The CPUs ``run``'s task asks Ray for: its config's ``threads``, at least one."""
+    return max(1, int(run.cfg.get("threads") or 1))
+
+
 def task_options(run: PlannedRun, gpus_per_run: float, retries: int) -> dict[str, Any]:
     """The Ray options of ``run``'s task: its CPUs and GPUs, and ``retries`` retries of any exception it
-    raises (:func:`run_task` raises all but user errors) or of a dead worker."""
-    return dict(num_cpus=max(1, run.cfg["threads"]), num_gpus=gpus_per_run, max_retries=retries,
+    raises (:func:`run_task` raises all but user errors) or of a dead worker or node."""
+    return dict(num_cpus=cpus_of(run), num_gpus=gpus_per_run, max_retries=retries,
                 retry_exceptions=True, name=f"rims-rl {run.name}")
 
 

@@ -83,6 +83,14 @@ def trained_run(tmp_path_factory, train_tiny_run) -> Path:
     return train_tiny_run(tmp_path_factory.mktemp("trained"))
 
 
+@pytest.fixture
+def ray_env(repo, monkeypatch):
+    """Ray workers (and simulated cluster nodes started in the test) import the package from this checkout,
+    whatever an editable install points at; no token warning from a private instance."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+
+
 @pytest.fixture(scope="session")
 def snapshot():
     """``snapshot(root)``: every file under ``root`` with its content."""

@@ -254,18 +254,19 @@ class PeriodicEvalCallback(BaseCallback):
 
 
 class ReportProgressCallback(BaseCallback):
-    """Send the step count to a sweep's progress board (a :class:`~agents.experiments.sweep.runner.BoardClient`)
-    at the start and after every rollout, under the run's ``name``."""
+    """Report the step count at the start and after every rollout to ``progress`` (a sweep task's
+    :class:`~agents.experiments.sweep.progress.ProgressWriter`, which never raises: a lost report is a
+    lost display, never a failed run)."""
 
-    def __init__(self, board: Any, name: str) -> None:
+    def __init__(self, progress: Any) -> None:
         super().__init__()
-        self.board, self.name = board, name
+        self.progress = progress
 
     def _on_training_start(self) -> None:
-        self.board.report(self.name, self.model.num_timesteps)
+        self.progress.report(self.model.num_timesteps, force=True)
 
     def _on_rollout_end(self) -> None:
-        self.board.report(self.name, self.model.num_timesteps)
+        self.progress.report(self.model.num_timesteps)
 
     def _on_step(self) -> bool:
         return True

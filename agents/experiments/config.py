@@ -52,16 +52,64 @@ def list_presets() -> list[str]:
 
 def read_yaml(path: str | os.PathLike, what: str) -> Any:
     """The YAML document in ``path`` (None when empty); UserError naming ``what`` ("config", "grid file")
-    if the file cannot be read, is not UTF-8 text or is not valid YAML."""
+    if the file cannot be read, is not UTF-8 text, is not valid YAML, or its aliases expand it far beyond
+    its text (:func:`check_alias_expansion`)."""
     try:
         with open(path) as f:
-            return yaml.safe_load(f)
+            text = f.read()
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            check_alias_expansion(node, len(text), f"{what} {path}")
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except OSError as e:
         raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         raise UserError(f"{what} {path} is not valid YAML: {first_line(e)}") from None
+
+
+def check_alias_expansion(root: yaml.Node, text_size: int, where: str) -> None:
+    """UserError if the YAML node graph ``root`` holds more than ``1000 + 10 * text_size`` values once its
+    aliases are expanded, or an alias inside its own anchor.
+
+    Aliases share one object per anchor, so reading is cheap, but whatever walks the values later (an
+    error message quoting them, a copy, a flatten) walks the expansion: a 700-byte file of nested aliases
+    is ``9**9`` values. The count is made on the node graph, each node once, without expanding anything.
+    """
+    limit = 1000 + 10 * text_size
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _yaml_children(node)
+        if children_done:
+            sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in entered:
+            raise UserError(f"{where}: an alias refers to the value that holds it (a loop); write the value out")
+        entered.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    if sizes[id(root)] > limit:
+        raise UserError(f"{where}: its aliases expand {text_size} characters to over {limit} values; write the "
+                        f"values out or use fewer nested aliases")
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _read_mapping(path: Path) -> dict:

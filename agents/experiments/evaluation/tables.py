@@ -17,9 +17,13 @@ def format_number(x: float | None) -> str:
 
 
 def table_console() -> Console:
-    """A rich Console for tables: the terminal's width, or 120 columns when output is piped."""
-    console = Console()
-    return console if console.is_terminal else Console(width=120)
+    """A rich Console for tables: the terminal's width, or 120 columns when output is piped.
+
+    Markup and emoji codes are off: titles and cells hold user text (env ids, shift names, labels, paths),
+    which must print as written (``x[/bad]`` would raise, ``[bold]`` would vanish).
+    """
+    console = Console(markup=False, emoji=False)
+    return console if console.is_terminal else Console(width=120, markup=False, emoji=False)
 
 
 def print_results_table(results: list[Result], title: str) -> None:

@@ -316,13 +316,15 @@ def plan_sweep(grid: Grid, logdir: str | os.PathLike, evaluate: bool = False,
     for core in grid.cores or ():
         check_core_name(core)
     plan: list[PlannedRun] = []
+    planned: set[Path] = set()  # a set, not a scan of the plan: a 20,000-run grid plans in linear time
     for job in grid_jobs(grid):
         for variant, base in job_configs(grid, job):
             for seed in grid.seeds if grid.seeds is not None else [base["seed"]]:
                 cfg = run_config(base, variant.core, seed, variant.label)
                 run_dir = run_dir_for(logdir, cfg["env"], variant.label, seed)
-                if any(p.run_dir == run_dir for p in plan):
+                if run_dir in planned:
                     continue  # the same env named twice
+                planned.add(run_dir)
                 state = run_state(run_dir, cfg)
                 n = episodes if episodes is not None else cfg["eval"]["episodes"]
                 plan.append(PlannedRun(cfg, run_dir, state, evaluate and not (

@@ -1,178 +1,321 @@
-"""The sweep on Ray: one task per run (:func:`run_task`) and the driver (:func:`sweep`, :func:`run_planned`).
+"""The sweep's driver: :class:`RunnerSession` runs planned runs as Ray tasks; :func:`sweep` and
+:func:`run_planned` (``demo``) plan, submit and wait on it.
 
 The driver imports neither torch nor SB3: only the tasks do, in the Ray workers.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
+import signal
 import sys
+import threading
 import time
-import traceback
 import uuid
 from pathlib import Path
+from types import FrameType
 from typing import Any, Sequence
 
 import ray
 import ray.exceptions as rex
 
-from agents.checks import check_dir
+from agents.checks import check_dir, check_episodes
+from agents.experiments.config import EVAL_SEED
 from agents.experiments.devices import check_device_name, resolve_device
+from agents.experiments.evaluation.ladder import ladder_settings
 from agents.experiments.evaluation.results import RESULTS_FILE
 from agents.experiments.outcomes import Interrupted, SweepFailed
-from agents.experiments.runs import (CHECKPOINT, EVAL_DIR, FINAL_MODEL, TRAIN_LOG, env_dirname, read_num_timesteps,
-                                     run_dir_lock)
+from agents.experiments.runs import CHECKPOINT, EVAL_DIR, FINAL_MODEL, env_dirname
+from agents.experiments.sweep import cluster
 from agents.experiments.sweep.grid import Grid, PlannedRun, RunOutcome, plan_sweep
-from agents.experiments.sweep.live import LiveLine, print_outcomes
+from agents.experiments.sweep.live import LiveLine, DriverStdout, print_outcomes
+from agents.experiments.sweep.progress import ProgressReader
+from agents.experiments.sweep.task import cpus_of, run_task, steps_in, task_failure_reason, task_options
 from rims_rl.errors import UserError, first_line
 
-
-# ---------------------------------------------------------------- the Ray side
-
-class ProgressBoard:
-    """A Ray actor that collects every run's step count; the driver reads it for the live line."""
-
-    def __init__(self) -> None:
-        self.steps: dict[str, int] = {}
-        self.running: set[str] = set()
-
-    def report(self, name: str, steps: int, running: bool = True) -> None:
-        self.steps[name] = int(steps)
-        (self.running.add if running else self.running.discard)(name)
-
-    def snapshot(self) -> tuple[dict[str, int], set[str]]:
-        return dict(self.steps), set(self.running)
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REFRESH_S = 1.0  # the live line's progress files are read about once a second
+NODES_REFRESH_S = 2.0  # and the alive nodes asked of Ray every two seconds
 
 
-class BoardClient:
-    """A task's handle on the sweep's :class:`ProgressBoard`, looked up by name at the first report.
+class RunnerSession:
+    """Planned runs as Ray tasks on a local Ray instance or a cluster, with the live line (``sweep``, ``tune``).
 
-    The driver creates the board after submitting the tasks, so that the tasks, not the board, get the
-    workers ``ray.init`` starts ahead; a report made before the board is registered is skipped (the
-    next one, after the following rollout, gets through). ``board_name`` None: the sweep shows no live
-    line, so there is no board and reports go nowhere."""
+    ``with RunnerSession(...) as s:`` starts Ray (``workers`` CPUs) or joins the cluster at ``address``,
+    checks that it can hold a run (GPUs), and starts the live line; leaving the block stops the live line
+    and shuts Ray down (a joined cluster keeps running). In the block, :meth:`submit` runs and call
+    :meth:`wait` until :attr:`running` is 0.
 
-    def __init__(self, board_name: str | None) -> None:
-        self.board_name = board_name
-        self.actor: Any = None
+    Ctrl-C or SIGTERM to the driver: the next :meth:`wait` cancels the running tasks, so that each saves a
+    checkpoint and stops, prints the table of every submitted run and raises :class:`Interrupted` (exit
+    code 130 or 143); a second signal stops waiting for the checkpoints.
 
-    def report(self, name: str, steps: int, running: bool = True) -> None:
-        if self.board_name is None:
-            return
-        if self.actor is None:
-            try:
-                self.actor = ray.get_actor(self.board_name)
-            except ValueError:  # not registered yet
-                return
-        self.actor.report.remote(name, steps, running)
-
-
-def run_task(cfg: dict, run_dir: str, device: str, evaluation: dict | None, board: Any, name: str) -> dict:
-    """One sweep task (runs in a Ray worker): train ``run_dir`` to its budget, then evaluate it if asked.
-
-    Holds the run dir's lock throughout; all output goes to ``<run>/train.log``. A finished run is
-    not trained again, an interrupted one resumes from its checkpoint (also on a Ray retry).
-    Returns ``{"status": "done" | "failed" | "interrupted", "steps", "reason"}``. A UserError fails the
-    run at once (a retry would change nothing); any other exception (a bug, an OS error) is raised, so
-    that Ray retries the task.
+    :param workers: CPUs of the local Ray instance (default: all cores); ignored with ``address``
+    :param address: a Ray cluster to join (``auto``, ``HOST:PORT``) instead of starting one
+    :param device: auto, cpu or cuda: the runs train on CUDA when they get GPUs (``auto`` with GPUs in
+        the cluster, or ``cuda``), else on the CPU
+    :param gpus_per_run: GPUs per run (a fraction below 1 shares a GPU); default 1 when the device is CUDA
+        or auto on a cluster with GPUs, else 0
+    :param retries: Ray's retries of a run that raises (not a user error) or whose worker or node dies
+    :param progress: show the live line (on a terminal)
+    :param total_runs: the runs the live line expects (default: those submitted so far)
     """
-    # Imported here, in the worker: the driver that defines the task must not import torch.
-    from agents.experiments.callbacks import ReportProgressCallback
-    from agents.experiments.evaluation.evaluate import evaluate_run
-    from agents.experiments.train import train_run
 
-    path = Path(run_dir)
-    t0 = time.time()
-    with contextlib.ExitStack() as stack:
+    def __init__(self, workers: int | None = None, address: str | None = None, device: str = "auto",
+                 gpus_per_run: float | None = None, retries: int = 1, progress: bool = True,
+                 total_runs: int | None = None) -> None:
+        check_options(workers, gpus_per_run, retries)
+        device = check_sweep_device(device, gpus_per_run)
+        self.workers = workers or os.cpu_count() or 1
+        self.address, self.device, self.retries = address, device, retries
+        self.gpus_per_run: float = gpus_per_run if gpus_per_run is not None else 0.0
+        self._gpus_asked = gpus_per_run
+        self.progress, self.total_runs = progress, total_runs
+        self.session = uuid.uuid4().hex
+        self.task_device = "cpu"
+        self._where = "on this machine" if address is None else f"in the Ray cluster at {address}"
+        self._nodes: list[cluster.NodeResources] = []
+        self._pending: dict[Any, PlannedRun] = {}
+        self._submitted: list[PlannedRun] = []
+        self._outcomes: dict[int, RunOutcome] = {}
+        self._cpus_per_run = 1
+        self._display: LiveLine | None = None
+        self._reader = ProgressReader(self.session)
+        self._remote: Any = None
+        self._signal: str | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        self._started = False
+        self._next_refresh = self._next_nodes = 0.0
+        self._alive_ids: set[str] | None = None
+        self._stdout: DriverStdout | None = None
+
+    # ------------------------------------------------------------ start and stop
+
+    def __enter__(self) -> "RunnerSession":
+        t0 = time.perf_counter()
+        self._stdout = DriverStdout(sys.stdout, sys.stderr).install()
+        if threading.current_thread() is threading.main_thread():  # restored on exit: Ray's own stays behind
+            self._previous_handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
         try:
-            stack.enter_context(run_dir_lock(path))
-            path.mkdir(parents=True, exist_ok=True)
-            log = stack.enter_context(open(path / TRAIN_LOG, "a", buffering=1))
-        except (UserError, OSError) as e:
-            return {"status": "failed", "reason": first_line(e), "steps": None}
-        stack.enter_context(contextlib.redirect_stdout(log))
-        stack.enter_context(contextlib.redirect_stderr(log))
-        print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} sweep task {name} (pid {os.getpid()}, device {device}, "
-              f"Ray node {_node_id()})")
-        try:
-            if not (path / FINAL_MODEL).is_file():
-                train_run(cfg, path, resume=True, progress=True, device=device,
-                          callbacks=[ReportProgressCallback(board, name)])
-            steps = read_num_timesteps(path / FINAL_MODEL)
-            board.report(name, steps, False)
-            if evaluation is not None:
-                evaluate_run(path, shifts=evaluation["shifts"], episodes=evaluation["episodes"], device=device)
-        except UserError as e:
-            print(f"failed: {first_line(e)}")
-            board.report(name, 0, False)
-            return {"status": "failed", "reason": first_line(e), "steps": None}
-        except (Interrupted, KeyboardInterrupt) as e:
-            print(f"interrupted: {e or type(e).__name__}")
-            steps = _steps_in(path / CHECKPOINT)
-            saved = f"checkpoint at step {steps}" if steps is not None else "no checkpoint yet"
-            return {"status": "interrupted", "reason": f"stopped by Ctrl-C; {saved}", "steps": steps}
-        except BaseException:
-            traceback.print_exc()
-            print("the task failed; Ray retries it while retries are left (resuming from the checkpoint)")
-            raise
-        print(f"done: {steps} steps in {time.time() - t0:.1f} s")
-    return {"status": "done", "reason": None, "steps": steps}
-
-
-def task_options(run: PlannedRun, gpus_per_run: float, retries: int) -> dict[str, Any]:
-    """The Ray options of ``run``'s task: its CPUs and GPUs, and ``retries`` retries of any exception it
-    raises (:func:`run_task` raises all but user errors) or of a dead worker."""
-    return dict(num_cpus=max(1, run.cfg["threads"]), num_gpus=gpus_per_run, max_retries=retries,
-                retry_exceptions=True, name=f"rims-rl {run.name}")
-
-
-def _node_id() -> str:
-    """The Ray node running this task; "-" outside Ray (a direct call), without starting Ray there
-    (``ray.get_runtime_context`` would start a local instance and leave it running)."""
-    if not ray.is_initialized():
-        return "-"
-    return ray.get_runtime_context().get_node_id()
-
-
-def _task_failure_reason(error: BaseException) -> str:
-    """One line for a Ray error of a task: the remote exception, or that the worker died."""
-    if isinstance(error, rex.RayTaskError):
-        cause = error.cause if getattr(error, "cause", None) is not None else error
-        lines = [line for line in str(cause).strip().splitlines() if line.strip()]
-        return f"{type(cause).__name__}: {lines[-1] if lines else ''}".strip()
-    if isinstance(error, (rex.WorkerCrashedError, rex.NodeDiedError, rex.LocalRayletDiedError)):
-        return f"its worker process died ({type(error).__name__}) and no retries were left"
-    return first_line(error)
-
-
-def _start_ray(address: str | None, workers: int) -> None:
-    if address is None:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token warning for a private local instance
-        # Workers import this package like the driver does: an installed package needs nothing, a
-        # source checkout run with `python train_agent.py` gets its root on the workers' path.
-        # Set in the environment the local instance's processes inherit, not as a runtime_env: workers
-        # of a runtime_env cannot be the ones Ray starts ahead with ray.init, so every task waited for
-        # a new worker process.
-        root = str(Path(__file__).resolve().parents[3])
-        before = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, before) if p)
-        try:
-            ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
-        finally:
-            if before is None:
-                del os.environ["PYTHONPATH"]
+            if self.address is None:
+                cluster.start_local(self.workers)
             else:
-                os.environ["PYTHONPATH"] = before
-    else:
+                cluster.join_cluster(self.address)
+        except BaseException as e:
+            if ray.is_initialized() or isinstance(e, SystemExit):  # SystemExit: ray.init stopped half-way
+                ray.shutdown()
+            self.__exit__(None, None, None)
+            if not (isinstance(e, SystemExit) and e.code == signal.SIGTERM):  # Ray's SIGTERM handler during ray.init
+                raise
+            raise Interrupted("SIGTERM: stopped while Ray was starting; no run had started", "SIGTERM") from None
+        self._started = True
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"--address {address}: cannot join a Ray cluster there ({first_line(e)})") from None
+            # Installed after ray.init, which sets a SIGTERM handler of its own (exit 15 after Ray's C++
+            # stack dump): SIGTERM must stop the sweep as Ctrl-C does.
+            self._install_signal_handlers()
+            where = (f"started locally with {self.workers} CPUs" if self.address is None
+                     else f"joined at {self.address}")
+            print(f"Ray {where} in {time.perf_counter() - t0:.1f} s")
+            self._nodes = cluster.alive_nodes()
+            self._resolve_gpus()
+            self._remote = ray.remote(run_task)
+            self._display = LiveLine(self.total_runs, self.progress, file=self._stdout.stdout)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._display is not None:
+            self._display.stop()
+        if self._started:
+            ray.shutdown()
+            self._started = False
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers = {}
+        if self._stdout is not None:
+            self._stdout.uninstall()
+            self._stdout = None
+
+    def _resolve_gpus(self) -> None:
+        """The GPUs per run and the runs' device, from what Ray counts (it schedules by that count, locally
+        too: a task asking for a GPU that Ray does not count would wait forever; the driver never asks torch)."""
+        has_gpus = any(n.gpus > 0 for n in self._nodes)
+        if self.device == "cuda" and not has_gpus:
+            raise UserError(f"--device cuda: Ray finds no GPU {self._where}")
+        if self._gpus_asked is None:
+            self.gpus_per_run = 1.0 if self.device in ("cuda", "auto") and has_gpus else 0.0
+        cluster.check_gpus_per_run(self.gpus_per_run, self._nodes, self._where)
+        self.task_device = "cuda" if self.gpus_per_run > 0 else "cpu"
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():  # Python allows handlers only there
+            return
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._signal is not None:
+            raise KeyboardInterrupt  # a second signal: stop waiting for the checkpoints
+        self._signal = signal.Signals(signum).name
+
+    # ------------------------------------------------------------ runs
+
+    def check(self, run: PlannedRun, evaluation: dict | None = None) -> None:
+        """UserError if ``run`` (with ``evaluation``) could never run here: CPUs per run (its config's
+        ``threads``) above the largest node's, or an invalid evaluation request."""
+        self._require_started()
+        if evaluation is not None:
+            episodes = evaluation.get("episodes")
+            if not isinstance(episodes, int) or isinstance(episodes, bool):
+                raise UserError(f"evaluation episodes must be an integer, got {episodes!r}")
+            check_episodes(episodes, EVAL_SEED)
+            ladder_settings(run.cfg["env"], evaluation.get("shifts"))
+        cluster.check_cpus_per_run(cpus_of(run), self.gpus_per_run, self._nodes, self._where)
+
+    def submit(self, run: PlannedRun, evaluation: dict | None = None) -> None:
+        """Start ``run`` as a Ray task (it waits for a free CPU), evaluating it after training when
+        ``evaluation`` (``{"shifts": ..., "episodes": N}``) is given; UserError (nothing submitted) for a
+        request that could never run (:meth:`check`)."""
+        self.check(run, evaluation)
+        ref = self._remote.options(**task_options(run, self.gpus_per_run, self.retries)).remote(
+            run.cfg, str(run.run_dir), self.task_device, evaluation, run.name, self.session)
+        self._pending[ref] = run
+        self._submitted.append(run)
+        self._cpus_per_run = max(self._cpus_per_run, cpus_of(run))
+        assert self._display is not None
+        self._display.add(run)
+
+    @property
+    def running(self) -> int:
+        """The submitted runs that have not ended yet (training or waiting for a CPU)."""
+        return len(self._pending)
+
+    def capacity(self, cpus_per_run: int | None = None) -> int:
+        """How many runs can run at once: the alive nodes' CPU (and GPU) slots over the CPUs (GPUs) per run
+        (``cpus_per_run`` default: the most any submitted run asks for, 1 before the first)."""
+        self._require_started()
+        return cluster.runs_at_once(cluster.alive_nodes(), cpus_per_run or self._cpus_per_run, self.gpus_per_run)
+
+    def wait(self, timeout: float = 0.5) -> list[RunOutcome]:
+        """The runs that ended since the last call (done, failed or interrupted), waiting up to ``timeout``
+        seconds for one; updates the live line. After Ctrl-C or SIGTERM: stops the running runs at a
+        checkpoint, prints the table of every submitted run and raises :class:`Interrupted`."""
+        self._require_started()
+        ready: list[Any] = []
+        if self._signal is None and self._pending:
+            try:
+                ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout)
+            except KeyboardInterrupt:  # no handler of ours (not the main thread)
+                self._signal = "SIGINT"
+        if self._signal is not None:
+            self._interrupt(self._signal)
+        ended = []
+        for ref in ready:
+            outcome = _collect(ref, self._pending.pop(ref))
+            self._outcomes[id(outcome.run)] = outcome
+            self._display.finished(outcome)
+            ended.append(outcome)
+        self._refresh_display()
+        return ended
+
+    def status(self) -> dict[str, int]:
+        """The live line's counts, read afresh from the runs' progress files: ``done``, ``running`` (runs
+        with a live attempt: an attempt whose worker or node died is not one), ``failed`` (also
+        interrupted), ``waiting`` and ``steps`` (of all runs)."""
+        self._require_started()
+        self._refresh_display(force=True)
+        assert self._display is not None
+        return self._display.counts()
+
+    def _require_started(self) -> None:
+        if self._display is None or not self._started:
+            raise RuntimeError("RunnerSession used outside its `with` block")
+
+    def _refresh_display(self, force: bool = False) -> None:
+        """Feed the live line from the runs' progress files (without a live line only when ``force``d, at
+        most once a second otherwise); a failure here is a lost display only."""
+        if self._display is None or not (force or (self._display.live is not None
+                                                   and time.monotonic() >= self._next_refresh)):
+            return
+        self._next_refresh = time.monotonic() + REFRESH_S
+        try:
+            if force or time.monotonic() >= self._next_nodes:
+                self._next_nodes = time.monotonic() + NODES_REFRESH_S
+                try:
+                    self._alive_ids = {n.node_id for n in cluster.alive_nodes()}
+                except Exception:  # noqa: BLE001 - Ray busy or the head unreachable: node liveness unknown
+                    self._alive_ids = None
+            runs = {str(run.run_dir): run.run_dir for run in self._pending.values()}
+            steps, running = self._reader.poll(runs, self._alive_ids)
+            self._display.update(steps, running)
+        except Exception:  # noqa: BLE001 - the display never takes a run or the sweep down
+            pass
+
+    def _interrupt(self, signal_name: str) -> None:
+        """Stop every running task at a checkpoint, print the table of every submitted run, raise Interrupted."""
+        assert self._display is not None
+        self._display.stop()
+        print(f"interrupted ({signal_name}): stopping the running runs at their next step (each saves a "
+              f"checkpoint) ...", file=sys.stderr)
+        why = "Ctrl-C" if signal_name == "SIGINT" else signal_name
+        pending = list(self._pending)
+        for ref in pending:
+            ray.cancel(ref)
+        try:
+            for ref in pending:
+                outcome = _collect(ref, self._pending.pop(ref), stopped_by=why)
+                self._outcomes[id(outcome.run)] = outcome
+        except KeyboardInterrupt:
+            pass
+        self._pending.clear()
+        for run in self._submitted:
+            self._outcomes.setdefault(id(run), RunOutcome(run, "interrupted", steps_in(run.run_dir / CHECKPOINT),
+                                                          f"stopped by {why}"))
+        print_outcomes([self._outcomes[id(run)] for run in self._submitted])
+        raise Interrupted(f"{signal_name}: sweep stopped, the running runs saved checkpoints; "
+                          f"run the same command again to resume", signal_name)
 
 
-# ---------------------------------------------------------------- the driver
+def check_options(workers: int | None, gpus_per_run: float | None, retries: int) -> None:
+    """UserError for ``--workers`` below 1, negative ``--gpus-per-run`` or ``--retries``."""
+    if retries < 0:
+        raise UserError(f"--retries must be >= 0, got {retries}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if gpus_per_run is not None and gpus_per_run < 0:
+        raise UserError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+
+
+def check_sweep_device(device: str, gpus_per_run: float | None) -> str:
+    """``device`` checked for a sweep: auto, cpu or cuda (Ray gives each run its GPU, so not ``cuda:N``),
+    and no GPUs per run with ``cpu``."""
+    device = check_device_name(device)
+    if device.startswith("cuda:"):
+        raise UserError(f"device {device}: in a sweep Ray gives each run its GPU; use --device cuda "
+                        f"(or auto) and --gpus-per-run")
+    if device == "cpu" and gpus_per_run:
+        raise UserError(f"--gpus-per-run {gpus_per_run} with --device cpu: the runs would not use their GPUs")
+    return device
+
+
+def _collect(ref: Any, run: PlannedRun, stopped_by: str | None = None) -> RunOutcome:
+    """The outcome of ``run``'s ended task ``ref``; ``stopped_by``: the signal that cancelled it."""
+    try:
+        result = ray.get(ref)
+    except rex.TaskCancelledError:
+        return RunOutcome(run, "interrupted", steps_in(run.run_dir / CHECKPOINT), "cancelled before it started")
+    except rex.RayError as e:
+        if stopped_by is not None:
+            return RunOutcome(run, "interrupted", steps_in(run.run_dir / CHECKPOINT), f"stopped by {stopped_by}")
+        return RunOutcome(run, "failed", None, task_failure_reason(e))
+    reason = result["reason"]
+    if result["status"] == "interrupted":
+        reason = f"stopped by {stopped_by or 'a signal'}; {reason}"
+    return RunOutcome(run, result["status"], result["steps"], reason)
+
+
+# ---------------------------------------------------------------- the commands' drivers
 
 def sweep(
     grid: Grid,
@@ -192,12 +335,7 @@ def sweep(
     :class:`SweepFailed` naming the failed runs after all others ended, and
     :class:`agents.experiments.outcomes.Interrupted` on Ctrl-C once the running runs have checkpointed.
     """
-    if retries < 0:
-        raise UserError(f"--retries must be >= 0, got {retries}")
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
-    if gpus_per_run is not None and gpus_per_run < 0:
-        raise UserError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+    check_options(workers, gpus_per_run, retries)
     if device is not None:
         check_device_name(device)
     check_dir(logdir, "--logdir")
@@ -206,14 +344,15 @@ def sweep(
     device = sweep_device(device, plan, address, gpus_per_run)
     todo = [p for p in plan if p.todo]
     print(f"rims-rl sweep: {len(plan)} runs ({len({p.cfg['env'] for p in plan})} env(s) x "
-          f"{len({p.cfg['core'] for p in plan})} core(s) x {len({p.cfg['seed'] for p in plan})} seed(s)) "
+          f"{len({p.cfg['label'] for p in plan})} label(s) x {len({p.cfg['seed'] for p in plan})} seed(s)) "
           f"under {logdir}: {len(plan) - len(todo)} already done, {len(todo)} to run "
           f"({sum(p.state == 'resume' for p in todo)} to resume, {sum(p.state == 'done' for p in todo)} "
           f"to evaluate only)")
-    outcomes = {id(p): RunOutcome(p, "skipped", _steps_in(p.run_dir / FINAL_MODEL)) for p in plan if not p.todo}
+    outcomes = {id(p): RunOutcome(p, "skipped", steps_in(p.run_dir / FINAL_MODEL)) for p in plan if not p.todo}
     if todo:
-        outcomes.update(_run_on_ray(todo, evaluate, episodes, workers, address, device, gpus_per_run, retries,
-                                    progress))
+        evaluations = [_evaluation(run, episodes) for run in todo]
+        with RunnerSession(workers, address, device, gpus_per_run, retries, progress, len(todo)) as session:
+            outcomes.update(_run_all(session, todo, evaluations))
     ordered = [outcomes[id(p)] for p in plan]
     print_outcomes(ordered)
     if evaluate:
@@ -227,12 +366,7 @@ def sweep_device(device: str | None, plan: list[PlannedRun], address: str | None
     starts) for ``cuda:N``, for GPUs with ``cpu``, and for ``cuda`` on a local machine without CUDA."""
     if device is None:
         device = plan[0].cfg.get("device", "auto") if plan else "auto"
-    device = check_device_name(device)
-    if device.startswith("cuda:"):
-        raise UserError(f"device {device}: in a sweep Ray gives each run its GPU; use --device cuda "
-                        f"(or auto) and --gpus-per-run")
-    if device == "cpu" and gpus_per_run:
-        raise UserError(f"--gpus-per-run {gpus_per_run} with --device cpu: the runs would not use their GPUs")
+    device = check_sweep_device(device, gpus_per_run)
     if address is None and device == "cuda":
         resolve_device(device)  # one line if this machine has no GPU
     return device
@@ -245,7 +379,8 @@ def run_planned(runs: list[PlannedRun], workers: int | None = None, device: str 
     Raises :class:`SweepFailed` if any run failed, after all others ended.
     """
     device = sweep_device(device, runs, None, None)
-    outcomes = _run_on_ray(runs, False, None, workers, None, device, None, retries, progress)
+    with RunnerSession(workers, None, device, None, retries, progress, len(runs)) as session:
+        outcomes = _run_all(session, runs, [None] * len(runs))
     ordered = [outcomes[id(p)] for p in runs]
     print_outcomes(ordered)
     _raise_if_failed(ordered)
@@ -260,103 +395,25 @@ def _raise_if_failed(outcomes: Sequence[RunOutcome]) -> None:
                           f"(reasons and logs in the table above)")
 
 
-def _steps_in(model_file: Path) -> int | None:
-    """The step count stored in ``model_file`` (a run's model.zip or checkpoint), None if unreadable."""
-    try:
-        return read_num_timesteps(model_file)
-    except UserError:
+def _evaluation(run: PlannedRun, episodes: int | None) -> dict | None:
+    """The evaluation after training that ``run`` asks for: its config's ladder, ``episodes`` per setting
+    (default the config's)."""
+    if not run.evaluate:
         return None
+    return {"shifts": run.cfg["eval"]["sweep"],
+            "episodes": episodes if episodes is not None else run.cfg["eval"]["episodes"]}
 
 
-def _run_on_ray(todo: list[PlannedRun], evaluate: bool, episodes: int | None, workers: int | None,
-                address: str | None, device: str, gpus_per_run: float | None, retries: int,
-                progress: bool) -> dict[int, RunOutcome]:
-    workers = workers or os.cpu_count() or 1
-    t0 = time.perf_counter()
-    _start_ray(address, workers)
-    display: LiveLine | None = None
-    try:
-        print(f"Ray {'started locally with ' + str(workers) + ' CPUs' if address is None else 'joined at ' + address}"
-              f" in {time.perf_counter() - t0:.1f} s")
-        if gpus_per_run is None:
-            # The GPUs Ray schedules by (it finds them itself, locally too): a task asking for a GPU that
-            # Ray does not count would wait forever. The driver never imports torch for this.
-            has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-            if device == "cuda" and not has_gpus:
-                where = "on this machine" if address is None else f"in the Ray cluster at {address}"
-                raise UserError(f"--device cuda: Ray finds no GPU {where}")
-            gpus_per_run = 1.0 if device in ("cuda", "auto") and has_gpus else 0.0
-        task_device = "cuda" if gpus_per_run > 0 else "cpu"
-        display = LiveLine(todo, progress)
-        # The progress board feeds the live line only: without one (piped output, --no-progress) there is
-        # no board actor, whose process would take CPU from the runs while they start.
-        board_name = f"rims-rl progress {uuid.uuid4().hex}" if display.live is not None else None
-        remote = ray.remote(run_task)
-        refs: dict[Any, PlannedRun] = {}
-        for run in todo:
-            evaluation = None
-            if run.evaluate:
-                evaluation = {"shifts": run.cfg["eval"]["sweep"],
-                              "episodes": episodes if episodes is not None else run.cfg["eval"]["episodes"]}
-            refs[remote.options(**task_options(run, gpus_per_run, retries)).remote(
-                run.cfg, str(run.run_dir), task_device, evaluation, BoardClient(board_name), run.name)] = run
-        # Created after the tasks, so that they get the workers ray.init started ahead (an actor created
-        # first took one, and a task waited for a new worker process).
-        board = None
-        if board_name is not None:
-            board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()
-        return _wait_for_runs(refs, board, display)
-    finally:
-        if display is not None:
-            display.stop()
-        ray.shutdown()
-
-
-def _wait_for_runs(refs: dict[Any, PlannedRun], board: Any, display: LiveLine) -> dict[int, RunOutcome]:
-    """Collect the tasks as they end, showing the live line (fed by ``board``, None without a live line;
-    the caller stops ``display``); on Ctrl-C let the running ones checkpoint."""
+def _run_all(session: RunnerSession, runs: list[PlannedRun], evaluations: list[dict | None]) -> dict[int, RunOutcome]:
+    """Submit every run (each checked first, so that an impossible one submits none) and wait for all."""
+    for run, evaluation in zip(runs, evaluations):
+        session.check(run, evaluation)
+    for run, evaluation in zip(runs, evaluations):
+        session.submit(run, evaluation)
     outcomes: dict[int, RunOutcome] = {}
-    pending = list(refs)
-    try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-            for ref in ready:
-                outcome = _collect(ref, refs[ref])
-                outcomes[id(outcome.run)] = outcome
-                display.finished(outcome)
-            if board is not None:
-                display.update(ray.get(board.snapshot.remote()))
-    except KeyboardInterrupt:
-        display.stop()
-        print("interrupted: stopping the running runs at their next step (each saves a checkpoint) ...",
-              file=sys.stderr)
-        for ref in pending:
-            ray.cancel(ref)
-        try:
-            for ref in pending:
-                outcome = _collect(ref, refs[ref], interrupted=True)
-                outcomes[id(outcome.run)] = outcome
-        except KeyboardInterrupt:
-            pass
-        for run in refs.values():
-            outcomes.setdefault(id(run), RunOutcome(run, "interrupted", _steps_in(run.run_dir / CHECKPOINT),
-                                                    "stopped by Ctrl-C"))
-        print_outcomes([outcomes[id(r)] for r in refs.values()])
-        raise Interrupted("SIGINT: sweep stopped, the running runs saved checkpoints; "
-                          "run the same command again to resume") from None
+    while session.running:
+        outcomes.update((id(o.run), o) for o in session.wait())
     return outcomes
-
-
-def _collect(ref: Any, run: PlannedRun, interrupted: bool = False) -> RunOutcome:
-    try:
-        result = ray.get(ref)
-    except rex.TaskCancelledError:
-        return RunOutcome(run, "interrupted", _steps_in(run.run_dir / CHECKPOINT), "cancelled before it started")
-    except rex.RayError as e:
-        if interrupted:
-            return RunOutcome(run, "interrupted", _steps_in(run.run_dir / CHECKPOINT), "stopped by Ctrl-C")
-        return RunOutcome(run, "failed", None, _task_failure_reason(e))
-    return RunOutcome(run, result["status"], result["steps"], result["reason"])
 
 
 def _compare_per_env(outcomes: Sequence[RunOutcome], logdir: Path) -> None:

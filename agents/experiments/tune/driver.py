@@ -283,7 +283,9 @@ def tune(grid: Grid, logdir: str | os.PathLike, trials: int, seeds_per_trial: in
             if session_factory is None:
                 from agents.experiments.sweep.runner import RunnerSession as session_factory
             total = sum(max(0, n) for n in left.values()) * seeds_per_trial
-            with session_factory(total_runs=total, **session_options) as session:
+            options = {k: v for k, v in session_options.items() if v is not None}
+            options.setdefault("device", targets[0].base.get("device", "auto"))
+            with session_factory(total_runs=total, **options) as session:
                 run_tune(targets, session, trials, seeds, logdir, episodes, lambda _: write_outputs(targets))
         for path in write_outputs(targets):
             print(f"wrote {path}")

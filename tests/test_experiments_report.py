@@ -207,8 +207,8 @@ def test_training_wall_seconds_adds_every_training_process(tmp_path):
 def test_study_findings_tables_hold_compares_numbers(study):
     import importlib.util
 
-    from agents.experiments.compare import cell
-    from agents.experiments.report import read_comparison
+    from agents.experiments.compare_tables import cell
+    from agents.experiments.comparison_files import read_comparison
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "findings.py"
     spec = importlib.util.spec_from_file_location("findings", path)

@@ -8,25 +8,22 @@ table, image) rendered twice, so both files hold the same numbers.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agents.experiments.compare import (AGGREGATES, METRIC_LABELS, NO_CI, cell, comparison_warnings, headline_metric,
-                                        with_ci)
+from agents.experiments.compare import AGGREGATES, METRIC_LABELS, NO_CI, comparison_warnings
+from agents.experiments.compare_tables import cell, headline_metric, with_ci
 from agents.experiments.evaluation.ladder import UNSHIFTED, scale_changing
 from agents.experiments.evaluation.results import read_results
 from agents.experiments.evaluation.tables import format_number
-from agents.experiments.fields import check_kind, check_record, check_records
 from agents.experiments.files import atomic_write_text
 from agents.experiments.findings import (Primary, clear_comparisons, primary_row,
                                          runs_below_random, trimmed_failures, verdict)
 from agents.experiments.render import Block, render_html, render_markdown
 from agents.experiments.runs import EVAL_DIR
-from rims_rl.errors import UserError
 
 REPORT_FILES = ("report.html", "report.md", "runs.csv", "report_curves.png", "report_ladder.png",
                 "report_profiles.png")
@@ -384,56 +381,3 @@ def write_runs_table(run_dirs: list[Path], path: str | os.PathLike) -> Path:
         writer.writeheader()
         writer.writerows(run_rows(run_dirs))
     return Path(path)
-
-
-COMPARE_ADVICE = "remove it, or run `rims-rl compare` again"
-# The fields of compare.json that the report reads (agents.experiments.fields kinds).
-_METRICS = tuple(METRIC_LABELS)
-_CIS = {f"{agg}{suffix}": "number?" for agg in AGGREGATES for suffix in ("", "_ci95_low", "_ci95_high")}
-SUMMARY_FIELDS = {"env": "text", "label": "text", "core": "text", "shift": "text", "level": "int", "metric": _METRICS, "runs": "int",
-                  "tasks": "int", "iqm": "number"}
-IMPROVEMENT_FIELDS = {"env": "text", "shift": "text", "level": "int", "metric": _METRICS, "label_a": "text",
-                      "label_b": "text", "core_a": "text", "core_b": "text", "runs_a": "int", "runs_b": "int", "probability": "number",
-                      "ci95_low": "number?", "ci95_high": "number?"}
-IMPROVEMENT_OPTIONAL = {"difference": "number?", "difference_ci95_low": "number?", "difference_ci95_high": "number?"}
-RUN_FIELDS = {"dir": "text", "env": "text", "label": "text", "core": "text", "seed": "int"}
-RUN_OPTIONAL = {"timesteps": "int?", "num_timesteps": "int?", "episodes": "int?"}
-SCORE_FIELDS = {"env": "text", "label": "text", "core": "text", "seed": "int", "shift": "text", "level": "int",
-                "success_rate": "number?", "mean_return": "number?", "random_success_rate": "number?",
-                "random_return": "number?"}
-SCORE_OPTIONAL = {"normalized_score": "number?", "episodes": "int?"}
-PROFILE_FIELDS = {"metric": _METRICS, "taus": "numbers", "labels": "mapping"}
-PROFILE_LABEL_FIELDS = {"runs": "int", "profile": "numbers", "ci95_low": "numbers?", "ci95_high": "numbers?"}
-
-
-def read_comparison(path: str | os.PathLike) -> dict[str, Any]:
-    """compare.json's content (summary, improvement, profiles, runs, scores, left_out), checked field by
-    field; UserError naming the file (and the field) if it is unreadable, damaged or of an older rims-rl."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} is not a compare.json of this rims-rl ({type(e).__name__}: {str(e)[:80]}); "
-                        f"{COMPARE_ADVICE}") from None
-    check_record(data, "", path, COMPARE_ADVICE, {"summary": "list", "improvement": "list", "profiles": "mapping",
-                                                   "runs": "list"}, {"scores": "list?", "left_out": "mapping"})
-    check_records(data["summary"], "summary", path, COMPARE_ADVICE, SUMMARY_FIELDS, _CIS)
-    check_records(data["improvement"], "improvement", path, COMPARE_ADVICE, IMPROVEMENT_FIELDS,
-                  IMPROVEMENT_OPTIONAL)
-    check_records(data["runs"], "runs", path, COMPARE_ADVICE, RUN_FIELDS, RUN_OPTIONAL)
-    if data.get("scores") is not None:
-        check_records(data["scores"], "scores", path, COMPARE_ADVICE, SCORE_FIELDS, SCORE_OPTIONAL)
-    for env, profile in data["profiles"].items():
-        if profile is None:
-            continue
-        where = f"profiles.{env}"
-        check_record(profile, where, path, COMPARE_ADVICE, PROFILE_FIELDS)
-        for label, entry in profile["labels"].items():
-            check_record(entry, f"{where}.labels.{label}", path, COMPARE_ADVICE, PROFILE_LABEL_FIELDS)
-            for name in ("profile", "ci95_low", "ci95_high"):
-                if entry[name] is not None and len(entry[name]) != len(profile["taus"]):
-                    raise UserError(f"{path}: {where}.labels.{label}.{name} has {len(entry[name])} values for "
-                                    f"{len(profile['taus'])} taus; {COMPARE_ADVICE}")
-    for env, settings in data.get("left_out", {}).items():
-        check_kind(settings, "texts", f"left_out.{env}", path, COMPARE_ADVICE)
-    comparison = {k: data[k] for k in ("summary", "improvement", "profiles", "runs")}
-    return {**comparison, "scores": data.get("scores"), "left_out": data.get("left_out", {})}

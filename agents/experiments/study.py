@@ -14,7 +14,9 @@ from agents.experiments.curves import CURVE_REPS
 from agents.experiments.files import atomic_write_bytes
 from agents.experiments.findings import read_primary, verdict
 from agents.experiments.plots import plot_compare, plot_profiles
-from agents.experiments.report import REPORT_FILES, read_comparison, write_report
+from agents.experiments.comparison_files import read_comparison, write_compare
+from agents.experiments.compare_tables import print_compare_table
+from agents.experiments.report import REPORT_FILES, write_report
 from agents.experiments.runs import EVAL_DIR, find_run_dirs, is_run_dir
 from rims_rl.errors import UserError
 
@@ -50,11 +52,11 @@ def write_comparison(runs: Sequence[str | os.PathLike], out: str | os.PathLike |
     check_dir(out, "--out", COMPARE_FILES)
     comparison = compare.compare_runs(run_dirs, reps=reps, seed=seed)
     compare.print_warnings(comparison)
-    csv_path, json_path, improvement_path, scores_path = compare.write_compare(comparison, out, run_dirs)
+    csv_path, json_path, improvement_path, scores_path = write_compare(comparison, out, run_dirs)
     plot = plot_compare(comparison["summary"], out / "compare.png")
     profiles = plot_profiles(comparison["profiles"], out / "profiles.png") if any(
         comparison["profiles"].values()) else None
-    compare.print_compare_table(comparison)
+    print_compare_table(comparison)
     if not quiet:
         print(f"compared {len(run_dirs)} runs: {csv_path}, {json_path}, {improvement_path}, {scores_path}\n"
               f"plot: {plot}"

@@ -16,9 +16,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agents.experiments.compare import METRIC_LABELS, cell, headline_metric  # noqa: E402
+from agents.experiments.compare import METRIC_LABELS  # noqa: E402
+from agents.experiments.compare_tables import cell, headline_metric  # noqa: E402
 from agents.experiments.evaluation.tables import format_number  # noqa: E402
-from agents.experiments.report import read_comparison  # noqa: E402
+from agents.experiments.comparison_files import read_comparison  # noqa: E402
 
 
 def _row(summary: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:

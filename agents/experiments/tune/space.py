@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from agents.experiments.config import get_value, read_yaml, set_value
 from rims_rl.errors import UserError

@@ -104,6 +104,8 @@ def test_compare_writes_improvement_csv_with_cis_for_several_runs(tmp_path, run_
     assert list(poi[0]) == ["env", "shift", "level", "metric", "label_a", "label_b", "core_a", "core_b", "runs_a",
                             "runs_b", "probability",
                             "ci95_low", "ci95_high", "difference", "difference_ci95_low", "difference_ci95_high"]
+    assert not [r for r in poi if r["shift"] != "all" and r["level"] == "0"]  # the unshifted setting once
+    assert len([r for r in poi if r["level"] == "0"]) == 2  # rims vs lstm and its mirror
     row = next(r for r in poi if (r["shift"], r["level"], r["core_a"]) == ("distractors", "1", "rims"))
     # rims 0.8/0.7 vs lstm 0.5/0.6 on success: every rims run beats every lstm run
     assert float(row["probability"]) == 1.0 and row["metric"] == "success_rate"

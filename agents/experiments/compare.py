@@ -42,7 +42,8 @@ env and label must differ only in the seed.
 ``improvement.csv`` columns: env, shift, level, metric, label_a, label_b, core_a, core_b, runs_a, runs_b,
 probability (that a run of label_a beats a run of label_b, ties counting half, averaged over the group's
 settings), ci95_low, ci95_high, difference (IQM of label_a minus IQM of label_b on the metric), difference_ci95_low,
-difference_ci95_high (from the same resamples). Each ordered pair is listed (A vs B and B vs A). The
+difference_ci95_high (from the same resamples). Each ordered pair is listed (A vs B and B vs A), for every
+pooled level and every shift level above 0 (the unshifted setting once, as pooled level 0). The
 metric is the env's primary one: success rate where episodes succeed or fail, else the normalized score
 for scale-changing shifts and the return otherwise.
 
@@ -289,6 +290,8 @@ def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> dict[
                                     "level": level, "metric": metric,
                                     "runs": scores.shape[0], "tasks": scores.shape[1],
                                     **aggregate_scores(scores, metric, reps, seed)})
+            if shift != "all" and level == 0:
+                continue  # a ladder's level 0 is the unshifted setting, compared once (shift "all", level 0)
             metric = primary_metric(env, shift, with_success)
             use = metric_tasks(env, shift, metric, tasks)
             for a, b in itertools.combinations(labels, 2):

@@ -102,7 +102,7 @@ def test_report_over_a_compare_json_it_cannot_read_is_a_user_error(tmp_path, cap
     root = tmp_path / "runs"
     write_run(root, "rims", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
     (root / "compare").mkdir()
-    for text in ('{"format": 2, "summary": []}', "not json"):  # damaged: no profiles; not JSON at all
+    for text in ('{"format": 3, "summary": []}', "not json"):  # damaged: no profiles; not JSON at all
         (root / "compare" / "compare.json").write_text(text)  # newer than the results: reused
         assert run_main(["report", root]) == 2
         err = capsys.readouterr().err
@@ -110,7 +110,9 @@ def test_report_over_a_compare_json_it_cannot_read_is_a_user_error(tmp_path, cap
         assert not (root / "report.html").exists()
     (root / "compare" / "compare.json").write_text('{"summary": []}')  # an older rims-rl's: compared again
     assert run_main(["report", root]) == 0 and (root / "report.html").is_file()
-    assert json.loads((root / "compare" / "compare.json").read_text())["format"] == 2
+    from agents.experiments.compare import COMPARE_FORMAT
+
+    assert json.loads((root / "compare" / "compare.json").read_text())["format"] == COMPARE_FORMAT
 
 
 def test_report_redoes_a_fresh_comparison_that_covers_other_runs(tmp_path, write_run, run_main):

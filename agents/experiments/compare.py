@@ -79,7 +79,7 @@ BOUNDED = ("success_rate", "normalized_score")  # metrics whose target is 1 (opt
 METRIC_LABELS = {"return": "return", "success_rate": "success rate", "normalized_score": "normalized score"}
 PROFILE_TAUS = {"success_rate": np.linspace(0.0, 1.0, 21), "normalized_score": np.linspace(0.0, 1.2, 25)}
 NO_CI = "1 seed: no CI"
-COMPARE_FORMAT = 2  # compare.json's layout: 2 = labels, joint bootstrap, scores (a report redoes an older one)
+COMPARE_FORMAT = 3  # compare.json's layout (3: labels, joint bootstrap, scores, the unshifted setting compared once)
 
 
 def aggregate_functions(metric: str) -> dict[str, Callable[[np.ndarray], float]]:

@@ -3,7 +3,7 @@
 Under each frame:
 - the activation strip (rims core only): one row per RIM (numbered in the left margin), one
   column per step, time running left to right up to the current step (the rightmost filled
-  column); white = that RIM was active (in the top-k) at that step, black = inactive: the colours
+  column); dark = that RIM was active (in the top-k) at that step, light = inactive: the colours
   of the TensorBoard raster ``rims/activation_raster``. Columns are as wide as the episode allows
   (at most ``STRIP_STEPS`` steps are shown, the latest ones), so short episodes stay readable;
 - a legend of the two colours (rims core only);
@@ -41,7 +41,7 @@ LABEL_WIDTH = 14  # pixels left of the strip for the RIM numbers
 TEXT_HEIGHT = 14  # one caption or legend line
 ACTIVE = np.array(ACTIVE_RGB, dtype=np.uint8)
 INACTIVE = np.array(INACTIVE_RGB, dtype=np.uint8)
-BACKGROUND = np.array([70, 70, 70], dtype=np.uint8)  # grey: black (inactive) cells stay visible
+BACKGROUND = np.array([70, 70, 70], dtype=np.uint8)  # grey: both the dark and the light cells stay visible
 TEXT = (230, 230, 230)
 MIN_WIDTH = 320  # smaller env frames (MiniGrid 192 px, Atari 160 px) are enlarged by a whole factor
 
@@ -92,7 +92,7 @@ def activation_strip(history: list[np.ndarray], width: int, window: int | None =
 
 
 def legend(width: int) -> np.ndarray:
-    """One line: a white swatch "active", a black swatch "inactive" (the raster's colours)."""
+    """One line: a dark swatch "active", a light swatch "inactive" (the raster's colours)."""
     line = np.broadcast_to(BACKGROUND, (TEXT_HEIGHT, width, 3)).copy()
     x = 2
     for colour, name in ((ACTIVE, "active RIM"), (INACTIVE, "inactive")):

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Image, Logger
 
+from agents.text_band import text_band
+
 RASTER_CELL = (8, 2)  # pixels per (RIM row, time step)
 MIN_RASTER_WIDTH = 256  # a short rollout's columns are widened (whole pixels) so that the legend fits beside them
 # Colours of the raster, shared with the `record` video strip. Active is dark: TensorBoard shows images on
@@ -26,7 +28,7 @@ START_ACTIVE_RGB = (150, 0, 0)
 START_INACTIVE_RGB = (255, 175, 175)
 BAND_RGB = (255, 255, 255)  # the legend band and the 1-px gaps between RIM rows
 TEXT_RGB = (0, 0, 0)
-LEGEND_LINE = 12  # pixels per legend line (OpenCV's Hershey simplex font at scale 0.35)
+LEGEND_LINE = 12  # pixels per legend line
 
 
 def activation_raster(mask: np.ndarray, episode_starts: np.ndarray) -> np.ndarray:
@@ -48,20 +50,9 @@ def activation_raster(mask: np.ndarray, episode_starts: np.ndarray) -> np.ndarra
 def legend_band(k: int, width: int) -> np.ndarray:
     """The raster's legend (``[lines * LEGEND_LINE + 4, width, 3]``, read-only): what dark, light and red
     mean, and what rows and columns are, wrapped at words to ``width``; drawn once per raster size."""
-    import cv2  # only where a raster is drawn
-
-    text = (f"dark = active RIM, light = inactive, red = episode start. Rows: RIMs 0..{k - 1} from the top; "
-            f"columns: the rollout's steps of env 0, left to right.")
-    lines: list[str] = []
-    for word in text.split():
-        candidate = f"{lines[-1]} {word}" if lines else word
-        if lines and cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] <= width - 4:
-            lines[-1] = candidate
-        else:
-            lines.append(word)
-    band = np.full((len(lines) * LEGEND_LINE + 4, width, 3), BAND_RGB, dtype=np.uint8)
-    for i, line in enumerate(lines):
-        cv2.putText(band, line, (2, (i + 1) * LEGEND_LINE), cv2.FONT_HERSHEY_SIMPLEX, 0.35, TEXT_RGB, 1, cv2.LINE_AA)
+    band = text_band(f"dark = active RIM, light = inactive, red = episode start. Rows: RIMs 0..{k - 1} from the "
+                     f"top; columns: the rollout's steps of env 0, left to right.", width, LEGEND_LINE, BAND_RGB,
+                     TEXT_RGB)
     band.flags.writeable = False
     return band
 

@@ -31,6 +31,7 @@ from agents.experiments.evaluation.episodes import EVAL_THREADS, reads_mission
 from agents.experiments.files import atomic_write_bytes
 from agents.experiments.runs import CONFIG_FILE, load_model, read_run_config, resolve_model_path
 from agents.rims_logging import ACTIVE_RGB, INACTIVE_RGB
+from agents.text_band import text_band
 from envs import episode_starts, make_vec_env, parse_shifts
 from envs.missions import decode_mission
 from rims_rl.errors import UserError
@@ -112,17 +113,7 @@ def caption(width: int, step: int, steps: int, action: str, reward: float, total
 
 def mission_band(text: str, width: int) -> np.ndarray:
     """Band ``[lines * TEXT_HEIGHT + 4, width, 3]`` with the mission ``text``, wrapped at words."""
-    lines: list[str] = []
-    for word in text.split():
-        candidate = f"{lines[-1]} {word}" if lines else word
-        if lines and cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] <= width - 4:
-            lines[-1] = candidate
-        else:
-            lines.append(word)
-    band = np.broadcast_to(BACKGROUND, (max(len(lines), 1) * TEXT_HEIGHT + 4, width, 3)).copy()
-    for i, line in enumerate(lines):
-        _put_text(band, line, 2, (i + 1) * TEXT_HEIGHT)
-    return band
+    return text_band(text, width, TEXT_HEIGHT, tuple(int(c) for c in BACKGROUND), TEXT)
 
 
 def compose_frame(frame: np.ndarray, history: list[np.ndarray] | None, window: int | None = None,

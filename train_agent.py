@@ -26,17 +26,32 @@ COMMANDS = {module.NAME: module for module in (train, sweep, tune, evaluate, com
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are ONE line on stderr (exit code 2)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.subcommands: dict[str, argparse.ArgumentParser] = {}  # the top-level parser's, by name
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     """The ``rims-rl`` parser with one subcommand per module of :data:`COMMANDS`."""
     parser = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=Formatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS.values():
         module.register(subparsers)
+    parser.subcommands = dict(subparsers.choices)
     return parser
+
+
+def parse_args(parser: _Parser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but an argument the subcommand does not know is reported by the
+    subcommand's parser, so that the error points to its help (argparse leaves such extras to the
+    top-level parser)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.subcommands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     saving a checkpoint.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv or ["demo"])
+    args = parse_args(build_parser(), argv or ["demo"])
     if args.command is None:
         build_parser().print_help()
         return 2

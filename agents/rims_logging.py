@@ -6,30 +6,55 @@
 - ``rims/switch_rate``: fraction of steps (inside an episode) whose active set differs from the
   previous step's;
 - ``rims/activation_raster`` (SB3 ``Image``, TensorBoard only): RIM (rows) x time (columns) for env 0;
-  white = active, black = inactive, a red column marks an episode start.
+  dark = active, light = inactive, a red column marks an episode start; a legend band below says so.
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 import torch
 from stable_baselines3.common.logger import Image, Logger
 
+from agents.text_band import text_band
+
 RASTER_CELL = (8, 2)  # pixels per (RIM row, time step)
-# Colours of the raster, shared with the `record` video strip.
-ACTIVE_RGB = (255, 255, 255)
-INACTIVE_RGB = (0, 0, 0)
-START_ACTIVE_RGB = (255, 120, 120)
-START_INACTIVE_RGB = (120, 0, 0)
+MIN_RASTER_WIDTH = 256  # a short rollout's columns are widened (whole pixels) so that the legend fits beside them
+# Colours of the raster, shared with the `record` video strip. Active is dark: TensorBoard shows images on
+# a white card, on which white active cells would not read.
+ACTIVE_RGB = (30, 30, 30)
+INACTIVE_RGB = (225, 225, 225)
+START_ACTIVE_RGB = (150, 0, 0)
+START_INACTIVE_RGB = (255, 175, 175)
+BAND_RGB = (255, 255, 255)  # the legend band and the 1-px gaps between RIM rows
+TEXT_RGB = (0, 0, 0)
+LEGEND_LINE = 12  # pixels per legend line
 
 
 def activation_raster(mask: np.ndarray, episode_starts: np.ndarray) -> np.ndarray:
-    """RGB image ``[K*8, T*2, 3]`` uint8 of a mask ``[T, K]`` (bool); episode-start columns are red
-    (light red = active, dark red = inactive)."""
+    """RGB image ``[K*8 + legend, T*c, 3]`` uint8 of a mask ``[T, K]`` (bool): one 8-px row per RIM (RIM 0
+    on top), one column of ``c`` px per step (2, wider for short rollouts), dark = active, light =
+    inactive; episode-start columns are red (dark red = active, light red = inactive); below, a legend
+    band saying so."""
     active = mask.T.astype(bool)  # [K, T]
     image = np.where(active[:, :, None], ACTIVE_RGB, INACTIVE_RGB).astype(np.uint8)
     starts = episode_starts.astype(bool)
     image[:, starts] = np.where(active[:, starts, None], START_ACTIVE_RGB, START_INACTIVE_RGB).astype(np.uint8)
-    return np.repeat(np.repeat(image, RASTER_CELL[0], axis=0), RASTER_CELL[1], axis=1)
+    columns = max(RASTER_CELL[1], -(-MIN_RASTER_WIDTH // max(1, active.shape[1])))
+    image = np.repeat(np.repeat(image, RASTER_CELL[0], axis=0), columns, axis=1)
+    image[RASTER_CELL[0] - 1::RASTER_CELL[0]] = BAND_RGB  # adjacent active RIMs stay apart
+    return np.concatenate([image, legend_band(active.shape[0], image.shape[1])])
+
+
+@lru_cache(maxsize=8)
+def legend_band(k: int, width: int) -> np.ndarray:
+    """The raster's legend (``[lines * LEGEND_LINE + 4, width, 3]``, read-only): what dark, light and red
+    mean, and what rows and columns are, wrapped at words to ``width``; drawn once per raster size."""
+    band = text_band(f"dark = active RIM, light = inactive, red = episode start. Rows: RIMs 0..{k - 1} from the "
+                     f"top; columns: the rollout's steps of env 0, left to right.", width, LEGEND_LINE, BAND_RGB,
+                     TEXT_RGB)
+    band.flags.writeable = False
+    return band
 
 
 class ActivationRecorder:

@@ -111,9 +111,12 @@ def test_evaluate_writes_results_plot_and_tensorboard(demo_dir, tmp_path, capsys
     acc = EventAccumulator(str(run / "tb" / "eval"), size_guidance={"images": 0})
     acc.Reload()
     tags = acc.Tags()
-    assert "eval/size/level1/success_rate" in tags["scalars"] and "eval/ladder" in tags["images"]
+    assert "under_shift/size/level1/success_rate" in tags["scalars"] and "under_shift/ladder" in tags["images"]
+    assert "under_shift/none/level0/mean_return" in tags["scalars"]
+    # a group that TensorBoard sorts after the learning curves' (rims, rollout, time, train)
+    assert all(tag.split("/")[0] == "under_shift" for tag in tags["scalars"] + tags["images"])
     # one scalar per setting at the training step (64), never the level as the step
-    assert [e.step for e in acc.Scalars("eval/floor_noise/level2/mean_return")] == [64]
+    assert [e.step for e in acc.Scalars("under_shift/floor_noise/level2/mean_return")] == [64]
 
 
 def test_compare_table_and_files(demo_dir, tmp_path, capsys, run_main):
@@ -196,8 +199,10 @@ def test_train_with_periodic_evaluation_keeps_the_best_model(tmp_path, tiny_conf
     assert score["step"] == read_num_timesteps(run / "best_model.zip") and score["episodes"] == 1
     acc = EventAccumulator(str(run / "tb" / "train_1"))
     acc.Reload()
-    assert {"eval/mean_return", "eval/success_rate"} <= set(acc.Tags()["scalars"])
-    assert {e.step for e in acc.Scalars("eval/success_rate")} <= {32, 48, 64}  # at training steps
+    assert {"validation/mean_return", "validation/success_rate"} <= set(acc.Tags()["scalars"])
+    groups = sorted({tag.split("/")[0] for tag in acc.Tags()["scalars"]})
+    assert groups[-1] == "validation" and "eval" not in groups  # TensorBoard shows it after the learning curves
+    assert {e.step for e in acc.Scalars("validation/success_rate")} <= {32, 48, 64}  # at training steps
 
 
 def test_evaluate_refuses_episode_seeds_past_the_largest_seed(demo_dir, tmp_path, capsys, run_main):

@@ -143,14 +143,17 @@ def test_learning_curves_take_the_iqm_across_seeds_with_ci_bands_only_for_severa
     assert np.allclose(np.diff(one["steps"]), np.diff(one["steps"])[0])  # a common, even grid of env steps
 
 
-def test_learning_curves_of_a_periodic_shifted_evaluation_name_its_shifts(tmp_path, write_run):
+# "eval/success_rate": the tag in run dirs of earlier versions; a run resumed since has both
+@pytest.mark.parametrize("tags", [["validation/success_rate"] * 2, ["eval/success_rate"] * 2,
+                                  ["eval/success_rate", "validation/success_rate"]])
+def test_learning_curves_of_a_periodic_shifted_evaluation_name_its_shifts(tags, tmp_path, write_run):
     from torch.utils.tensorboard import SummaryWriter
 
     run = write_run(tmp_path, "gru", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6}, eval_shifts="distractors=2")
-    writer = SummaryWriter(str(run / "tb" / "train_1"))
-    for step, value in ((1000, 0.2), (3000, 0.6)):
-        writer.add_scalar("eval/success_rate", value, step)
-    writer.close()
+    for session, (tag, step, value) in enumerate(zip(tags, (1000, 3000), (0.2, 0.6)), start=1):
+        writer = SummaryWriter(str(run / "tb" / f"train_{session}"))
+        writer.add_scalar(tag, value, step)
+        writer.close()
     curves = learning_curves([run], reps=10)["RedBallDistractors-v0"]
     shifted = curves["periodic eval success rate (distractors=2)"]["gru"]
     assert shifted["iqm"][0] == pytest.approx(0.2) and shifted["iqm"][-1] == pytest.approx(0.6)

@@ -20,6 +20,7 @@ from agents.experiments.devices import torch_threads
 from agents.experiments.evaluation.episodes import EVAL_THREADS, run_episodes
 from agents.experiments.files import atomic_write_text
 from agents.experiments.runs import BEST_MODEL, BEST_SCORE, CHECKPOINT, atomic_save
+from agents.experiments.tb_tags import periodic_tag
 
 
 def recent_mean_return(model) -> float | None:
@@ -207,10 +208,11 @@ class StopOnSignalCallback(BaseCallback):
 
 class PeriodicEvalCallback(BaseCallback):
     """Every ``freq`` steps: evaluate on ``shifts`` (paired episodes, the same seeds each time), log
-    ``eval/mean_return``, ``eval/std_return`` and (MiniGrid/BabyAI) ``eval/success_rate`` at the
-    training step, and keep the best model (by mean return) as ``best_model.zip``, its score in
-    ``best_model.json``: a resumed run starts from that score, so a worse model never replaces the best
-    one of an earlier session."""
+    ``validation/mean_return``, ``validation/std_return`` and (where episodes succeed)
+    ``validation/success_rate`` at the training step (a group after the learning curves': see
+    :mod:`agents.experiments.tb_tags`), and keep the best model (by mean return) as ``best_model.zip``,
+    its score in ``best_model.json``: a resumed run starts from that score, so a worse model never
+    replaces the best one of an earlier session."""
 
     def __init__(self, run_dir: str | Path, env_id: str, shifts: dict[str, int] | None, episodes: int,
                  freq: int, seed: int) -> None:
@@ -239,10 +241,10 @@ class PeriodicEvalCallback(BaseCallback):
             episodes = run_episodes(self.model, self.env_id, self.shifts, self.episodes, seed=self.seed + 10_000)
         returns = np.array([e.ret for e in episodes])
         mean = float(returns.mean())
-        self.logger.record("eval/mean_return", mean)
-        self.logger.record("eval/std_return", float(returns.std()))
+        self.logger.record(periodic_tag("mean_return"), mean)
+        self.logger.record(periodic_tag("std_return"), float(returns.std()))
         if episodes[0].success is not None:
-            self.logger.record("eval/success_rate", float(np.mean([e.success for e in episodes])))
+            self.logger.record(periodic_tag("success_rate"), float(np.mean([e.success for e in episodes])))
         if mean > self.best:
             self.best = mean
             atomic_save(self.model, self.path)

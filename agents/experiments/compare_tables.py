@@ -93,7 +93,7 @@ def print_compare_table(comparison: dict[str, Any]) -> None:
                 table.add_row(f"{a} vs {b}", *(_poi_cell(cells.get(level)) for level in levels))
             console.print(table)
     if all(s["runs"] == 1 for s in summary):
-        console.print(f"{NO_CI}: train several seeds (e.g. --seeds 0 1 2) for confidence intervals across seeds")
+        console.print(f"{NO_CI}: train several seeds (e.g. --seed 0 1 2) for confidence intervals across seeds")
 
 
 def _poi_cell(row: dict[str, Any] | None) -> str:

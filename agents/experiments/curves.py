@@ -2,7 +2,8 @@
 
 Signals (TensorBoard tags): ``rollout/ep_rew_mean`` (SB3: mean return of the last 100 training
 episodes, unshifted) and, when periodic evaluation ran (``eval.freq > 0``, on ``eval.shifts``),
-``eval/mean_return`` and ``eval/success_rate``. Each run's curve is linearly interpolated onto a
+``validation/mean_return`` and ``validation/success_rate`` (``eval/...`` in older run dirs, see
+:mod:`agents.experiments.tb_tags`). Each run's curve is linearly interpolated onto a
 common grid of env steps (up to the shortest run), then the IQM across the core's runs is taken
 at each grid point with a 95% stratified-bootstrap CI (rliable; none with one run).
 """
@@ -17,16 +18,19 @@ from scipy.stats import trim_mean
 
 from agents.experiments.bootstrap import curve_cis
 from agents.experiments.runs import TB_DIR, TRAIN_TB_NAME, read_run_config
+from agents.experiments.tb_tags import OLD_PERIODIC_TAGS, periodic_tag
 
-TAGS = {"rollout/ep_rew_mean": "training return (unshifted)", "eval/mean_return": "periodic eval return",
-        "eval/success_rate": "periodic eval success rate"}
+PERIODIC = {periodic_tag("mean_return"): "periodic eval return",
+            periodic_tag("success_rate"): "periodic eval success rate"}
+TAGS = {"rollout/ep_rew_mean": "training return (unshifted)", **PERIODIC}
 GRID_POINTS = 40
 CURVE_REPS = 2000
 
 
 def read_scalars(run_dir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{tag: (steps, values)}`` of the training events of a run (every ``tb/train_*`` dir, TAGS only);
-    a step logged twice (resumed runs) keeps its last value."""
+    """``{tag: (steps, values)}`` of the training events of a run (every ``tb/train_*`` dir, TAGS only,
+    older runs' periodic-evaluation tags read as today's); a step logged twice (resumed runs) keeps its
+    last value."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     merged: dict[str, dict[int, float]] = {}
@@ -34,9 +38,10 @@ def read_scalars(run_dir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
         acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
-            if tag in TAGS:
+            name = OLD_PERIODIC_TAGS.get(tag, tag)
+            if name in TAGS:
                 for event in acc.Scalars(tag):
-                    merged.setdefault(tag, {})[int(event.step)] = float(event.value)
+                    merged.setdefault(name, {})[int(event.step)] = float(event.value)
     return {tag: (np.array(sorted(points)), np.array([points[s] for s in sorted(points)]))
             for tag, points in merged.items()}
 
@@ -73,7 +78,7 @@ def learning_curves(run_dirs: list[Path], reps: int = CURVE_REPS) -> dict[str, d
                 start = max(steps[0] for steps, _ in series)
                 grid = np.linspace(start, end, GRID_POINTS) if end > start else np.array([end], dtype=float)
                 values = np.stack([np.interp(grid, steps, vals) for steps, vals in series])
-                name = f"{signal} ({mine[0][0]})" if tag.startswith("eval/") else signal
+                name = f"{signal} ({mine[0][0]})" if tag in PERIODIC else signal
                 out.setdefault(env, {}).setdefault(name, {})[label] = {"steps": grid.tolist(), **iqm_curve(values, reps)}
     return out
 

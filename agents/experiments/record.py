@@ -3,7 +3,7 @@
 Under each frame:
 - the activation strip (rims core only): one row per RIM (numbered in the left margin), one
   column per step, time running left to right up to the current step (the rightmost filled
-  column); white = that RIM was active (in the top-k) at that step, black = inactive: the colours
+  column); dark = that RIM was active (in the top-k) at that step, light = inactive: the colours
   of the TensorBoard raster ``rims/activation_raster``. Columns are as wide as the episode allows
   (at most ``STRIP_STEPS`` steps are shown, the latest ones), so short episodes stay readable;
 - a legend of the two colours (rims core only);
@@ -31,6 +31,7 @@ from agents.experiments.evaluation.episodes import EVAL_THREADS, reads_mission
 from agents.experiments.files import atomic_write_bytes
 from agents.experiments.runs import CONFIG_FILE, load_model, read_run_config, resolve_model_path
 from agents.rims_logging import ACTIVE_RGB, INACTIVE_RGB
+from agents.text_band import text_band
 from envs import episode_starts, make_vec_env, parse_shifts
 from envs.missions import decode_mission
 from rims_rl.errors import UserError
@@ -41,7 +42,7 @@ LABEL_WIDTH = 14  # pixels left of the strip for the RIM numbers
 TEXT_HEIGHT = 14  # one caption or legend line
 ACTIVE = np.array(ACTIVE_RGB, dtype=np.uint8)
 INACTIVE = np.array(INACTIVE_RGB, dtype=np.uint8)
-BACKGROUND = np.array([70, 70, 70], dtype=np.uint8)  # grey: black (inactive) cells stay visible
+BACKGROUND = np.array([70, 70, 70], dtype=np.uint8)  # grey: both the dark and the light cells stay visible
 TEXT = (230, 230, 230)
 MIN_WIDTH = 320  # smaller env frames (MiniGrid 192 px, Atari 160 px) are enlarged by a whole factor
 
@@ -92,7 +93,7 @@ def activation_strip(history: list[np.ndarray], width: int, window: int | None =
 
 
 def legend(width: int) -> np.ndarray:
-    """One line: a white swatch "active", a black swatch "inactive" (the raster's colours)."""
+    """One line: a dark swatch "active", a light swatch "inactive" (the raster's colours)."""
     line = np.broadcast_to(BACKGROUND, (TEXT_HEIGHT, width, 3)).copy()
     x = 2
     for colour, name in ((ACTIVE, "active RIM"), (INACTIVE, "inactive")):
@@ -112,17 +113,7 @@ def caption(width: int, step: int, steps: int, action: str, reward: float, total
 
 def mission_band(text: str, width: int) -> np.ndarray:
     """Band ``[lines * TEXT_HEIGHT + 4, width, 3]`` with the mission ``text``, wrapped at words."""
-    lines: list[str] = []
-    for word in text.split():
-        candidate = f"{lines[-1]} {word}" if lines else word
-        if lines and cv2.getTextSize(candidate, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] <= width - 4:
-            lines[-1] = candidate
-        else:
-            lines.append(word)
-    band = np.broadcast_to(BACKGROUND, (max(len(lines), 1) * TEXT_HEIGHT + 4, width, 3)).copy()
-    for i, line in enumerate(lines):
-        _put_text(band, line, 2, (i + 1) * TEXT_HEIGHT)
-    return band
+    return text_band(text, width, TEXT_HEIGHT, tuple(int(c) for c in BACKGROUND), TEXT)
 
 
 def compose_frame(frame: np.ndarray, history: list[np.ndarray] | None, window: int | None = None,

@@ -63,7 +63,7 @@ def caveats(comparison: dict[str, Any], baselines: dict[str, dict[tuple[str, int
         fewest = min(counts.values())
         if fewest == 1:
             notes.append(f"{env}: one seed per label ({NO_CI}). A difference between labels may be seed noise; "
-                         f"train several seeds (e.g. `rims-rl demo --seeds 0 1 2 3 4`) before drawing conclusions.")
+                         f"train several seeds (e.g. `rims-rl demo --seed 0 1 2 3 4`) before drawing conclusions.")
         elif fewest < FEW_SEEDS:
             notes.append(f"{env}: only {fewest} seeds for some label. Percentile bootstrap CIs under-cover with so "
                          f"few runs (with 5 a nominal 95% CI misses the truth noticeably more than 1 time in 20): "

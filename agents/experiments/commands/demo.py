@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents.checks import CORES, check_dir, check_episodes
-from agents.experiments.commands.options import add_overrides, add_subcommand, presets
+from agents.experiments.commands.options import (add_hidden_alias, add_n_envs, add_overrides, add_subcommand,
+                                                 add_timesteps, presets)
 from agents.experiments.config import EVAL_SEED
 from rims_rl.errors import UserError
 
 NAME = "demo"
+PRESET = "demo"  # the default config
 STUDY_REPORT = Path(__file__).resolve().parents[3] / "docs" / "results" / "distractors" / "report.md"
 
 
@@ -22,26 +24,31 @@ def register(subparsers: Any) -> None:
                        "Train a RIMs and an LSTM agent on the built-in distractor task, evaluate both across the "
                        "shift ladder, compare them, and print where everything is. Re-running reuses finished runs "
                        "and resumes interrupted ones.")
-    p.add_argument("--config", default="demo", help=f"a preset ({presets()}) or a YAML file")
+    p.add_argument("--config", default=PRESET, help=f"a preset ({presets()}) or a YAML file")
     add_overrides(p, "override a config key (repeatable)")
-    p.add_argument("--cores", nargs="+", choices=CORES, default=["rims", "lstm"], help="cores to compare")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per core")
+    add_hidden_alias(p, "--cores", p.add_argument("--core", nargs="+", choices=CORES, default=["rims", "lstm"],
+                                                  help="recurrent cores to compare, one run per seed each"))
+    add_hidden_alias(p, "--seeds", p.add_argument("--seed", nargs="+", type=int, default=[0],
+                                                  help="seed(s), one run per core each"))
+    add_timesteps(p, preset=PRESET)
+    add_n_envs(p, preset=PRESET)
     p.add_argument("--logdir", default="runs/demo", help="where the runs and the comparison go")
     p.add_argument("--shifts", nargs="+", metavar="SPEC", help="evaluation settings (default: the config's eval.sweep)")
-    p.add_argument("--episodes", type=int, help="episodes per setting (default: the config's eval.episodes)")
+    p.add_argument("--episodes", type=int, help="episodes per evaluation setting (default: the config's eval.episodes)")
     p.add_argument("--workers", type=int, help="runs trained side by side on a local Ray instance, as `sweep` "
                                                "does (default: all CPU cores; 1 = one after another in this process)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (nor live status line)")
 
 
 def run(args: argparse.Namespace) -> None:
     """Run ``rims-rl demo`` with the parsed ``args``."""
-    demo(config=args.config, overrides=args.overrides, cores=args.cores, seeds=args.seeds, logdir=args.logdir,
-         shifts=args.shifts, episodes=args.episodes, progress=not args.no_progress, workers=args.workers)
+    demo(config=args.config, overrides=args.overrides, cores=args.core, seeds=args.seed, logdir=args.logdir,
+         shifts=args.shifts, episodes=args.episodes, progress=not args.no_progress, workers=args.workers,
+         timesteps=args.timesteps, n_envs=args.n_envs)
 
 
 def demo(
-    config: str = "demo",
+    config: str = PRESET,
     overrides: Sequence[str] = (),
     cores: Sequence[str] = ("rims", "lstm"),
     seeds: Sequence[int] = (0,),
@@ -51,6 +58,8 @@ def demo(
     progress: bool = True,
     reps: int = 2000,
     workers: int | None = None,
+    timesteps: int | None = None,
+    n_envs: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train each core x seed, evaluate across the shift ladder, compare, write the report and print where
     everything is; returns the comparison's rows.
@@ -58,6 +67,7 @@ def demo(
     Re-running it with the same config reuses finished runs and resumes interrupted ones. Two or
     more runs to train are trained side by side on the sweep's engine (a local Ray instance with
     ``workers`` CPUs, default all cores); one run, or ``workers=1``, trains in this process.
+    ``timesteps`` and ``n_envs`` replace the config's (None: the config's).
     """
     from agents.experiments.evaluation.evaluate import evaluate_run
     from agents.experiments.evaluation.ladder import ladder_settings
@@ -67,7 +77,9 @@ def demo(
     from agents.experiments.matching import run_configs
     from agents.experiments.validation import resolve_config
 
-    base = resolve_config(config, overrides)
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    base = resolve_config(config, overrides, timesteps=timesteps, n_envs=n_envs)
     check_dir(logdir, "--logdir")
     ladder = shifts if shifts is not None else base["eval"]["sweep"]
     episodes = episodes if episodes is not None else base["eval"]["episodes"]
@@ -78,8 +90,6 @@ def demo(
     states = [run_state(run_dir, cfg) for cfg, run_dir in runs]
     print(f"rims-rl demo: {', '.join(cores)} x seeds {', '.join(map(str, seeds))} on {base['env']}, "
           f"{base['timesteps']} steps each, results under {logdir}")
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
     for (cfg, run_dir), state in zip(runs, states):
         if state == "done":
             print(f"{run_dir}: already trained, reusing {run_dir / FINAL_MODEL}")

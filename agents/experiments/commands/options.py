@@ -19,11 +19,12 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
         return super()._get_help_string(action)
 
 
-def from_config(help_text: str, key: str) -> str:
-    """Help for an option whose default comes from the config, quoting the default preset's value."""
-    value = get_value(load_preset(DEFAULT_PRESET), key)
+def from_config(help_text: str, key: str, preset: str = DEFAULT_PRESET) -> str:
+    """Help for an option whose default comes from the config, quoting the value of ``preset`` (the
+    command's default config)."""
+    value = get_value(load_preset(preset), key)
     shown = "the built-in distractor task" if key == "env" and value is None else ("none" if value is None else value)
-    return f"{help_text} (default: the config's `{key}`; {DEFAULT_PRESET} preset: {shown})"
+    return f"{help_text} (default: the config's `{key}`; {preset} preset: {shown})"
 
 
 def add_subcommand(subparsers: Any, name: str, help_text: str, description: str | None = None
@@ -36,6 +37,33 @@ def add_subcommand(subparsers: Any, name: str, help_text: str, description: str 
 def presets() -> str:
     """The preset names, for help texts."""
     return ", ".join(list_presets())
+
+
+def add_hidden_alias(parser: argparse.ArgumentParser, alias: str, action: argparse.Action) -> None:
+    """Accept ``alias`` as a second spelling of the option ``action`` without showing it in ``--help``.
+
+    Older command lines keep working while every subcommand shows one spelling of the same flag
+    (``demo --cores`` is ``--core`` as in ``train`` and ``sweep``). Only plain ``store`` options."""
+    parser.add_argument(alias, dest=action.dest, nargs=action.nargs, type=action.type, choices=action.choices,
+                        metavar=action.metavar, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_timesteps(parser: argparse.ArgumentParser, what: str = "environment steps per run (all sub-envs together)",
+                  note: str = "", preset: str = DEFAULT_PRESET) -> None:
+    """The ``--timesteps`` option (config key ``timesteps``), its help stating where training stops.
+
+    :param what: what the number counts in this command
+    :param note: said after the budget rule (e.g. how a resumed run ends)
+    :param preset: the command's default config, whose value the help quotes
+    """
+    rule = ("as in SB3, training stops at the first rollout boundary (a multiple of ppo.n_steps x n_envs "
+            "steps) at or past it")
+    parser.add_argument("--timesteps", type=int, help=from_config(f"{what}; {rule}{note}", "timesteps", preset))
+
+
+def add_n_envs(parser: argparse.ArgumentParser, preset: str = DEFAULT_PRESET) -> None:
+    """The ``--n-envs`` option of training (config key ``n_envs``; ``preset``: the command's default config)."""
+    parser.add_argument("--n-envs", type=int, help=from_config("parallel environments of each run", "n_envs", preset))
 
 
 def add_device(parser: argparse.ArgumentParser, help_text: str, **kwargs) -> None:

@@ -5,7 +5,8 @@ import argparse
 from typing import Any
 
 from agents.checks import CORES
-from agents.experiments.commands.options import add_label_and_match, add_overrides, add_subcommand, from_config, presets
+from agents.experiments.commands.options import (add_label_and_match, add_n_envs, add_overrides, add_subcommand,
+                                                 add_timesteps, from_config, presets)
 from agents.experiments.config import DEFAULT_PRESET
 
 NAME = "sweep"
@@ -23,13 +24,14 @@ def register(subparsers: Any) -> None:
                    help="a grid file (keys: envs or tasks, cores, labels, seeds, config, overrides, timesteps, "
                         "primary); flags override it")
     p.add_argument("--env", nargs="+", help=from_config("environment id(s)", "env"))
-    p.add_argument("--core", nargs="+", help=from_config(f"recurrent core(s) ({', '.join(CORES)})", "core"))
+    p.add_argument("--core", nargs="+", choices=CORES, help=from_config("recurrent core(s)", "core"))
     p.add_argument("--seed", nargs="+", type=int, help=from_config("seed(s)", "seed"))
     add_label_and_match(p, several=True)
     p.add_argument("--config", help=f"a preset ({presets()}) or a YAML file (default: the grid file's, else "
                                     f"{DEFAULT_PRESET})")
     add_overrides(p, "override a config key (repeatable; applied after the grid file's overrides)")
-    p.add_argument("--timesteps", type=int, help=from_config("environment steps per run", "timesteps"))
+    add_timesteps(p)
+    add_n_envs(p)
     p.add_argument("--logdir", default="runs", help="root of the run dirs (on a cluster: a path every node sees)")
     p.add_argument("--evaluate", action="store_true",
                    help="evaluate each run after training (the config's eval.sweep), then compare per env")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
     overrides = [*args.overrides, *([f"match={args.match}"] if args.match else [])]
     grid = merge_grid(read_grid_file(args.grid) if args.grid else None, envs=args.env, cores=args.core,
                       seeds=args.seed, config=args.config, overrides=overrides, timesteps=args.timesteps,
-                      labels=args.label)
+                      n_envs=args.n_envs, labels=args.label)
     sweep(grid, logdir=args.logdir, evaluate=args.evaluate, episodes=args.episodes, workers=args.workers,
           address=args.address, device=args.device, gpus_per_run=args.gpus_per_run, retries=args.retries,
           progress=not args.no_progress)

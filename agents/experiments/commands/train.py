@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents.checks import CORES, check_dir
-from agents.experiments.commands.options import (add_device, add_label_and_match, add_overrides, add_subcommand,
-                                                 from_config, presets)
+from agents.experiments.commands.options import (add_device, add_label_and_match, add_n_envs, add_overrides,
+                                                 add_subcommand, add_timesteps, from_config, presets)
 from agents.experiments.config import DEFAULT_PRESET
 from rims_rl.errors import UserError
 
@@ -28,11 +28,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--core", nargs="+", choices=CORES, help=from_config("recurrent core(s), one run each", "core"))
     p.add_argument("--seed", nargs="+", type=int, help=from_config("seed(s), one run each", "seed"))
     add_label_and_match(p)
-    p.add_argument("--timesteps", type=int, help=from_config(
-        "environment steps per run (all sub-envs together); as in SB3, training stops at the first rollout "
-        "boundary (a multiple of ppo.n_steps x n_envs steps) at or past it, and a run interrupted and resumed "
-        "ends at the same boundary", "timesteps"))
-    p.add_argument("--n-envs", type=int, help=from_config("parallel environments", "n_envs"))
+    add_timesteps(p, note=", and a run interrupted and resumed ends at the same boundary")
+    add_n_envs(p)
     p.add_argument("--shifts", help=from_config("training-time shifts, e.g. distractors=1", "shifts"))
     p.add_argument("--logdir", default="runs", help="root of the run dirs")
     p.add_argument("--eval-freq", type=int, help=from_config("periodic evaluation every N steps, 0 = off; "

@@ -23,6 +23,7 @@ from agents.experiments.evaluation.tables import print_results_table
 from agents.experiments.plots import plot_returns_vs_level
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, TB_DIR, load_model, read_run_config,
                                      resolve_model_path)
+from agents.experiments.tb_tags import LADDER_IMAGE, ladder_tag
 from rims_rl.errors import UserError, first_line
 
 
@@ -59,9 +60,10 @@ def evaluate_model(
 
 def log_results_to_tensorboard(results: list[Result], tb_dir: str | os.PathLike, step: int,
                                ladder_png: str | os.PathLike | None = None) -> Path:
-    """Write one scalar per setting and metric, ``eval/<shift>/level<L>/<metric>``, at the training
+    """Write one scalar per setting and metric, ``under_shift/<shift>/level<L>/<metric>``, at the training
     ``step`` (so TensorBoard never smooths across levels; evaluating later checkpoints extends each
-    curve), plus the ladder plot ``ladder_png`` as the image ``eval/ladder``."""
+    curve), plus the ladder plot ``ladder_png`` as the image ``under_shift/ladder`` (the group sorts after
+    the learning curves': see :mod:`agents.experiments.tb_tags`)."""
     tb_dir = Path(tb_dir)
     writer = SummaryWriter(log_dir=str(tb_dir))
     try:
@@ -69,11 +71,11 @@ def log_results_to_tensorboard(results: list[Result], tb_dir: str | os.PathLike,
             for metric in METRICS:
                 value = getattr(r, metric)
                 if value is not None:
-                    writer.add_scalar(f"eval/{r.shift}/level{r.level}/{metric}", value, step)
+                    writer.add_scalar(ladder_tag(r.shift, r.level, metric), value, step)
         if ladder_png is not None:
             try:
                 image = iio.imread(Path(ladder_png))[..., :3]
-                writer.add_image("eval/ladder", image, step, dataformats="HWC")
+                writer.add_image(LADDER_IMAGE, image, step, dataformats="HWC")
             except OSError:  # a full or read-only disk: the evaluation cannot finish either
                 raise
             except Exception as e:  # noqa: BLE001 - the image only illustrates the scalars: never fail for it

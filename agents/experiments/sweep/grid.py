@@ -62,6 +62,7 @@ class Grid:
     then picks some of the jobs (``--env``). ``variants`` (a grid file's ``labels``) add named variants
     beside the plain ``cores``; ``labels`` (``--label``) picks some of them, or, without variants, names
     the runs of the one core. ``primary``: the comparison the study is planned to answer (for its report).
+    ``n_envs`` (``--n-envs``, None = each run's config) replaces every run's ``n_envs``, after all overrides.
     """
 
     envs: list[str] | None = None
@@ -71,6 +72,7 @@ class Grid:
     config: str | None = None
     overrides: list[str] = field(default_factory=list)
     timesteps: int | None = None
+    n_envs: int | None = None
     variants: list[Variant] | None = None
     labels: list[str] | None = None
     primary: Primary | None = None
@@ -336,7 +338,7 @@ def job_configs(grid: Grid, job: Job) -> list[tuple[Variant, dict]]:
     """Each label of ``job`` with its resolved config (seed aside), matched in size where its ``match`` asks."""
     timesteps = job.timesteps if job.timesteps is not None else grid.timesteps
     default = resolve_config(job.config or grid.config, [*grid.overrides, *job.overrides], env=job.env,
-                             timesteps=timesteps)
+                             timesteps=timesteps, n_envs=grid.n_envs)
     resolved = []
     labels = grid_variants(grid, default["core"])
     if len({v.label for v in labels}) != len(labels):
@@ -348,7 +350,8 @@ def job_configs(grid: Grid, job: Job) -> list[tuple[Variant, dict]]:
     for variant in labels:
         base = resolve_config(variant.config or job.config or grid.config,
                               [*grid.overrides, *job.overrides, *variant.overrides,
-                               *job.label_overrides.get(variant.label, [])], env=job.env, timesteps=timesteps)
+                               *job.label_overrides.get(variant.label, [])], env=job.env, timesteps=timesteps,
+                              n_envs=grid.n_envs)
         resolved.append((variant, run_config(base, variant.core, base["seed"], variant.label)))
     rims = [cfg for v, cfg in resolved if v.core == "rims"]
     reference = next((cfg for v, cfg in resolved if v.label == "rims"), rims[0] if len(rims) == 1 else None)

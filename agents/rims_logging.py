@@ -2,10 +2,10 @@
 
 ``ActivationRecorder.add(mask [B, K], episode_starts [B])`` is called once per rollout step;
 ``record(logger, with_raster)`` writes at the end of the rollout:
-- ``rims/active_frac_<i>``: fraction of (step, env) pairs in which RIM i was active;
-- ``rims/switch_rate``: fraction of steps (inside an episode) whose active set differs from the
+- ``rollout_rims/active_frac_<i>``: fraction of (step, env) pairs in which RIM i was active;
+- ``rollout_rims/switch_rate``: fraction of steps (inside an episode) whose active set differs from the
   previous step's;
-- ``rims/activation_raster`` (SB3 ``Image``, TensorBoard only): RIM (rows) x time (columns) for env 0;
+- ``rollout_rims/activation_raster`` (SB3 ``Image``, TensorBoard only): RIM (rows) x time (columns) for env 0;
   dark = active, light = inactive, a red column marks an episode start; a legend band below says so.
 """
 from __future__ import annotations
@@ -17,6 +17,10 @@ import torch
 from stable_baselines3.common.logger import Image, Logger
 
 from agents.text_band import text_band
+
+# TensorBoard groups cards by a tag's first path component, sorted ("rollout/" before "rollout_rims/"), and
+# opens the first two: SB3's learning curves (rollout/) first, then the RIMs activity measured on them.
+GROUP = "rollout_rims"
 
 RASTER_CELL = (8, 2)  # pixels per (RIM row, time step)
 MIN_RASTER_WIDTH = 256  # a short rollout's columns are widened (whole pixels) so that the legend fits beside them
@@ -98,9 +102,9 @@ class ActivationRecorder:
     def record(self, logger: Logger, with_raster: bool) -> None:
         """Write the statistics (and, if ``with_raster``, the raster image) to an SB3 logger."""
         for key, value in self.statistics().items():
-            logger.record(f"rims/{key}", value)
+            logger.record(f"{GROUP}/{key}", value)
         image = self.raster() if with_raster else None
         if image is not None:
             logger.record(
-                "rims/activation_raster", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv")
+                f"{GROUP}/activation_raster", Image(image, "HWC"), exclude=("stdout", "log", "json", "csv")
             )

@@ -57,7 +57,7 @@ def test_dict_observations_through_learn_save_load_and_predict(core, policy_kwar
     if core == "rims":  # the activation logging sees the masks
         assert model.policy.last_core_info.mask.dtype == torch.bool
         scalars, images = scalars_and_images(tmp_path / "tb")
-        assert {"rims/active_frac_0", "rims/switch_rate"} <= set(scalars) and images == ["rims/activation_raster"]
+        assert {"rollout_rims/active_frac_0", "rollout_rims/switch_rate"} <= set(scalars) and images == ["rollout_rims/activation_raster"]
     obs = two_missions_one_image(model)
     actions, state = model.predict(obs, state=None, episode_start=np.ones(2), deterministic=True)
     actions2, state2 = model.predict(obs, state=state, episode_start=np.zeros(2), deterministic=True)

@@ -44,10 +44,10 @@ def test_tiny_learn_runs_and_logs(core, tmp_path):
     assert all(changed)
     scalars, images = scalars_and_images(tmp_path)
     assert {"rollout/ep_rew_mean", "train/value_loss", "train/approx_kl", "time/fps"} <= set(scalars)
-    rims_scalars = {f"rims/active_frac_{i}" for i in range(4)} | {"rims/switch_rate"}
+    rims_scalars = {f"rollout_rims/active_frac_{i}" for i in range(4)} | {"rollout_rims/switch_rate"}
     if core == "rims":
         assert rims_scalars <= set(scalars)
-        assert images == ["rims/activation_raster"]
+        assert images == ["rollout_rims/activation_raster"]
         assert model.policy.last_core_info.mask.dtype == torch.bool
     else:
         assert not rims_scalars & set(scalars) and images == []

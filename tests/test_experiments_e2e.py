@@ -78,8 +78,8 @@ def test_train_logs_rims_activation_scalars(demo_dir):
         acc = EventAccumulator(str(events))
         acc.Reload()
         tags[core] = acc.Tags()["scalars"]
-    assert "rims/active_frac_0" in tags["rims"] and "rims/switch_rate" in tags["rims"]
-    assert not any(t.startswith("rims/") for t in tags["lstm"])
+    assert "rollout_rims/active_frac_0" in tags["rims"] and "rollout_rims/switch_rate" in tags["rims"]
+    assert not any(t.startswith("rollout_rims/") for t in tags["lstm"])
     assert "rollout/ep_rew_mean" in tags["rims"] or "train/loss" in tags["rims"]
 
 

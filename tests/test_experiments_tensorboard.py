@@ -36,13 +36,15 @@ def groups_in_tensorboard_order(tags: list[str]) -> list[str]:
     return list(dict.fromkeys(t.split("/", 1)[0] for t in sorted(tags, key=cmp_to_key(tensorboard_order))))
 
 
-def test_the_evaluations_groups_come_after_training_and_the_rims_statistics():
-    training = ["rims/active_frac_0", "rims/active_frac_10", "rims/switch_rate", "rims/activation_raster",
+def test_the_learning_curves_come_first_then_the_rims_statistics_and_the_evaluations_last():
+    from agents.rims_logging import GROUP
+
+    training = [f"{GROUP}/active_frac_0", f"{GROUP}/active_frac_10", f"{GROUP}/switch_rate", f"{GROUP}/activation_raster",
                 "rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/value_loss", "train/approx_kl"]
     evaluation = [periodic_tag("mean_return"), periodic_tag("success_rate"), ladder_tag("none", 0, "mean_return"),
                   ladder_tag("distractors", 3, "success_rate"), LADDER_IMAGE]
     order = groups_in_tensorboard_order(evaluation + training)
-    assert order[:4] == ["rims", "rollout", "time", "train"]  # TensorBoard expands the first two on a first visit
+    assert order[:4] == ["rollout", GROUP, "time", "train"]  # TensorBoard expands the first two on a first visit
     assert set(order[4:]) == {t.split("/")[0] for t in evaluation}
     assert groups_in_tensorboard_order(list(OLD_PERIODIC_TAGS) + training)[0] == "eval"  # what the renaming avoids
 

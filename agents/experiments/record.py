@@ -4,7 +4,7 @@ Under each frame:
 - the activation strip (rims core only): one row per RIM (numbered in the left margin), one
   column per step, time running left to right up to the current step (the rightmost filled
   column); dark = that RIM was active (in the top-k) at that step, light = inactive: the colours
-  of the TensorBoard raster ``rims/activation_raster``. Columns are as wide as the episode allows
+  of the TensorBoard raster ``rollout_rims/activation_raster``. Columns are as wide as the episode allows
   (at most ``STRIP_STEPS`` steps are shown, the latest ones), so short episodes stay readable;
 - a legend of the two colours (rims core only);
 - a caption: step counter, the action taken (number and name) and its reward, and the return so far.

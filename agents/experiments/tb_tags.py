@@ -4,7 +4,8 @@ TensorBoard 2.21's dashboards (Time Series, the default, and Scalars) sort the c
 characters by code (digits and ``/`` before any other character, numbers by value, so upper case
 before lower case and ``_`` before ``a``), group them by the tag's first path component in that order,
 and expand only the first two groups on a first visit. Training writes SB3's ``rollout/``, ``time/``
-and ``train/`` groups and the RIMs core's ``rims/``; the evaluations' groups are named to sort after all
+and ``train/`` groups and the RIMs core's ``rollout_rims/`` (agents.rims_logging.GROUP, which sorts right after
+``rollout/``); the evaluations' groups are named to sort after all
 of them, so that the learning curves open first and the final evaluation's single-point cards (one
 per setting and metric) come last:
 

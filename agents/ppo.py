@@ -231,8 +231,10 @@ class RecurrentPPO(OnPolicyAlgorithm):
     ) -> SelfRecurrentPPO:
         """Load a model zip without unpickling anything (``agents.serialization.load_model``).
 
-        Raises ``agents.serialization.UnsafeModelError`` (a ValueError) for a file that would need
-        unpickling. ``print_system_info`` and ``force_reset`` are accepted for SB3 compatibility
+        Raises ``agents.serialization.UnsafeModelError`` for a file that would need unpickling,
+        ``agents.model_zip.CorruptModelError`` for a damaged, encrypted or oddly compressed zip and
+        ``agents.model_zip.ModelTooLargeError`` for a member above the size limit (all ValueErrors).
+        ``print_system_info`` and ``force_reset`` are accepted for SB3 compatibility
         (no observation is stored, so a loaded model always starts from a reset env).
         """
         return load_model(cls, path, env=env, device=device, custom_objects=custom_objects, **kwargs)

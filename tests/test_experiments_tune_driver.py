@@ -169,3 +169,11 @@ def test_the_tune_report_shows_best_values_sensitivity_and_progress(setup, run_m
         assert (logdir / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (logdir / "report" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<details>" in page
+
+
+def test_tuning_seeds_below_1000_are_refused(setup):
+    grid, space, logdir = setup
+    with pytest.raises(UserError, match="--seed 5: tuning seeds must be >= 1000"):
+        driver.tune(grid, logdir, trials=1, seeds_per_trial=1, space=space, first_seed=5,
+                    session_factory=InProcessSession)
+    assert not logdir.exists()

@@ -53,7 +53,7 @@ class ProgressCallback(BaseCallback):
         self._next_line = self._n0
         if self._console.is_terminal:
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[fps]} fps  return {task.fields[ret]}"),
                 TimeElapsedColumn(), TimeRemainingColumn(), console=self._console,
             )
@@ -77,7 +77,7 @@ class ProgressCallback(BaseCallback):
             self._progress.update(self._task, completed=self.model.num_timesteps, fps=fps, ret=ret)
         elif self.model.num_timesteps >= self._next_line:
             self._console.print(f"{self.label}: step {self.model.num_timesteps}/{self.total}  {fps} fps  "
-                                f"return {ret}", highlight=False)
+                                f"return {ret}", highlight=False, markup=False)
             self._next_line = self.model.num_timesteps + max(1, self.total // self.lines)
 
     def _on_training_end(self) -> None:

@@ -11,6 +11,7 @@ Layout of one run (``<logdir>/<env>/<core>/seed<N>/``; ``/`` in an env id become
     tb/eval/               TensorBoard events of `evaluate`
     eval/                  results.csv, results.json, returns.png of `evaluate`
     train.log              the output of a `sweep` run (its progress lines, resume notes, errors)
+    progress.json          a sweep run's step count, for the driver's live line (a display file only)
 
 Beside the run dir, ``.seed<N>.lock`` is its writer lock (:func:`run_dir_lock`): one process at a
 time trains or resumes a run dir.

@@ -185,7 +185,7 @@ def _train_locked(cfg: dict, run_dir: Path, resume: bool, progress: bool, device
     if cfg["eval"]["freq"] > 0:
         callbacks.append(PeriodicEvalCallback(run_dir, cfg["env"], parse_shifts(cfg["eval"]["shifts"], cfg["env"]),
                                               cfg["eval"]["episodes"], cfg["eval"]["freq"], cfg["seed"]))
-    bar = ProgressCallback(label=f"{cfg['core']} seed {cfg['seed']}") if progress else None
+    bar = ProgressCallback(label=f"{cfg.get('label') or cfg['core']} seed {cfg['seed']}") if progress else None
     if bar is not None:
         callbacks.append(bar)
     try:

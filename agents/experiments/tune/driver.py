@@ -266,7 +266,10 @@ def tune(grid: Grid, logdir: str | os.PathLike, trials: int, seeds_per_trial: in
 
     check_budget(trials, seeds_per_trial, episodes)
     if seed < 0:
-        raise UserError(f"--seed must be >= 0, got {seed}")
+        raise UserError(f"--sampler-seed must be >= 0, got {seed}")
+    if first_seed < storage.TUNING_SEED_BASE:
+        raise UserError(f"--seed {first_seed}: tuning seeds must be >= {storage.TUNING_SEED_BASE} (seeds 0-999 are "
+                        f"the ones studies report, so that no reported run was tuned on)")
     seeds = storage.tuning_seeds(seeds_per_trial, first_seed)
     logdir = Path(logdir).resolve() if session_options.get("address") is None else Path(logdir).absolute()
     check_dir(logdir, "--logdir")

@@ -78,7 +78,7 @@ def test_usage_errors_point_to_the_subcommands_help(args, where, capsys, run_mai
 
 def _planned(tmp_path, monkeypatch, run_main, tiny_config, flags, grid=None):
     """The plan of ``rims-rl sweep`` with ``flags`` (and a grid file), without Ray."""
-    from agents.experiments.sweep import runner
+    from agents.experiments.sweep import driver as runner
     from agents.experiments.sweep.grid import plan_sweep
 
     grids = []

@@ -100,7 +100,7 @@ def test_the_driver_plans_and_reports_a_sweep_without_importing_torch(tmp_path, 
     code = ("import sys\n"
             "from agents.experiments.sweep.grid import merge_grid, plan_sweep, read_grid_file, RunOutcome\n"
             "from agents.experiments.sweep.live import print_outcomes\n"
-            "from agents.experiments.sweep.runner import sweep_device\n"
+            "from agents.experiments.sweep.driver import sweep_device\n"
             f"plan = plan_sweep(merge_grid(read_grid_file({str(path)!r})), {str(tmp_path / 'runs')!r})\n"
             "assert sweep_device(None, plan, None, None) == 'auto' and len(plan) == 24\n"
             "print_outcomes([RunOutcome(run, 'done', 64) for run in plan])\n"

@@ -96,7 +96,7 @@ def demo(
     to_train = [(cfg, run_dir, state) for (cfg, run_dir), state in zip(runs, states) if state != "done"]
     if len(to_train) > 1 and (workers or os.cpu_count() or 1) > 1:
         from agents.experiments.sweep.grid import PlannedRun
-        from agents.experiments.sweep.runner import run_planned  # Ray: only when runs train side by side
+        from agents.experiments.sweep.driver import run_planned  # Ray: only when runs train side by side
 
         print(f"training {len(to_train)} runs side by side on Ray (output of each in <run dir>/train.log)")
         run_planned([PlannedRun(cfg, run_dir.resolve(), state) for cfg, run_dir, state in to_train],

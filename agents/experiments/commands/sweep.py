@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> None:
     """Run ``rims-rl sweep`` with the parsed ``args``: the grid file merged with the flags, then the sweep."""
     from agents.experiments.sweep.grid import merge_grid, read_grid_file
-    from agents.experiments.sweep.runner import sweep
+    from agents.experiments.sweep.driver import sweep
 
     overrides = [*args.overrides, *([f"match={args.match}"] if args.match else [])]
     grid = merge_grid(read_grid_file(args.grid) if args.grid else None, envs=args.env, cores=args.core,

@@ -2,7 +2,7 @@
 
 - :mod:`.grid`: grid files, the jobs of a grid and the plan (every run's config and state), without Ray;
 - :mod:`.runner`: the driver: :class:`~.runner.RunnerSession` submits runs as Ray tasks and collects them
-  (``sweep``, ``demo`` and ``tune`` use it); :func:`~.runner.sweep` plans, runs and compares per env;
+  (``sweep``, ``demo`` and ``tune`` use it); :func:`~.driver.sweep` plans, runs and compares per env;
 - :mod:`.task`: the Ray task that trains (and evaluates) one run;
 - :mod:`.cluster`: starting or joining Ray, and what its nodes can hold;
 - :mod:`.progress`: each run's ``progress.json``, written by its task, read by the driver;

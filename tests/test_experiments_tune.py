@@ -124,3 +124,18 @@ def test_trials_csv_and_best_config(tmp_path, base):
     assert written["ppo"]["learning_rate"] == pytest.approx(best.params["ppo.learning_rate"])
     resolved = load_config(str(cfg_path))  # what `rims-rl train --config best_rims.yaml` reads
     assert resolved["cores"]["rims"]["k"] == best.params["cores.rims.k"]
+
+
+def test_a_reopened_study_draws_new_values_instead_of_repeating_its_start(tmp_path, base):
+    space = tune_space.space_for(tune_space.read_space(None, base), "lstm")
+    first = _study(tmp_path)
+    drawn = []
+    for _ in range(2):
+        trial, params, _ = tune.ask(first, space)
+        first.tell(trial, 0.5)
+        drawn.append(params)
+    reopened = _study(tmp_path)  # a re-run of the same command: the same sampler seed
+    _, params, _ = tune.ask(reopened, space)
+    assert params not in drawn  # TPE's random start-up continues rather than restarting
+    with pytest.raises(UserError, match="--sampler must be tpe or random"):
+        tune.open_study(tune.journal_storage(tmp_path), "E-v0", "x", sampler="grid")

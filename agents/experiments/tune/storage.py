@@ -45,19 +45,23 @@ def study_name(env: str, label: str) -> str:
 
 
 def open_study(storage: Any, env: str, label: str, sampler: str = "tpe", seed: int = 0) -> Any:
-    """The study of (env, label), created on first use; maximizes the score. ``seed`` seeds the sampler
-    (distinct per label, so that equal seeds do not make labels draw identical sequences by accident)."""
+    """The study of (env, label), created on first use; maximizes the score.
+
+    The sampler is seeded with ``seed`` plus the number of trials the study already holds: a re-run
+    (after an interruption) draws new values instead of repeating the first run's random start-up trials,
+    and the same history always gives the same draws. ``seed`` is distinct per label, so that labels do
+    not draw identical sequences by accident."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if sampler == "tpe":
-        chosen = optuna.samplers.TPESampler(seed=seed)
-    elif sampler == "random":
-        chosen = optuna.samplers.RandomSampler(seed=seed)
-    else:
+    if sampler not in ("tpe", "random"):
         raise UserError(f"--sampler must be tpe or random, got {sampler!r}")
-    return optuna.create_study(storage=storage, study_name=study_name(env, label), direction="maximize",
-                               sampler=chosen, load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=study_name(env, label), direction="maximize",
+                                load_if_exists=True)
+    offset = seed + len(study.get_trials(deepcopy=False))
+    study.sampler = (optuna.samplers.TPESampler(seed=offset) if sampler == "tpe"
+                     else optuna.samplers.RandomSampler(seed=offset))
+    return study
 
 
 def counted(trial: Any) -> bool:

@@ -6,8 +6,9 @@ last feature map (``R = h * w``, ``row_dim`` = channels; the RIMs core adds a po
 Image observations usually arrive channel-first ``[C, H, W]`` (SB3 wraps channel-last image envs in
 ``VecTransposeImage``); channel-last spaces SB3 leaves alone (e.g. a grid with ``high=10``) are
 permuted inside the CNN. ``choose_extractor`` picks NatureCNN for Atari-sized images, a small CNN for
-MiniGrid-sized grids (7x7), an MLP for vectors, and ``InstructionExtractor`` for dict observations
-``{"image", "mission"}`` (the image CNN conditioned on an encoding of the mission's token ids).
+MiniGrid-sized grids (7x7), an MLP for vectors, ``InstructionExtractor`` for dict observations
+``{"image", "mission"}`` (the image CNN conditioned on an encoding of the mission's token ids), and
+``DictExtractor`` for any other dict (each key encoded, then concatenated).
 """
 from __future__ import annotations
 
@@ -258,12 +259,40 @@ class InstructionExtractor(RowsExtractor):
         return self.linear(flat)
 
 
+def is_instruction_space(observation_space: gym.Space) -> bool:
+    """True for ``Dict(image=3-d Box, mission=1-d integer Box)``: MiniGrid/BabyAI with the mission."""
+    return (isinstance(observation_space, spaces.Dict) and set(observation_space.spaces) == {"image", "mission"}
+            and len(observation_space["image"].shape) == 3 and len(observation_space["mission"].shape) == 1
+            and np.issubdtype(observation_space["mission"].dtype, np.integer))
+
+
+class DictExtractor(RowsExtractor):
+    """Any other dict observation (a user's env): each image key through the CNN ``choose_extractor`` picks
+    for it, every other key flattened (Discrete one-hot, as SB3 preprocesses it), all concatenated in key
+    order, as SB3's ``CombinedExtractor`` does; features_dim = the total."""
+
+    def __init__(self, observation_space: spaces.Dict, features_dim: int | None = None) -> None:
+        super().__init__()
+        self.keys = sorted(observation_space.spaces)
+        parts, size = {}, 0
+        for key in self.keys:
+            space = observation_space[key]
+            if isinstance(space, spaces.Box) and len(space.shape) == 3:
+                parts[key] = choose_extractor(space, cnn=True, features_dim=features_dim)
+                size += parts[key].features_dim
+            else:
+                parts[key] = nn.Flatten()
+                size += get_flattened_obs_dim(space)
+        self.parts = nn.ModuleDict(parts)
+        self.features_dim = self.row_dim = size
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([self.parts[key](observations[key].float()) for key in self.keys], dim=1)
+
+
 def check_instruction_space(observation_space: gym.Space) -> None:
     """One-line ValueError unless the space is ``Dict(image=3-d Box, mission=1-d integer Box)``."""
-    ok = (isinstance(observation_space, spaces.Dict) and set(observation_space.spaces) == {"image", "mission"}
-          and len(observation_space["image"].shape) == 3 and len(observation_space["mission"].shape) == 1
-          and np.issubdtype(observation_space["mission"].dtype, np.integer))
-    if not ok:
+    if not is_instruction_space(observation_space):
         raise ValueError(f"MultiInputPolicy needs dict observations {{'image': [H, W, C], 'mission': [L] token ids}} "
                          f"(MiniGrid/BabyAI with instructions), got {observation_space}")
 
@@ -299,12 +328,18 @@ def choose_extractor(
     """Pick and build the extractor for ``observation_space`` (see module docstring).
 
     ``cnn=False`` (MlpPolicy) always gives the MLP; ``rows=True`` needs a CNN. Dict observations
-    (MultiInputPolicy) give ``InstructionExtractor(**instruction_kwargs)``. ``one_hot``: symbolic
-    grids enter the grid CNN as one-hot planes (ignored for other images).
+    (MultiInputPolicy) give ``InstructionExtractor(**instruction_kwargs)`` for an image with its mission, else
+    a ``DictExtractor`` (no rows). ``one_hot``: symbolic grids enter the grid CNN as one-hot planes (ignored
+    for other images).
     """
     if isinstance(observation_space, spaces.Dict):
-        return InstructionExtractor(observation_space, features_dim, rows, one_hot=one_hot,
-                                    **(instruction_kwargs or {}))
+        if is_instruction_space(observation_space):
+            return InstructionExtractor(observation_space, features_dim, rows, one_hot=one_hot,
+                                        **(instruction_kwargs or {}))
+        if rows:
+            raise ValueError("input_rows=True needs an image observation (rows are CNN feature-map positions), "
+                             f"got dict keys {sorted(observation_space.spaces)}")
+        return DictExtractor(observation_space, features_dim)
     image_like = isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3
     if cnn and not image_like:
         raise ValueError(

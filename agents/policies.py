@@ -350,10 +350,10 @@ class CnnPolicy(RecurrentActorCriticPolicy):
 
 
 class MultiInputPolicy(RecurrentActorCriticPolicy):
-    """Recurrent actor-critic for dict observations {"image", "mission"} (MiniGrid/BabyAI with instructions):
-    image CNN conditioned on the instruction encoding (``InstructionExtractor``), then the core and heads."""
+    """Recurrent actor-critic for dict observations: {"image", "mission"} (MiniGrid/BabyAI with instructions)
+    through the image CNN conditioned on the instruction encoding (``InstructionExtractor``), any other dict
+    through ``DictExtractor`` (each key encoded, concatenated); then the core and heads."""
 
     def _check_observation_space(self, observation_space: gym.Space) -> None:
-        from agents.extractors import check_instruction_space
-
-        check_instruction_space(observation_space)
+        if not isinstance(observation_space, spaces.Dict):
+            raise ValueError(f"MultiInputPolicy needs dict observations, got {observation_space}")

@@ -53,3 +53,25 @@ def test_a_users_module_env_trains_and_evaluates_from_its_directory(tmp_path, sc
     missing = cli("train", "--config", cfg, "--env", "not_there:MyCart-v0", "--logdir", "runs2", "--no-progress")
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     assert "cannot import module 'not_there'" in missing.stderr
+
+
+def test_a_dict_observation_env_trains_with_the_multi_input_policy(tmp_path, run_main, tiny_config, monkeypatch):
+    (tmp_path / "dict_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "import numpy as np\n"
+        "from gymnasium import spaces\n"
+        "class DictCart(gym.ObservationWrapper):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(gym.make('CartPole-v1'))\n"
+        "        box = spaces.Box(-np.inf, np.inf, (2,), np.float32)\n"
+        "        self.observation_space = spaces.Dict({'position': box, 'velocity': box})\n"
+        "    def observation(self, obs):\n"
+        "        return {'position': obs[[0, 2]], 'velocity': obs[[1, 3]]}\n"
+        "gym.register(id='DictCart-v0', entry_point=DictCart)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    logdir = tmp_path / "runs"
+    assert run_main(["train", "--config", tiny_config(tmp_path), "--env", "dict_envs:DictCart-v0", "--core", "gru",
+                     "--logdir", logdir, "--no-progress"]) == 0
+    run = logdir / "dict_envs-DictCart-v0" / "gru" / "seed0"
+    assert read_run_config(run)["policy"] == "MultiInputPolicy"
+    assert run_main(["evaluate", "--model", run, "--episodes", 3]) == 0

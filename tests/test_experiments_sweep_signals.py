@@ -33,7 +33,7 @@ def test_sigterm_checkpoints_the_running_runs_prints_the_table_exits_143_and_a_r
     out, err = (tmp_path / "sweep.out").read_text(), (tmp_path / "sweep.err").read_text()
     assert code == 143, out + err
     assert "Traceback" not in err and "SIGTERM received" not in err, err  # no Python or C++ stack dump
-    assert err.strip().splitlines()[-1].startswith("rims-rl: SIGTERM: sweep stopped"), err
+    assert err.strip().splitlines()[-1].startswith("rims-rl: SIGTERM: stopped, the running runs saved checkpoints"), err
     table = {line.split()[2]: line for line in out.splitlines() if line.startswith("  interrupted")}
     assert "sweep: 2 interrupted (of 2 runs)" in out and set(table) == {str(run) for run in runs}, out
     for run in runs:

@@ -45,7 +45,7 @@ class RandomPolicy:
 
 def baseline_cache_path(run_dir: str | os.PathLike | None, fallback_dir: str | os.PathLike, env_id: str) -> Path:
     """The cache file: beside the env's run dirs (``<logdir>/<env>/``) for a run in the standard layout
-    (``<logdir>/<env>/<core>/seed<N>``), else in ``fallback_dir`` (the evaluation's output dir), so that a
+    (``<logdir>/<env>/<label>/seed<N>``), else in ``fallback_dir`` (the evaluation's output dir), so that a
     run dir kept elsewhere never writes into whatever dir lies two levels above it (or the current dir)."""
     if run_dir is not None:
         env_dir = Path(run_dir).resolve().parent.parent

@@ -26,7 +26,7 @@ uses them on every setting of the group, because every setting is scored by the 
 separate strata (never pooled). Single-setting groups give rliable's numbers exactly. With one run per
 core there is no CI: the CI columns are empty.
 
-``compare.csv`` columns: env, core, shift, level, metric, runs, tasks, then for each aggregate
+``compare.csv`` columns: env, label, core, shift, level, metric, runs, tasks, then for each aggregate
 ``<agg>, <agg>_ci95_low, <agg>_ci95_high``:
 
 - ``iqm``: rliable's interquartile mean of all run x setting scores of the group (25% trimmed mean);

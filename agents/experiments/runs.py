@@ -1,6 +1,6 @@
 """Run dirs: layout, creation (never over an existing one), atomic checkpoints, model lookup.
 
-Layout of one run (``<logdir>/<env>/<core>/seed<N>/``; ``/`` in an env id becomes ``-``)::
+Layout of one run (``<logdir>/<env>/<label>/seed<N>/``, the label being the core unless a run names a variant; ``/`` and ``:`` in an env id become ``-``)::
 
     config.yaml            the fully resolved config of the run
     checkpoints/last.zip   the latest periodic checkpoint (weights, optimizer state, step count)
@@ -284,10 +284,11 @@ def _read_zip_data(path: Path) -> dict[str, Any]:
 
 def _env_spaces(env_id: str, data: dict[str, Any]) -> tuple:
     """The observation and action spaces of ``env_id`` as evaluate and record build it for a model of ``data``."""
-    from envs import is_atari
+    from envs import resolve_env
 
     declared = data.get("observation_space")  # a model that reads the mission declares a Dict; legacy ones do not
-    with_mission = isinstance(declared, dict) and declared.get("type") == "Dict" and not is_atari(env_id)
+    with_mission = (isinstance(declared, dict) and declared.get("type") == "Dict"
+                    and resolve_env(env_id).kind == "minigrid")  # other dict envs give their dict as it is
     probe = make_vec_env(env_id, n_envs=1, seed=0, training=False, instructions=with_mission)
     try:
         return probe.observation_space, probe.action_space

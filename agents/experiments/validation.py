@@ -69,19 +69,19 @@ def resolve_policy(cfg: dict) -> str:
     the mission (envs.uses_instructions) or is a dict, CnnPolicy for images, MlpPolicy for vectors. UserError
     for a policy that cannot read the observation the env gives."""
     with_mission = uses_instructions(cfg["env"], instructions_option(cfg))
+    spec = resolve_env(cfg["env"])
+    kind = "dict" if with_mission else spec.observation if spec.kind == "gym" else "image"  # Atari, MiniGrid
     policy = cfg["policy"]
     if policy == "auto":
-        if with_mission:
-            return "MultiInputPolicy"
-        spec = resolve_env(cfg["env"])  # Atari and MiniGrid without the mission give images
-        return AUTO_POLICIES[spec.observation] if spec.kind == "gym" else "CnnPolicy"
-    if with_mission and policy != "MultiInputPolicy":
-        raise UserError(f"policy {policy} cannot read the mission that {cfg['env']} puts in its observations; "
-                        f"valid: MultiInputPolicy or auto (or instructions: false for the image alone)")
-    if not with_mission and policy == "MultiInputPolicy":
-        raise UserError(f"policy MultiInputPolicy needs the mission in the observation, which {cfg['env']} does not "
-                        f"give with instructions={instructions_option(cfg)}; valid: CnnPolicy, MlpPolicy, auto "
-                        f"(or instructions: true)")
+        return AUTO_POLICIES[kind]
+    if kind == "dict" and policy != "MultiInputPolicy":
+        what = "the mission that" if with_mission else "the dict observations that"
+        raise UserError(f"policy {policy} cannot read {what} {cfg['env']} gives; valid: MultiInputPolicy or auto"
+                        + (" (or instructions: false for the image alone)" if with_mission else ""))
+    if kind != "dict" and policy == "MultiInputPolicy":
+        raise UserError(f"policy MultiInputPolicy needs dict observations (the mission, or a dict env), which "
+                        f"{cfg['env']} does not give with instructions={instructions_option(cfg)}; valid: "
+                        f"{AUTO_POLICIES[kind]}, auto" + (" (or instructions: true)" if spec.kind == "minigrid" else ""))
     return policy
 
 

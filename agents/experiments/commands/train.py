@@ -18,7 +18,7 @@ NAME = "train"
 def register(subparsers: Any) -> None:
     """Add the ``train`` subcommand and its flags."""
     p = add_subcommand(subparsers, NAME, "train agents (one run per core and seed)",
-                       "Train recurrent PPO agents. Each core x seed gets a run dir <logdir>/<env>/<core>/seed<N>/ "
+                       "Train recurrent PPO agents. Each core x seed gets a run dir <logdir>/<env>/<label>/seed<N>/ (label: the core unless --label names the variant) "
                        "with config.yaml, checkpoints, TensorBoard events and model.zip. Ctrl-C saves a checkpoint; "
                        "--resume continues it.")
     p.add_argument("--config", help=f"a preset ({presets()}) or a YAML file (default: {DEFAULT_PRESET})")
@@ -73,6 +73,7 @@ def train(
     config. Every run dir is checked before the first run starts. With ``resume`` only ``timesteps``
     and ``device`` (where to continue it, not stored in its config) may be given.
     """
+    from agents.experiments.devices import resolve_device
     from agents.experiments.runs import refuse_existing, run_dir_for
     from agents.experiments.matching import run_configs
     from agents.experiments.train import nothing_to_resume, resume_config, train_run
@@ -98,8 +99,9 @@ def train(
     check_dir(logdir, "--logdir")
     runs = [(cfg, run_dir_for(logdir, cfg["env"], cfg["label"], cfg["seed"]))
             for cfg in run_configs(base, cores, seeds or None)]
-    for _, run_dir in runs:
+    for cfg, run_dir in runs:
         refuse_existing(run_dir)
+        resolve_device(cfg.get("device", "auto"))  # `cuda` without a GPU: one line before anything is printed
     outcomes = []
     for cfg, run_dir in runs:
         name = cfg["core"] if cfg["label"] == cfg["core"] else f"{cfg['label']} ({cfg['core']})"

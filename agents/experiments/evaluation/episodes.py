@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.experiments.config import EVAL_ENVS
@@ -166,5 +165,8 @@ def _run_waves(model, venv, episodes: int, seed: int, deterministic: bool,
 
 
 def reads_mission(model) -> bool:
-    """Whether ``model`` was built for dict observations with the mission (envs' ``instructions``)."""
-    return isinstance(getattr(model, "observation_space", None), spaces.Dict)
+    """Whether ``model`` was built for dict observations with the mission (envs' ``instructions``), not for
+    another dict env's observations."""
+    from agents.extractors import is_instruction_space
+
+    return is_instruction_space(getattr(model, "observation_space", None))

@@ -8,7 +8,7 @@
 - :mod:`.progress`: each run's ``progress.json``, written by its task, read by the driver;
 - :mod:`.live`: the terminal display, a live status line and the final table.
 
-Each task trains one ordinary run dir ``<logdir>/<env>/<core>/seed<N>/`` through
+Each task trains one ordinary run dir ``<logdir>/<env>/<label>/seed<N>/`` through
 :func:`agents.experiments.train.train_run` (so ``evaluate``, ``compare``, ``record`` and
 TensorBoard work on it unchanged), its output going to ``<run>/train.log``; with ``evaluate`` it
 then evaluates the run in the same task, and the sweep ends with a comparison per env.

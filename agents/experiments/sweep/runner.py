@@ -271,7 +271,7 @@ class RunnerSession:
             self._outcomes.setdefault(id(run), RunOutcome(run, "interrupted", steps_in(run.run_dir / CHECKPOINT),
                                                           f"stopped by {why}"))
         print_outcomes([self._outcomes[id(run)] for run in self._submitted])
-        raise Interrupted(f"{signal_name}: sweep stopped, the running runs saved checkpoints; "
+        raise Interrupted(f"{signal_name}: stopped, the running runs saved checkpoints; "
                           f"run the same command again to resume", signal_name)
 
 

@@ -75,10 +75,10 @@ def run_task(cfg: dict, run_dir: str, device: str, evaluation: dict | None, name
         except UserError as e:
             print(f"failed: {first_line(e)}")
             result = {"status": "failed", "reason": first_line(e), "steps": None}
-        except (Interrupted, KeyboardInterrupt) as e:
-            print(f"interrupted: {e or type(e).__name__}")
+        except (Interrupted, KeyboardInterrupt):
             steps = steps_in(path / CHECKPOINT)
             saved = f"checkpoint at step {steps}" if steps is not None else "no checkpoint yet"
+            print(f"interrupted ({saved}); the command that started this run resumes it when run again")
             result = {"status": "interrupted", "reason": saved, "steps": steps}
         except BaseException:
             traceback.print_exc()

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from agents.experiments.evaluation.evaluate import evaluate_run
+from agents.experiments.evaluation.tables import format_number
 from agents.experiments.outcomes import Interrupted
 from agents.experiments.sweep.grid import Grid, RunOutcome
 from agents.experiments.train import train_run
@@ -164,7 +165,7 @@ def test_the_tune_report_shows_best_values_sensitivity_and_progress(setup, run_m
     rows = _rows(logdir)
     for label in ("rims", "lstm"):
         best = max((r for r in rows if r["label"] == label), key=lambda r: (float(r["score"]), -int(r["trial"])))
-        assert f"| {label} | {label} | 2 | 0 |" in md and best["ppo.learning_rate"] in md
+        assert f"| {label} | {label} | 2 | 0 |" in md and format_number(float(best["ppo.learning_rate"])) in md
     for name in ("tune_sensitivity.png", "tune_progress.png"):
         assert (logdir / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (logdir / "report" / "report.html").read_text()

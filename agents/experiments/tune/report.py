@@ -60,6 +60,14 @@ def _value(text: str) -> Any:
     return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
 
 
+def _cell(text: str) -> str:
+    """A searched value for a table: numbers to 3 significant digits, "-" where the label does not search it."""
+    value = _value(text)
+    if value is None:
+        return "-"
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
 def best_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per label, its finished trial with the highest score (lowest number on ties)."""
     out: dict[str, dict[str, Any]] = {}
@@ -88,7 +96,7 @@ def plot_sensitivity(rows: list[dict[str, Any]], keys: list[str], path: Path, ti
             if not points:
                 continue
             xs = [ticks.index(str(v)) + 0.08 * (i - (len(labels) - 1) / 2) if categorical else v for v, _ in points]
-            ax.scatter(xs, [s for _, s in points], label=label, s=18, alpha=0.8)
+            ax.scatter(xs, [s for _, s in points], label=label, s=18, alpha=0.8, color=f"C{i}")
         numeric = [v for v in values if isinstance(v, (int, float))]
         if categorical:
             ax.set_xticks(range(len(ticks)), ticks)
@@ -112,7 +120,7 @@ def plot_progress(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     from agents.experiments.plots import SHARE_LIMITS, plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    for label in sorted({r["label"] for r in rows}):
+    for i, label in enumerate(sorted({r["label"] for r in rows})):
         mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["trial"])
         best, xs, ys = -math.inf, [], []
         for n, row in enumerate(mine, start=1):
@@ -121,7 +129,7 @@ def plot_progress(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             if best > -math.inf:
                 xs.append(n)
                 ys.append(best)
-        ax.step(xs, ys, where="post", label=label)
+        ax.step(xs, ys, where="post", label=label, color=f"C{i}")
     if all(r["score"] is None or 0.0 <= r["score"] <= 1.0 for r in rows):
         ax.set_ylim(*SHARE_LIMITS)
     ax.set_xlabel("finished trials")
@@ -155,7 +163,7 @@ def tune_blocks(trial_files: list[Path], out: Path) -> list[Block]:
             b = best.get(label)
             table.append([label, mine[0]["core"], str(len(mine)), str(sum(r["score"] is None for r in mine)),
                           format_number(b["score"]) if b else "-", str(b["trial"]) if b else "-",
-                          *((b[k] or "-") if b else "-" for k in keys)])
+                          *(_cell(b[k]) if b else "-" for k in keys)])
         blocks.append(Block("table", header=header, rows=table))
         counts = {len([r for r in rows if r["label"] == label]) for label in best}
         if len(counts) > 1:
@@ -170,7 +178,7 @@ def tune_blocks(trial_files: list[Path], out: Path) -> list[Block]:
         blocks.append(Block("image", "The best score so far against the number of finished trials", path=progress))
         blocks.append(Block("details", "Every trial", children=[Block(
             "table", header=["label", "trial", "score", "seconds", *keys],
-            rows=[[r["label"], str(r["trial"]), format_number(r["score"]), r["seconds"], *(r[k] or "-" for k in keys)]
+            rows=[[r["label"], str(r["trial"]), format_number(r["score"]), r["seconds"], *(_cell(r[k]) for k in keys)]
                   for r in sorted(rows, key=lambda r: (r["label"], r["trial"]))])]))
     return blocks
 

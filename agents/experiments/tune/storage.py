@@ -112,7 +112,7 @@ def trial_rows(studies: dict[str, Any], cores: dict[str, str], space: list[Param
     for label, study in studies.items():
         for t in finished_trials(study):
             rows.append({"label": label, "core": cores[label], "trial": t.number,
-                         "score": t.value if t.value is not None else None,
+                         "score": round(t.value, 6) if t.value is not None else None,
                          "seconds": round(float(t.user_attrs.get("seconds", 0.0)), 1),
                          **{p.key: t.params.get(p.key) for p in space}})
     return rows

@@ -47,7 +47,7 @@ def print_compare_table(comparison: dict[str, Any]) -> None:
         levels = sorted({s["level"] for s in rows})
         labels = sorted({s["label"] for s in rows})
         single = all(s["runs"] == 1 for s in rows)
-        ci_note = NO_CI if single else "IQM [95% stratified-bootstrap CI] over runs"
+        ci_note = NO_CI if single else "IQM [95% bootstrap CI over runs, drawn jointly across pooled settings]"
         for metric in ("success_rate", "normalized_score", "return"):
             pooled = [s for s in rows if s["shift"] == "all" and s["metric"] == metric]
             if not pooled:

@@ -5,7 +5,7 @@ episodes, unshifted) and, when periodic evaluation ran (``eval.freq > 0``, on ``
 ``validation/mean_return`` and ``validation/success_rate`` (``eval/...`` in older run dirs, see
 :mod:`agents.experiments.tb_tags`). Each run's curve is linearly interpolated onto a
 common grid of env steps (up to the shortest run), then the IQM across the core's runs is taken
-at each grid point with a 95% stratified-bootstrap CI (rliable; none with one run).
+at each grid point with a 95% bootstrap CI over runs (whole curves resampled; none with one run).
 """
 from __future__ import annotations
 

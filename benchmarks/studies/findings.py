@@ -3,7 +3,7 @@
     python benchmarks/studies/findings.py runs/study/compare/compare.json [--label rims]
 
 Per env (task): each label's IQM success rate (else normalized score) unshifted, with every shift
-pooled at each level, and each shift at its strongest level, with 95% stratified-bootstrap CIs;
+pooled at each level, and each shift at its strongest level, with 95% bootstrap CIs over runs;
 then the probability that a run of ``--label`` beats a run of each other label, unshifted and with
 every shift pooled at the strongest level. Only formats numbers that compare computed.
 """

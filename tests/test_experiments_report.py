@@ -230,6 +230,18 @@ def test_study_findings_tables_hold_compares_numbers(study):
     poi = next(p for p in comparison["improvement"] if p["core_a"] == "rims" and p["core_b"] == "lstm"
                and p["shift"] == "all" and p["level"] == 0 and p["metric"] == "success_rate")
     assert f"| lstm | {format_number(poi['probability'])} [" in text
+    # the tally counts every clear comparison with rims, in the direction the CI points
+    from agents.experiments.findings import clear_comparisons
+
+    clear, made = clear_comparisons(comparison)
+    with_rims = [p for p in clear if "rims" in (p["label_a"], p["label_b"])]
+    tally = text.split("#### Comparisons with rims", 1)[1]
+    assert f"({len(with_rims)} of the {len(clear)} clear ones; {made} comparisons" in tally
+    rows = [line.strip(" |").split(" | ") for line in tally.splitlines() if line.startswith("| RedBall")]
+    ahead = sum(int(r[3].split(":")[0]) for r in rows)
+    behind = sum(int(r[4].split(":")[0]) for r in rows)
+    assert with_rims and ahead == sum(p["label_a"] == "rims" for p in with_rims)
+    assert behind == sum(p["label_b"] == "rims" for p in with_rims)
 
 
 def _section(md: str, heading: str) -> str:

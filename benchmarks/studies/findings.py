@@ -5,7 +5,9 @@
 Per env (task): each label's IQM success rate (else normalized score) unshifted, with every shift
 pooled at each level, and each shift at its strongest level, with 95% bootstrap CIs over runs;
 then the probability that a run of ``--label`` beats a run of each other label, unshifted and with
-every shift pooled at the strongest level. Only formats numbers that compare computed.
+every shift pooled at the strongest level; last, a tally of the comparisons involving ``--label`` whose 95% CI
+excludes 0.5 (the report's generated section, counted per env and other label, in both directions).
+Only formats numbers that compare computed.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from agents.experiments.compare import METRIC_LABELS  # noqa: E402
 from agents.experiments.compare_tables import cell, headline_metric  # noqa: E402
 from agents.experiments.evaluation.tables import format_number  # noqa: E402
 from agents.experiments.comparison_files import read_comparison  # noqa: E402
+from agents.experiments.findings import clear_comparisons  # noqa: E402
 
 
 def _row(summary: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:
@@ -62,7 +65,32 @@ def findings(comparison: dict[str, Any], label: str = "rims") -> str:
                         f" [{format_number(p['ci95_low'])}, {format_number(p['ci95_high'])}]"))
                 out.append(f"| {other} | {texts[0]} | {texts[1]} |")
         out.append("")
+    out.append(clear_tally(comparison, label))
     return "\n".join(out)
+
+
+def _setting(p: dict[str, Any]) -> str:
+    name = "unshifted" if p["level"] == 0 else ("all shifts" if p["shift"] == "all" else p["shift"])
+    return name if p["level"] == 0 else f"{name} {p['level']}"
+
+
+def clear_tally(comparison: dict[str, Any], label: str = "rims") -> str:
+    """Markdown: per env and other label, the settings where a comparison with ``label`` has a 95% CI of
+    P(improvement) entirely above 0.5 (``label`` ahead) or entirely below (``label`` behind)."""
+    clear, made = clear_comparisons(comparison)
+    mine = [p for p in clear if label in (p["label_a"], p["label_b"])]
+    out = [f"#### Comparisons with {label} whose 95% CI excludes 0.5 ({len(mine)} of the {len(clear)} clear ones; "
+           f"{made} comparisons in all, not adjusted for multiplicity)\n",
+           f"| env | other label | metric | {label} ahead | {label} behind |", "|---|---|---|---|---|"]
+    keys = sorted({(p["env"], p["label_b"] if p["label_a"] == label else p["label_a"], p["metric"]) for p in mine})
+    for env, other, metric in keys:
+        cells = []
+        for ahead in (True, False):
+            rows = [p for p in mine if p["env"] == env and p["metric"] == metric
+                    and (p["label_a"], p["label_b"]) == ((label, other) if ahead else (other, label))]
+            cells.append(f"{len(rows)}: " + ", ".join(_setting(p) for p in rows) if rows else "0")
+        out.append(f"| {env} | {other} | {METRIC_LABELS[metric]} | {cells[0]} | {cells[1]} |")
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:

@@ -45,7 +45,9 @@ case "${1:-}" in
       done
       cp "$LOGDIR"/tune/$ENV/best_*.yaml "$OUT/tuning/$ENV/" 2>/dev/null || true
     fi
-    [ -d "$LOGDIR/runs" ] && python benchmarks/studies/fair_runs.py publish "$LOGDIR/runs" "$OUT/runs"
+    if [ -d "$LOGDIR/runs" ]; then
+      python benchmarks/studies/fair_runs.py publish "$LOGDIR/runs" "$OUT/runs"
+    fi
     ;;
   report)
     $RIMS_RL report "$OUT/runs" --out "$OUT" --study benchmarks/studies/fair.yaml

@@ -319,3 +319,38 @@ def test_names_from_run_files_are_escaped_in_both_reports(tmp_path, run_main, wr
     page = (tmp_path / "rep" / "report.html").read_text()
     assert not re.search(r"(?<!\\)<img", md) and "\\<img src=x onerror=alert(1)\\>\\|x" in md
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;|x" in page
+
+
+def test_package_commit_names_the_commit_and_only_tracked_changes_make_it_dirty(tmp_path):
+    import subprocess
+
+    from agents.experiments.report import package_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = git("rev-parse", "--short", "HEAD").strip()
+    assert package_commit(tmp_path) == head
+    (tmp_path / "notes.txt").write_text("untracked\n")  # an untracked file is not a change to the source
+    assert package_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert package_commit(tmp_path) == head + "+dirty"
+    assert package_commit(tmp_path / "not-a-repo") == "unknown"
+
+
+def test_report_reads_the_commit_before_it_writes_a_file(study, tmp_path, monkeypatch):
+    from agents.experiments import report as report_module
+    from agents.experiments.comparison_files import read_comparison
+    from agents.experiments.runs import find_run_dirs
+
+    out = tmp_path / "published"
+    seen = []
+    monkeypatch.setattr(report_module, "package_commit", lambda: seen.append(out.exists()) or "abc1234")
+    report_module.write_report(read_comparison(study / "compare" / "compare.json"), find_run_dirs([study]), out,
+                               reps=20)
+    assert seen == [False]  # a report published inside the checkout does not mark its own commit dirty
+    assert "from commit abc1234." in (out / "report.md").read_text()

@@ -33,9 +33,9 @@ UNDERTRAINED_FRACTION = 0.8  # a label below this share of the best label's unsh
 FEW_SEEDS = 10  # percentile bootstrap CIs under-cover below about 10 runs
 
 
-def package_commit() -> str:
-    """The git commit of the rims-rl source that runs (short hash, "+dirty" if modified), or "unknown"."""
-    repo = Path(__file__).resolve().parents[2]
+def package_commit(repo: Path = Path(__file__).resolve().parents[2]) -> str:
+    """The git commit of the rims-rl source in ``repo`` (short hash, "+dirty" if a tracked file is modified),
+    or "unknown" outside a git checkout."""
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
@@ -332,6 +332,7 @@ def write_report(comparison: dict[str, Any], run_dirs: list[Path], out_dir: str 
     from agents.experiments.curves import learning_curves
     from agents.experiments.plots import plot_compare, plot_learning_curves, plot_profiles
 
+    commit = package_commit()  # before anything is written: a report published inside the repo is not "dirty"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     images: dict[str, Path | None] = {"curves": None, "ladder": None, "profiles": None}
@@ -343,7 +344,7 @@ def write_report(comparison: dict[str, Any], run_dirs: list[Path], out_dir: str 
     if any(comparison["profiles"].values()):
         images["profiles"] = plot_profiles(comparison["profiles"], out / "report_profiles.png")
     write_runs_table(run_dirs, out / "runs.csv")
-    blocks = build_blocks(comparison, images, package_commit(), primary, reference)
+    blocks = build_blocks(comparison, images, commit, primary, reference)
     md = atomic_write_text(out / "report.md", render_markdown(blocks, out))
     page = atomic_write_text(out / "report.html", render_html(blocks, "rims-rl study report"))
     return page, md

@@ -242,6 +242,10 @@ def test_study_findings_tables_hold_compares_numbers(study):
     behind = sum(int(r[4].split(":")[0]) for r in rows)
     assert with_rims and ahead == sum(p["label_a"] == "rims" for p in with_rims)
     assert behind == sum(p["label_b"] == "rims" for p in with_rims)
+    # a published folder's CSVs give the same text as compare.json; a folder without them is one line
+    assert module.findings(module.read_tables(study.parent / "report"), label="rims") == text
+    with pytest.raises(module.UserError, match="cannot read .*compare.csv"):
+        module.read_tables(study)
 
 
 def _section(md: str, heading: str) -> str:

@@ -1,6 +1,7 @@
 """Print the study's findings as Markdown tables, from a comparison written by ``rims-rl compare``.
 
     python benchmarks/studies/findings.py runs/study/compare/compare.json [--label rims]
+    python benchmarks/studies/findings.py docs/results/distractors         # a published folder's CSVs
 
 Per env (task): each label's IQM success rate (else normalized score) unshifted, with every shift
 pooled at each level, and each shift at its strongest level, with 95% bootstrap CIs over runs;
@@ -12,6 +13,7 @@ Only formats numbers that compare computed.
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ from agents.experiments.compare_tables import cell, headline_metric  # noqa: E40
 from agents.experiments.evaluation.tables import format_number  # noqa: E402
 from agents.experiments.comparison_files import read_comparison  # noqa: E402
 from agents.experiments.findings import clear_comparisons  # noqa: E402
+from rims_rl.errors import UserError  # noqa: E402
+
+TEXT_COLUMNS = {"env", "label", "core", "shift", "metric", "label_a", "label_b", "core_a", "core_b"}
 
 
 def _row(summary: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:
@@ -93,12 +98,46 @@ def clear_tally(comparison: dict[str, Any], label: str = "rims") -> str:
     return "\n".join(out) + "\n"
 
 
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    """A compare CSV's rows with numbers as numbers and empty cells as None."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+
+    def value(key: str, text: str) -> Any:
+        if key in TEXT_COLUMNS:
+            return text
+        if text == "":
+            return None
+        return int(text) if key in ("level", "runs", "tasks", "runs_a", "runs_b") else float(text)
+
+    try:
+        return [{k: value(k, v) for k, v in row.items()} for row in rows]
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path} is not a compare table of rims-rl ({e})") from None
+
+
+def read_tables(path: str | Path) -> dict[str, Any]:
+    """``summary`` and ``improvement``: from compare.json, or from a published folder's compare.csv and
+    improvement.csv (what ``rims-rl report --out`` writes)."""
+    path = Path(path)
+    if not path.is_dir():
+        return read_comparison(path)
+    return {"summary": _csv_rows(path / "compare.csv"), "improvement": _csv_rows(path / "improvement.csv")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("comparison", help="compare.json written by `rims-rl compare` (or `report`)")
+    parser.add_argument("comparison", help="compare.json written by `rims-rl compare`, or a folder with the "
+                                           "compare.csv and improvement.csv that `rims-rl report --out` writes")
     parser.add_argument("--label", default="rims", help="the label whose probability of improvement is shown")
     args = parser.parse_args()
-    print(findings(read_comparison(args.comparison), args.label))
+    try:
+        print(findings(read_tables(args.comparison), args.label))
+    except UserError as e:
+        sys.exit(f"findings.py: {e}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""The README's Findings state what the published study's generated tables say (counts and cells)."""
+import csv
+from pathlib import Path
+
+from agents.experiments.evaluation.tables import format_number
+from agents.experiments.findings import clear_comparisons
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "docs" / "results" / "distractors"
+
+
+def _read_tables():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.read_tables(STUDY)
+
+
+def _findings_text() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return " ".join(readme.split("## Findings\n", 1)[1].split("\n## ", 1)[0].split())
+
+
+def test_readme_findings_counts_are_the_generated_ones():
+    clear, made = clear_comparisons(_read_tables())
+    text = _findings_text()
+
+    def count(a: str, b: str) -> int:
+        return sum(p["label_a"] == a and p["label_b"] == b for p in clear)
+
+    assert f"({made} comparisons, unadjusted, 5 seeds)" in text
+    assert count("rims", "lstm") == count("rims", "gru") == 0 and "no comparison shows RIMs ahead" in text
+    assert f"behind the LSTM in {count('lstm', 'rims')} settings" in text
+    assert f"behind the GRU in {count('gru', 'rims')}," in text
+    assert f"ahead of the feed-forward core in {count('rims', 'none')} settings" in text
+
+
+def test_readme_findings_quote_the_novel_distractors_cells():
+    improvement = _read_tables()["improvement"]
+    text = _findings_text()
+
+    def cell(a: str, b: str) -> str:
+        p = next(p for p in improvement if p["env"] == "PickupDistractors-v0" and p["shift"] == "novel_distractors"
+                 and p["level"] == 3 and p["metric"] == "success_rate" and p["label_a"] == a and p["label_b"] == b)
+        return f"{format_number(p['probability'])} [{format_number(p['ci95_low'])}, {format_number(p['ci95_high'])}]"
+
+    assert f"P = {cell('rims', 'none')})" in text
+    assert f"P(RIMs beats LSTM) = {cell('rims', 'lstm')} includes no difference" in text
+    with open(STUDY / "scores.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["env"] == "PickupDistractors-v0"
+                and r["shift"] == "novel_distractors" and r["level"] == "3"]
+    assert len(rows) == 20 and all(float(r["success_rate"]) < float(r["random_success_rate"]) for r in rows)
+    assert "every core is below the random policy" in text

@@ -209,6 +209,33 @@ def test_training_wall_seconds_adds_every_training_process(tmp_path):
     assert training_wall_seconds(tmp_path / "nothing", rollout_steps=100) is None
 
 
+def test_curves_csv_carries_a_runs_training_log_without_its_event_files(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.experiments.curves import CURVES_FILE, read_scalars, training_wall_seconds, write_curves_csv
+    from rims_rl.errors import UserError
+
+    run = tmp_path / "run"
+    for start_step, walls in ((100, (1000.0, 1010.0)), (300, (2000.0, 2004.0))):  # a run and its resume
+        writer = SummaryWriter(str(run / "tb" / "train_1"), filename_suffix=f".{start_step}")
+        for i, wall in enumerate(walls):
+            writer.add_scalar("time/fps", 50.0, start_step + 100 * i, walltime=wall)
+            writer.add_scalar("rollout/ep_rew_mean", 0.1 * (start_step + 100 * i), start_step + 100 * i,
+                              walltime=wall)
+        writer.add_scalar("train/loss", 9.0, start_step, walltime=walls[0])  # not a curve: left out
+        writer.close()
+    published = tmp_path / "published"
+    published.mkdir()
+    write_curves_csv(run, published / CURVES_FILE)
+    steps, values = read_scalars(published)["rollout/ep_rew_mean"]
+    assert steps.tolist() == [100, 200, 300, 400] and values == pytest.approx([10.0, 20.0, 30.0, 40.0])
+    assert set(read_scalars(published)) == {"rollout/ep_rew_mean"}
+    assert training_wall_seconds(published, 100) == training_wall_seconds(run, 100) == pytest.approx(12.0 + 6.0)
+    (published / CURVES_FILE).write_text("process,tag,step\n0,time/fps,oops\n")
+    with pytest.raises(UserError, match="curves.csv is damaged"):
+        read_scalars(published)
+
+
 def test_study_findings_tables_hold_compares_numbers(study):
     import importlib.util
 

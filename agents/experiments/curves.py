@@ -6,42 +6,98 @@ episodes, unshifted) and, when periodic evaluation ran (``eval.freq > 0``, on ``
 :mod:`agents.experiments.tb_tags`). Each run's curve is linearly interpolated onto a
 common grid of env steps (up to the shortest run), then the IQM across the core's runs is taken
 at each grid point with a 95% bootstrap CI over runs (whole curves resampled; none with one run).
+
+A run published without its event logs carries the same events as ``curves.csv``
+(:func:`write_curves_csv`); it is read where ``tb/`` holds no training events.
 """
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.stats import trim_mean
 
 from agents.experiments.bootstrap import curve_cis
+from agents.experiments.files import atomic_write_text
 from agents.experiments.runs import TB_DIR, TRAIN_TB_NAME, read_run_config
 from agents.experiments.tb_tags import OLD_PERIODIC_TAGS, periodic_tag
+from rims_rl.errors import UserError
 
 PERIODIC = {periodic_tag("mean_return"): "periodic eval return",
             periodic_tag("success_rate"): "periodic eval success rate"}
 TAGS = {"rollout/ep_rew_mean": "training return (unshifted)", **PERIODIC}
+FPS_TAG = "time/fps"  # with its wall times: how long each training process ran
 GRID_POINTS = 40
 CURVE_REPS = 2000
+CURVES_FILE = "curves.csv"
+CURVES_COLUMNS = ("process", "tag", "step", "wall_time", "value")
+
+
+class Event(NamedTuple):
+    """One scalar of a run's training log; ``process`` numbers the training processes (a resume adds one)."""
+
+    process: int
+    tag: str
+    step: int
+    wall_time: float
+    value: float
+
+
+def _tensorboard_events(run_dir: Path) -> list[Event]:
+    """Every event file of ``tb/train_*`` is one training process (a resume writes a new file)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    events = []
+    files = sorted(Path(run_dir, TB_DIR).glob(f"{TRAIN_TB_NAME}_*/events.out.tfevents.*"))
+    for process, path in enumerate(files):
+        for event in LegacyEventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                name = OLD_PERIODIC_TAGS.get(value.tag, value.tag)
+                if name not in TAGS and name != FPS_TAG:
+                    continue
+                number = (value.simple_value if value.WhichOneof("value") == "simple_value"
+                          else float(make_ndarray(value.tensor)))
+                events.append(Event(process, name, int(event.step), float(event.wall_time), float(number)))
+    return events
+
+
+def _csv_events(path: Path) -> list[Event]:
+    try:
+        with open(path, newline="") as f:
+            return [Event(int(r["process"]), r["tag"], int(r["step"]), float(r["wall_time"]), float(r["value"]))
+                    for r in csv.DictReader(f)]
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); columns: {', '.join(CURVES_COLUMNS)}") from None
+
+
+def training_events(run_dir: str | os.PathLike) -> list[Event]:
+    """The run's training scalars (TAGS and ``time/fps``): from ``tb/``, else from ``curves.csv``, else none."""
+    events = _tensorboard_events(Path(run_dir))
+    if not events and Path(run_dir, CURVES_FILE).is_file():
+        events = _csv_events(Path(run_dir, CURVES_FILE))
+    return events
+
+
+def write_curves_csv(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write the run's training scalars as CSV (``CURVES_COLUMNS``), what ``training_events`` reads back."""
+    rows = [",".join(CURVES_COLUMNS)]
+    rows += [f"{e.process},{e.tag},{e.step},{e.wall_time!r},{e.value!r}" for e in training_events(run_dir)]
+    return atomic_write_text(path, "\n".join(rows) + "\n")
 
 
 def read_scalars(run_dir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{tag: (steps, values)}`` of the training events of a run (every ``tb/train_*`` dir, TAGS only,
-    older runs' periodic-evaluation tags read as today's); a step logged twice (resumed runs) keeps its
-    last value."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+    """``{tag: (steps, values)}`` of the training events of a run (TAGS only, older runs' periodic-evaluation
+    tags read as today's); a step logged twice (resumed runs) keeps its last value."""
     merged: dict[str, dict[int, float]] = {}
-    for tb in sorted(Path(run_dir, TB_DIR).glob(f"{TRAIN_TB_NAME}_*")):
-        acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags().get("scalars", []):
-            name = OLD_PERIODIC_TAGS.get(tag, tag)
-            if name in TAGS:
-                for event in acc.Scalars(tag):
-                    merged.setdefault(name, {})[int(event.step)] = float(event.value)
+    for e in training_events(run_dir):
+        if e.tag in TAGS:
+            merged.setdefault(e.tag, {})[e.step] = e.value
     return {tag: (np.array(sorted(points)), np.array([points[s] for s in sorted(points)]))
             for tag, points in merged.items()}
 
@@ -86,18 +142,17 @@ def learning_curves(run_dirs: list[Path], reps: int = CURVE_REPS) -> dict[str, d
 def training_wall_seconds(run_dir: str | os.PathLike, rollout_steps: int) -> float | None:
     """Seconds a run spent training, from its training events (None without any).
 
-    Each training process (the first run and every resume) writes its own event file; its time is the
-    span between its first and last ``time/fps`` events plus its first rollout (``rollout_steps``
-    env steps at the first logged fps). Set-up and evaluation are not counted.
+    Each training process (the first run and every resume) logs its own events; its time is the span
+    between its first and last ``time/fps`` events plus its first rollout (``rollout_steps`` env steps at
+    the first logged fps). Set-up and evaluation are not counted.
     """
-    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-
-    total, found = 0.0, False
-    for events_file in sorted(Path(run_dir, TB_DIR).glob(f"{TRAIN_TB_NAME}_*/events.out.tfevents.*")):
-        points = [(event.wall_time, value.simple_value) for event in LegacyEventFileLoader(str(events_file)).Load()
-                  for value in event.summary.value if value.tag == "time/fps"]
-        if points:
-            found = True
-            (first_wall, first_fps), (last_wall, _) = points[0], points[-1]
-            total += last_wall - first_wall + (rollout_steps / first_fps if first_fps > 0 else 0.0)
-    return total if found else None
+    processes: dict[int, list[Event]] = {}
+    for e in training_events(run_dir):
+        if e.tag == FPS_TAG:
+            processes.setdefault(e.process, []).append(e)
+    total = 0.0
+    for points in processes.values():
+        points.sort(key=lambda e: e.wall_time)
+        first, last = points[0], points[-1]
+        total += last.wall_time - first.wall_time + (rollout_steps / first.value if first.value > 0 else 0.0)
+    return total if processes else None

@@ -4,9 +4,10 @@
 # and a fresh machine continues from them.
 #
 #   bash benchmarks/studies/fair.sh tune     # restore the journal from git if needed, continue the tuning
-#   bash benchmarks/studies/fair.sh runs     # the final runs still missing from docs/results/fair/runs
 #   bash benchmarks/studies/fair.sh sync     # copy what has finished into docs/results/fair (then commit it)
-#   bash benchmarks/studies/fair.sh report   # compare and report from docs/results/fair/runs alone
+#   bash benchmarks/studies/fair.sh grid     # after the tuning: write fair.yaml from tuned.yaml (commit it)
+#   bash benchmarks/studies/fair.sh runs     # the final runs still missing from docs/results/fair/runs
+#   bash benchmarks/studies/fair.sh report   # compare, report and the levelling-off check from git alone
 #
 # Long steps belong in the background:  nohup nice bash benchmarks/studies/fair.sh tune > fair-tune.log 2>&1 &
 set -euo pipefail
@@ -28,6 +29,9 @@ case "${1:-}" in
     restore_journal
     $RIMS_RL tune benchmarks/studies/fair_tune.yaml --trials 16 --seeds-per-trial 2 --logdir "$LOGDIR/tune" \
       --no-progress
+    ;;
+  grid)
+    python benchmarks/studies/fair_runs.py grid "$OUT/tuning/$ENV"
     ;;
   runs)
     python benchmarks/studies/fair_runs.py missing "$OUT/runs" | while read -r env label seeds; do
@@ -51,9 +55,10 @@ case "${1:-}" in
     ;;
   report)
     $RIMS_RL report "$OUT/runs" --out "$OUT" --study benchmarks/studies/fair.yaml
+    python benchmarks/studies/fair_runs.py levelled "$OUT/runs" > "$OUT/levelled.md"
     ;;
   *)
-    sed -n '2,13p' "$0"
+    sed -n '2,14p' "$0"
     exit 2
     ;;
 esac

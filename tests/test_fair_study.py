@@ -65,7 +65,7 @@ def test_grid_copies_the_tuned_values_verbatim_and_plans_every_run(fair, tmp_pat
         fair.write_grid(tuning, path)
 
 
-def test_published_runs_regenerate_curves_and_scores_without_models(fair, tmp_path, write_run):
+def test_published_runs_regenerate_curves_and_scores_without_models(fair, tmp_path, write_run, run_main):
     logdir = tmp_path / "runs"
     for seed in (0, 1):
         run = write_run(logdir, "rims", seed, {"none": 0.9, "distractors": 0.8, "size": 0.6},
@@ -93,3 +93,7 @@ def test_published_runs_regenerate_curves_and_scores_without_models(fair, tmp_pa
     starts = [0.5 + 0.01 * s + 0.4 * (end - 0.5 - 0.01 * s) for s, end in zip((0, 1), ends)]
     assert rows[0]["iqm_to"] == pytest.approx(sum(ends) / 2) and rows[0]["iqm_from"] == pytest.approx(sum(starts) / 2)
     assert rows[0]["levelled"] is False and "| no |" in fair.levelled_table(rows)
+    # and the report regenerates from the published runs alone, learning curves included
+    assert run_main(["report", out, "--out", tmp_path / "report", "--reps", 20]) == 0
+    assert (tmp_path / "report" / "report_curves.png").is_file()
+    assert "](report_curves.png)" in (tmp_path / "report" / "report.md").read_text()

@@ -30,10 +30,16 @@ def test_readme_findings_counts_are_the_generated_ones():
     def count(a: str, b: str) -> int:
         return sum(p["label_a"] == a and p["label_b"] == b for p in clear)
 
-    assert f"({made} comparisons, unadjusted, 5 seeds)" in text
+    assert f"({made} comparisons, unadjusted, 5 seeds;" in text
     assert count("rims", "lstm") == count("rims", "gru") == 0 and "no comparison shows RIMs ahead" in text
-    assert f"behind the LSTM in {count('lstm', 'rims')} settings" in text
-    assert f"behind the GRU in {count('gru', 'rims')}," in text
+    def on(env: str) -> int:
+        return sum(p["label_a"] == "lstm" and p["label_b"] == "rims" and p["env"] == env for p in clear)
+
+    pickup, redball = on("PickupDistractors-v0"), on("RedBallDistractors-v0")
+    assert pickup + redball == count("lstm", "rims")
+    assert f"behind the LSTM in {count('lstm', 'rims')} settings ({pickup} on the pickup task" in text
+    assert f"; {redball} on RedBallDistractors-v0" in text
+    assert f"behind the GRU in {count('gru', 'rims')};" in text
     assert f"ahead of the feed-forward core in {count('rims', 'none')} settings" in text
 
 
@@ -46,7 +52,7 @@ def test_readme_findings_quote_the_novel_distractors_cells():
                  and p["level"] == 3 and p["metric"] == "success_rate" and p["label_a"] == a and p["label_b"] == b)
         return f"{format_number(p['probability'])} [{format_number(p['ci95_low'])}, {format_number(p['ci95_high'])}]"
 
-    assert f"P = {cell('rims', 'none')})" in text
+    assert f"P = {cell('rims', 'none')}, though the IQM difference's CI" in text
     assert f"P(RIMs beats LSTM) = {cell('rims', 'lstm')} includes no difference" in text
     with open(STUDY / "scores.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["env"] == "PickupDistractors-v0"

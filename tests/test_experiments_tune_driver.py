@@ -178,3 +178,16 @@ def test_tuning_seeds_below_1000_are_refused(setup):
         driver.tune(grid, logdir, trials=1, seeds_per_trial=1, space=space, first_seed=5,
                     session_factory=InProcessSession)
     assert not logdir.exists()
+
+
+def test_sensitivity_plot_of_a_key_no_finished_trial_searched_draws_without_a_warning(tmp_path):
+    import warnings
+
+    from agents.experiments.tune.report import plot_sensitivity
+
+    rows = [{"label": "lstm", "score": 0.5 + 0.1 * i, "ppo.learning_rate": 1e-4 * (i + 1), "cores.rims.k": ""}
+            for i in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found" was printed to the user
+        path = plot_sensitivity(rows, ["ppo.learning_rate", "cores.rims.k"], tmp_path / "s.png", "title")
+    assert path.is_file() and path.stat().st_size > 1000

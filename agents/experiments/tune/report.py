@@ -107,7 +107,11 @@ def plot_sensitivity(rows: list[dict[str, Any]], keys: list[str], path: Path, ti
         ax.set_title(key, fontsize=9)
         ax.set_ylabel("trial score")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7)
+        else:  # e.g. cores.rims.k before any rims trial has finished
+            ax.text(0.5, 0.5, "no finished trial searched this key yet", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8, color="0.4")
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=10)

@@ -385,3 +385,9 @@ def test_report_reads_the_commit_before_it_writes_a_file(study, tmp_path, monkey
                                reps=20)
     assert seen == [False]  # a report published inside the checkout does not mark its own commit dirty
     assert "from commit abc1234." in (out / "report.md").read_text()
+
+
+def test_table_numbers_are_compact_and_never_negative_zero():
+    assert format_number(-0.0) == "0" and format_number(0.0) == "0"
+    assert format_number(-0.0225) == "-0.0225" and format_number(0.12345) == "0.123"
+    assert format_number(12345.6) == "12346" and format_number(None) == "-" and format_number(float("nan")) == "-"

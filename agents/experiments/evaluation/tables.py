@@ -13,6 +13,8 @@ def format_number(x: float | None) -> str:
     """A compact number for tables ("-" for None/NaN)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
+    if x == 0:
+        x = 0.0  # -0.0 (a difference of equal scores, negated) prints as 0
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
 
 

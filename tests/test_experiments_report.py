@@ -236,7 +236,43 @@ def test_curves_csv_carries_a_runs_training_log_without_its_event_files(tmp_path
         read_scalars(published)
 
 
-def test_study_findings_tables_hold_compares_numbers(study):
+def test_a_killed_processes_abandoned_events_are_dropped_as_tensorboard_does(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.experiments.curves import read_scalars, training_wall_seconds
+    from agents.experiments.tb_tags import periodic_tag
+
+    val = periodic_tag("mean_return")
+    killed = SummaryWriter(str(tmp_path / "tb" / "train_1"), filename_suffix=".a")
+    for step, wall in ((25600, 100.0), (51200, 200.0)):  # 51200 was never checkpointed
+        killed.add_scalar(val, 0.2 if step == 25600 else 0.9, step, walltime=wall)
+        killed.add_scalar("time/fps", 100.0, step, walltime=wall)
+    killed.close()
+    resumed = SummaryWriter(str(tmp_path / "tb" / "train_1"), filename_suffix=".b", purge_step=40961)
+    for step, wall in ((66560, 300.0), (92160, 400.0)):
+        resumed.add_scalar(val, 0.3 if step == 66560 else 0.4, step, walltime=wall)
+        resumed.add_scalar("time/fps", 100.0, step, walltime=wall)
+    resumed.close()
+    steps, values = read_scalars(tmp_path)[val]
+    assert steps.tolist() == [25600, 66560, 92160] and values == pytest.approx([0.2, 0.3, 0.4])
+    assert training_wall_seconds(tmp_path, 100) == pytest.approx(100.0 + 1.0 + 100.0 + 1.0)  # both processes
+
+
+def test_a_step_lower_than_the_last_drops_the_later_ones_and_train_dirs_go_in_numeric_order(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.experiments.curves import read_scalars
+
+    for number, points in ((2, ((100, 1.0), (200, 2.0), (300, 3.0))), (10, ((200, 20.0),))):
+        writer = SummaryWriter(str(tmp_path / "tb" / f"train_{number}"))
+        for step, value in points:
+            writer.add_scalar("rollout/ep_rew_mean", value, step)
+        writer.close()
+    steps, values = read_scalars(tmp_path)["rollout/ep_rew_mean"]
+    assert steps.tolist() == [100, 200] and values.tolist() == [1.0, 20.0]  # train_10 came after train_2
+
+
+def test_study_findings_tables_hold_compares_numbers(study, tmp_path):
     import importlib.util
 
     from agents.experiments.compare_tables import cell
@@ -273,6 +309,14 @@ def test_study_findings_tables_hold_compares_numbers(study):
     assert module.findings(module.read_tables(study.parent / "report"), label="rims") == text
     with pytest.raises(module.UserError, match="cannot read .*compare.csv"):
         module.read_tables(study)
+    with pytest.raises(module.UserError, match=r"^--label 'rimz' is not a compared label; valid: lstm, rims$"):
+        module.check_label(comparison, "rimz")
+    older = tmp_path / "older"  # a compare.csv of a rims-rl before labels
+    older.mkdir()
+    (older / "compare.csv").write_text("env,core,shift,level,metric,runs\nX,rims,all,0,return,2\n")
+    (older / "improvement.csv").write_text((study.parent / "report" / "improvement.csv").read_text())
+    with pytest.raises(module.UserError, match="compare.csv of this rims-rl \\(no column 'label'\\)"):
+        module.read_tables(older)
 
 
 def _section(md: str, heading: str) -> str:

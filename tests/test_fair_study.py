@@ -21,21 +21,41 @@ def fair():
     return module
 
 
-def _tuning(path: Path, trials: dict[str, int]) -> Path:
-    """A tuning env dir: trials.csv with ``trials[label]`` rows per label, tuned.yaml with values per label."""
+def _tuning(path: Path, trials: dict[str, int], schedule: str = "constant") -> Path:
+    """A tuning env dir: trials.csv with ``trials[label]`` trials per label (the last one best, one failed),
+    tuned.yaml with each label's best trial's values."""
     path.mkdir(parents=True)
-    lines = ["label,core,trial,score,seconds,ppo.learning_rate,cores.rims.k"]
-    for label, n in trials.items():
-        lines += [f"{label},{label.split('-')[0]},{i},{0.5 + i / 100},10.0,0.001," for i in range(n)]
-    (path / "trials.csv").write_text("\n".join(lines) + "\n")
-    tuned = {label: {"ppo.learning_rate": 0.000123 * (i + 1), "ppo.lr_schedule": "constant"}
+    tuned = {label: {"ppo.learning_rate": 0.000123 * (i + 1), "ppo.lr_schedule": schedule}
              for i, label in enumerate(trials)}
     tuned["rims"]["cores.rims.k"] = 3
+    lines = ["label,core,trial,score,seconds,ppo.learning_rate,ppo.lr_schedule,cores.rims.k"]
+    for label, n in trials.items():
+        for i in range(n):
+            best = i == n - 1
+            score = "" if i == 0 else f"{0.5 + i / 100}"  # trial 0 failed: it counts, with no score
+            values = tuned[label] if best else {"ppo.learning_rate": 0.002, "ppo.lr_schedule": "linear"}
+            k = values.get("cores.rims.k", 2 if label == "rims" else "")
+            lines.append(f"{label},{label.split('-')[0]},{i},{score},10.0,{values['ppo.learning_rate']!r},"
+                         f"{values['ppo.lr_schedule']},{k}")
+    (path / "trials.csv").write_text("\n".join(lines) + "\n")
     (path / "tuned.yaml").write_text("# comment\n" + yaml.safe_dump(tuned))
     return path
 
 
 LABELS = ("rims", "lstm", "lstm-matched", "gru", "none")
+LADDER = {"eval.sweep": "distractors=1 size=3"}  # the settings the fixture's runs are evaluated on
+
+
+def _model(run: Path, steps: int, older: bool = True) -> None:
+    """A model.zip holding only its step count, written before (``older``) or after the run's evaluation."""
+    import os
+    import zipfile
+
+    with zipfile.ZipFile(run / "model.zip", "w") as archive:
+        archive.writestr("data", json.dumps({"num_timesteps": steps}))
+    evaluated = (run / "eval" / "results.json").stat().st_mtime
+    when = evaluated - 60 if older else evaluated + 60
+    os.utime(run / "model.zip", (when, when))
 
 
 def test_grid_waits_for_every_labels_full_tuning_budget(fair, tmp_path):
@@ -43,6 +63,22 @@ def test_grid_waits_for_every_labels_full_tuning_budget(fair, tmp_path):
     with pytest.raises(UserError, match=r"^the tuning is not finished: rims 15 of 16 trials$"):
         fair.write_grid(tuning, tmp_path / "fair.yaml")
     assert not (tmp_path / "fair.yaml").exists()
+
+
+def test_grid_refuses_unequal_budgets_values_of_another_trial_and_a_value_the_sweep_refuses(fair, tmp_path):
+    over = _tuning(tmp_path / "over", {**dict.fromkeys(LABELS, 16), "gru": 17})
+    with pytest.raises(UserError, match="^unequal tuning budgets: gru has 17 trials, not 16$"):
+        fair.write_grid(over, tmp_path / "fair.yaml")
+    other = _tuning(tmp_path / "other", dict.fromkeys(LABELS, 16))
+    tuned = yaml.safe_load((other / "tuned.yaml").read_text())
+    tuned["lstm"]["ppo.learning_rate"] = 0.002  # a value of a worse trial
+    (other / "tuned.yaml").write_text(yaml.safe_dump(tuned))
+    with pytest.raises(UserError, match="lstm's values are not those of its best trial"):
+        fair.write_grid(other, tmp_path / "fair.yaml")
+    bad = _tuning(tmp_path / "bad", dict.fromkeys(LABELS, 16), schedule="sometimes")
+    with pytest.raises(UserError, match="lr_schedule"):
+        fair.write_grid(bad, tmp_path / "fair.yaml")
+    assert sorted(p.name for p in tmp_path.glob("*fair.yaml*")) == []  # nothing written, nothing left
 
 
 def test_grid_copies_the_tuned_values_verbatim_and_plans_every_run(fair, tmp_path):
@@ -69,11 +105,24 @@ def test_published_runs_regenerate_curves_and_scores_without_models(fair, tmp_pa
     logdir = tmp_path / "runs"
     for seed in (0, 1):
         run = write_run(logdir, "rims", seed, {"none": 0.9, "distractors": 0.8, "size": 0.6},
-                        curve=(0.2, 0.5, 0.9 + 0.05 * seed))
-        (run / "model.zip").write_bytes(b"model")
-    unfinished = write_run(logdir, "lstm", 0, {"none": 0.5, "distractors": 0.5, "size": 0.5})  # no model.zip
+                        curve=(0.2, 0.5, 0.9 + 0.05 * seed), changes=LADDER)
+        _model(run, steps=3000)  # the fixture's budget
+    unfinished = write_run(logdir, "lstm", 0, {"none": 0.5, "distractors": 0.5, "size": 0.5},
+                    changes=LADDER)  # no model.zip
+    short = write_run(logdir, "gru", 0, {"none": 0.5, "distractors": 0.5, "size": 0.5},
+                    changes=LADDER)
+    _model(short, steps=2048)  # a model short of the budget (its evaluation is of an earlier, smaller budget)
+    stale = write_run(logdir, "none", 0, {"none": 0.5, "distractors": 0.5, "size": 0.5},
+                    changes=LADDER)
+    _model(stale, steps=3000, older=False)  # trained again after its evaluation: not evaluated
     out = tmp_path / "published"
+    # a publish interrupted before its move leaves only a staging dir: not a published run, redone next time
+    leftover = out / unfinished.relative_to(logdir).parent.parent / "rims" / ".seed1.publishing"
+    (leftover / "eval").mkdir(parents=True)
+    (leftover / "eval" / "results.json").write_text("{}")
+    assert fair.published(out) == set()
     assert fair.publish(logdir, out) == 2
+    assert not leftover.exists()
     published = sorted(out.glob("*/*/seed*"))
     assert [p.name for p in published] == ["seed0", "seed1"]
     for run in published:
@@ -84,7 +133,9 @@ def test_published_runs_regenerate_curves_and_scores_without_models(fair, tmp_pa
         assert training_wall_seconds(run, 100) == training_wall_seconds(original, 100)
         data = json.loads((run / "eval" / "results.json").read_text())
         assert all("episode_records" not in r for r in data["results"])
-    assert not (out / unfinished.relative_to(logdir)).exists()
+    for run in (unfinished, short, stale):
+        assert not (out / run.relative_to(logdir)).exists()
+    assert {label for _, label, _ in fair.published(out)} == {"rims"}
     # the levelling-off check reads the published curves: the rise over the last 20% of training
     rows = fair.levelled(out)
     assert len(rows) == 1 and rows[0]["label"] == "rims" and rows[0]["runs"] == 2
@@ -97,3 +148,19 @@ def test_published_runs_regenerate_curves_and_scores_without_models(fair, tmp_pa
     assert run_main(["report", out, "--out", tmp_path / "report", "--reps", 20]) == 0
     assert (tmp_path / "report" / "report_curves.png").is_file()
     assert "](report_curves.png)" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_published_runs_and_tuning_are_not_git_ignored_but_a_local_logdir_is():
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", path]).returncode == 0
+
+    assert not ignored("docs/results/fair/runs/PickupDistractors-v0/rims/seed0/config.yaml")
+    assert not ignored("docs/results/fair/runs/PickupDistractors-v0/rims/seed0/curves.csv")
+    assert not ignored("docs/results/fair/tuning/PickupDistractors-v0/tune.journal")
+    assert ignored("runs/demo/RedBallDistractors-v0/rims/seed0/config.yaml")  # the default logdir stays out

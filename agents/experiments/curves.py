@@ -46,30 +46,65 @@ class Event(NamedTuple):
     value: float
 
 
+def _train_dirs(run_dir: Path) -> list[Path]:
+    """``tb/train_<N>`` in numeric order (``train_10`` after ``train_2``)."""
+    def number(path: Path) -> tuple[int, str]:
+        suffix = path.name.removeprefix(f"{TRAIN_TB_NAME}_")
+        return (int(suffix), "") if suffix.isdigit() else (1 << 62, suffix)
+    return sorted(Path(run_dir, TB_DIR).glob(f"{TRAIN_TB_NAME}_*"), key=number)
+
+
 def _tensorboard_events(run_dir: Path) -> list[Event]:
-    """Every event file of ``tb/train_*`` is one training process (a resume writes a new file)."""
+    """Every event file of ``tb/train_*`` is one training process (a resume writes a new file).
+
+    Curve events follow TensorBoard's own rules for a resumed log: a process started with ``purge_step``
+    (``PurgeStaleEventsCallback``) drops every earlier curve event at or after that step, and a step
+    lower than a tag's last one drops that tag's events from it on, so the abandoned part of a killed
+    process never shows. ``time/fps`` events are all kept: the abandoned time was spent training.
+    """
     from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
     from tensorboard.util.tensor_util import make_ndarray
 
-    events = []
-    files = sorted(Path(run_dir, TB_DIR).glob(f"{TRAIN_TB_NAME}_*/events.out.tfevents.*"))
+    fps: list[Event] = []
+    curves: dict[str, dict[int, Event]] = {}
+
+    def purge(tags: list[str], step: int) -> None:
+        for tag in tags:
+            for s in [s for s in curves[tag] if s >= step]:
+                del curves[tag][s]
+
+    files = [f for d in _train_dirs(run_dir) for f in sorted(d.glob("events.out.tfevents.*"))]
     for process, path in enumerate(files):
         for event in LegacyEventFileLoader(str(path)).Load():
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                purge(list(curves), int(event.step))
+                continue
             for value in event.summary.value:
                 name = OLD_PERIODIC_TAGS.get(value.tag, value.tag)
                 if name not in TAGS and name != FPS_TAG:
                     continue
                 number = (value.simple_value if value.WhichOneof("value") == "simple_value"
                           else float(make_ndarray(value.tensor)))
-                events.append(Event(process, name, int(event.step), float(event.wall_time), float(number)))
-    return events
+                e = Event(process, name, int(event.step), float(event.wall_time), float(number))
+                if name == FPS_TAG:
+                    fps.append(e)
+                    continue
+                mine = curves.setdefault(name, {})
+                if mine and e.step < next(reversed(mine)):  # the last key is the largest step
+                    purge([name], e.step)
+                mine[e.step] = e
+    return fps + [e for tag in curves.values() for e in sorted(tag.values(), key=lambda e: e.step)]
 
 
 def _csv_events(path: Path) -> list[Event]:
     try:
         with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not set(CURVES_COLUMNS) <= set(reader.fieldnames):
+                raise ValueError(f"header {reader.fieldnames}")
             return [Event(int(r["process"]), r["tag"], int(r["step"]), float(r["wall_time"]), float(r["value"]))
-                    for r in csv.DictReader(f)]
+                    for r in reader]
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     except (KeyError, TypeError, ValueError) as e:

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agents.experiments.compare import METRIC_LABELS  # noqa: E402
+from agents.experiments.compare import COMPARE_COLUMNS, IMPROVEMENT_COLUMNS, METRIC_LABELS  # noqa: E402
 from agents.experiments.compare_tables import cell, headline_metric  # noqa: E402
 from agents.experiments.evaluation.tables import format_number  # noqa: E402
 from agents.experiments.comparison_files import read_comparison  # noqa: E402
@@ -98,13 +98,19 @@ def clear_tally(comparison: dict[str, Any], label: str = "rims") -> str:
     return "\n".join(out) + "\n"
 
 
-def _csv_rows(path: Path) -> list[dict[str, Any]]:
-    """A compare CSV's rows with numbers as numbers and empty cells as None."""
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A compare CSV's rows with numbers as numbers and empty cells as None; UserError unless it has
+    ``columns`` (what this rims-rl's compare writes)."""
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = list(reader)
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    lacking = [c for c in columns if c not in (reader.fieldnames or [])]
+    if lacking:
+        raise UserError(f"{path} is not a {path.name} of this rims-rl (no column {lacking[0]!r}); "
+                        f"run `rims-rl compare` or `report` again")
 
     def value(key: str, text: str) -> Any:
         if key in TEXT_COLUMNS:
@@ -125,7 +131,15 @@ def read_tables(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_dir():
         return read_comparison(path)
-    return {"summary": _csv_rows(path / "compare.csv"), "improvement": _csv_rows(path / "improvement.csv")}
+    return {"summary": _csv_rows(path / "compare.csv", COMPARE_COLUMNS),
+            "improvement": _csv_rows(path / "improvement.csv", IMPROVEMENT_COLUMNS)}
+
+
+def check_label(comparison: dict[str, Any], label: str) -> None:
+    """UserError unless ``label`` is one of the compared labels."""
+    labels = sorted({s["label"] for s in comparison["summary"]})
+    if label not in labels:
+        raise UserError(f"--label {label!r} is not a compared label; valid: {', '.join(labels) or 'none (no rows)'}")
 
 
 def main() -> None:
@@ -135,7 +149,9 @@ def main() -> None:
     parser.add_argument("--label", default="rims", help="the label whose probability of improvement is shown")
     args = parser.parse_args()
     try:
-        print(findings(read_tables(args.comparison), args.label))
+        comparison = read_tables(args.comparison)
+        check_label(comparison, args.label)
+        print(findings(comparison, args.label))
     except UserError as e:
         sys.exit(f"findings.py: {e}")
 

@@ -91,6 +91,26 @@ def test_interrupted_trials_are_requeued_with_their_run_dirs_and_never_counted_t
     assert tune.best_trial(study).value == 0.7
 
 
+def test_a_journal_record_cut_off_by_a_kill_is_dropped_and_the_tune_continues(tmp_path, base, capsys):
+    space = tune_space.space_for(tune_space.read_space(None, base), "rims")
+    study = _study(tmp_path)
+    done, _, _ = tune.ask(study, space)
+    study.tell(done, 0.5)
+    running, _, _ = tune.ask(study, space)  # the kill comes while this trial's "complete" is written
+    journal = tmp_path / tune.JOURNAL
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code": 6, "worker_id": "x", "trial_id": 1, "sta')
+    study = _study(tmp_path)  # a new driver: without the repair Optuna glues the next record to the cut one
+    assert "dropped the incomplete last record" in capsys.readouterr().err
+    assert journal.read_bytes().endswith(b"\n")
+    assert tune.recover_interrupted(study) == 1  # the cut-off operation never took effect
+    again, _, _ = tune.ask(study, space)
+    study.tell(again, 0.7)
+    reopened = _study(tmp_path)
+    assert [t.value for t in tune.finished_trials(reopened)] == [0.5, 0.7]
+    assert not tune.repair_journal(journal) and not tune.repair_journal(tmp_path / "absent.journal")
+
+
 def test_labels_have_their_own_studies_in_one_journal(tmp_path, base):
     space = tune_space.read_space(None, base)
     rims, lstm = _study(tmp_path, "rims", 1), _study(tmp_path, "lstm", 2)

@@ -45,8 +45,11 @@ case "${1:-}" in
     if [ -d "$LOGDIR/tune/$ENV" ]; then
       mkdir -p "$OUT/tuning/$ENV"
       for f in tune.journal trials.csv tuned.yaml; do
-        [ -f "$LOGDIR/tune/$ENV/$f" ] && cp "$LOGDIR/tune/$ENV/$f" "$OUT/tuning/$ENV/"
+        if [ -f "$LOGDIR/tune/$ENV/$f" ]; then cp "$LOGDIR/tune/$ENV/$f" "$OUT/tuning/$ENV/"; fi
       done
+      # a copy taken while the tune appends may end in half a record: keep whole records only
+      python -c 'import sys; from pathlib import Path; from agents.experiments.tune.storage import repair_journal
+repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
       cp "$LOGDIR"/tune/$ENV/best_*.yaml "$OUT/tuning/$ENV/" 2>/dev/null || true
     fi
     if [ -d "$LOGDIR/runs" ]; then

@@ -31,12 +31,36 @@ def tuning_seeds(seeds_per_trial: int, first: int = TUNING_SEED_BASE) -> list[in
     return list(range(first, first + seeds_per_trial))
 
 
+def repair_journal(path: Path) -> bool:
+    """Drop an incomplete last record of a journal file (a write cut off by a kill, or a copy taken while
+    the tune wrote), which Optuna would otherwise glue to the next record and then refuse to read.
+    True if it dropped one. The cut-off operation never took effect: a trial it would have finished
+    stays RUNNING and is re-queued."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if not data or data.endswith(b"\n"):
+        return False
+    with open(path, "r+b") as f:
+        f.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
 def journal_storage(env_dir: Path) -> Any:
-    """Optuna's journal file storage at ``<env_dir>/tune.journal`` (created with its dir)."""
+    """Optuna's journal file storage at ``<env_dir>/tune.journal`` (created with its dir; an incomplete last
+    record is dropped first, with a note on stderr)."""
+    import sys
+
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
     env_dir.mkdir(parents=True, exist_ok=True)
+    if repair_journal(env_dir / JOURNAL):
+        print(f"tune: dropped the incomplete last record of {env_dir / JOURNAL} (a write cut off by a kill)",
+              file=sys.stderr)
     return optuna.storages.JournalStorage(JournalFileBackend(str(env_dir / JOURNAL)))
 
 

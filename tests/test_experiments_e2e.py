@@ -67,7 +67,7 @@ def test_demo_rerun_reuses_finished_runs(demo_dir, capsys, monkeypatch, tmp_path
     assert "already trained" in out and f"tensorboard --logdir {demo_dir}" in out
     *_, report_line, study_line = out.strip().splitlines()
     assert report_line == f"report: {demo_dir / 'report.html'} (self-contained) and {demo_dir / 'report.md'}"
-    assert study_line.startswith("the published study") and study_line.endswith(str(study))
+    assert study_line.startswith("the pilot study") and study_line.endswith(str(study))
     assert (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns == before
 
 

@@ -120,5 +120,5 @@ def demo(
     print(f"TensorBoard curves: tensorboard --logdir {out}")
     print(report_line(*write_study_report(out, reps=reps)))
     if STUDY_REPORT.is_file():
-        print(f"the published study (4 cores x 5 seeds x 3 tasks, one untuned preset): {STUDY_REPORT}")
+        print(f"the pilot study (4 cores x 5 seeds x 3 tasks, one untuned preset): {STUDY_REPORT}")
     return summary

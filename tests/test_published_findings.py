@@ -1,5 +1,7 @@
 """The README's Findings state what the published study's generated tables say (counts and cells)."""
 import csv
+
+import pytest
 from pathlib import Path
 
 from agents.experiments.evaluation.tables import format_number
@@ -59,3 +61,25 @@ def test_readme_findings_quote_the_novel_distractors_cells():
                 and r["shift"] == "novel_distractors" and r["level"] == "3"]
     assert len(rows) == 20 and all(float(r["success_rate"]) < float(r["random_success_rate"]) for r in rows)
     assert "every core is below the random policy" in text
+
+
+def test_every_success_rate_aggregate_of_the_published_study_is_recomputed_from_scores_csv():
+    import numpy as np
+    from scipy.stats import trim_mean
+
+    with open(STUDY / "scores.csv") as f:
+        scores = list(csv.DictReader(f))
+    with open(STUDY / "compare.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == "success_rate"]
+    assert len(rows) > 100
+    for r in rows:
+        mine = [s for s in scores if s["env"] == r["env"] and s["label"] == r["label"] and s["level"] == r["level"]
+                and (r["shift"] in ("all", s["shift"]) or r["level"] == "0")]  # level 0 of a shift: unshifted
+        by_run: dict[str, list[float]] = {}
+        for s in mine:
+            by_run.setdefault(s["seed"], []).append(float(s["success_rate"]))
+        flat = [v for values in by_run.values() for v in values]
+        assert len(by_run) == int(r["runs"]), r
+        assert trim_mean(flat, 0.25) == pytest.approx(float(r["iqm"]), abs=1e-9), r
+        assert np.mean(flat) == pytest.approx(float(r["mean"]), abs=1e-9), r
+        assert np.median([np.mean(v) for v in by_run.values()]) == pytest.approx(float(r["median"]), abs=1e-9), r

@@ -92,6 +92,9 @@ def test_grid_copies_the_tuned_values_verbatim_and_plans_every_run(fair, tmp_pat
     assert grid["labels"]["rims"]["set"]["policy_kwargs.input_rows"] is True
     assert grid["labels"]["lstm-matched"]["set"]["match"] == "params"
     assert grid["primary"]["labels"] == ["rims", "lstm"] and grid["seeds"] == list(range(10))
+    pickup = next(t for t in grid["tasks"] if t["env"] == "PickupDistractors-v0")  # as tuned: the mission row
+    assert pickup["timesteps"] == 300000 and pickup["labels"]["rims"]["set"]["policy_kwargs.instruction_row"] is True
+    assert sorted(grid["labels"]) == sorted(LABELS) and grid["overrides"] == {"eval": {"episodes": 200}}
     # the sweep's own planning accepts it: 3 tasks x 5 labels, seeds 0-9 missing before any run
     lines = fair.missing(tmp_path / "published", path)
     assert len(lines) == 15 and all(line.endswith(" 0 1 2 3 4 5 6 7 8 9") for line in lines)

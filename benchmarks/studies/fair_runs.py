@@ -29,13 +29,13 @@ from scipy.stats import trim_mean  # noqa: E402
 
 from agents.experiments.curves import CURVES_FILE, read_scalars, write_curves_csv  # noqa: E402
 from agents.experiments.files import atomic_write_text  # noqa: E402
-from agents.experiments.tune.report import read_trials  # noqa: E402
-from agents.experiments.tune.storage import TRIALS_FILE, TUNED_FILE  # noqa: E402
-from rims_rl.errors import UserError  # noqa: E402
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, FINAL_MODEL, env_dirname, find_run_dirs,  # noqa: E402
                                      read_num_timesteps, read_run_config)
 from agents.experiments.sweep.grid import (grid_jobs, is_evaluated, job_configs, merge_grid,  # noqa: E402
                                           read_grid_file)
+from agents.experiments.tune.report import read_trials  # noqa: E402
+from agents.experiments.tune.storage import TRIALS_FILE, TUNED_FILE  # noqa: E402
+from rims_rl.errors import UserError  # noqa: E402
 
 GRID = Path(__file__).with_name("fair.yaml")
 TRIALS_PER_LABEL = 16
@@ -43,19 +43,11 @@ SEEDS = list(range(10))
 EPISODES = 200
 LEVELLED_RISE = 0.02  # the training return's IQM may rise by less than this over the last 20% of training
 TAIL = 0.2
-# what each label sets besides its tuned values (PLAN.md, "Labels"), and per task
-LABELS = {"rims": {"core": "rims", "set": {"policy_kwargs.input_rows": True}},
-          "lstm": {"core": "lstm", "set": {}},
-          "lstm-matched": {"core": "lstm", "set": {"match": "params"}},
-          "gru": {"core": "gru", "set": {}},
-          "none": {"core": "none", "set": {}}}
-TASKS = [{"env": "PickupDistractors-v0", "timesteps": 300000,
-          "labels": {"rims": {"set": {"policy_kwargs.instruction_row": True}}}},
-         {"env": "MiniGrid-DoorKey-5x5-v0", "timesteps": 150000},
-         {"env": "MemoryDistractors-v0", "timesteps": 400000}]
-PRIMARY = {"env": "PickupDistractors-v0", "shift": "novel_distractors", "level": 3, "labels": ["rims", "lstm"],
-           "metric": "success_rate"}
-
+# the final runs' tasks beyond the tuned one (PLAN.md, "Tasks and budgets"); the labels, the tuned task and the
+# primary comparison are the tuning grid's
+TUNE_GRID = Path(__file__).with_name("fair_tune.yaml")
+OTHER_TASKS = [{"env": "MiniGrid-DoorKey-5x5-v0", "timesteps": 150000},
+               {"env": "MemoryDistractors-v0", "timesteps": 400000}]
 
 def _same(tuned: object, searched: object) -> bool:
     """A tuned.yaml value against the trials.csv cell of the same trial (CSV cells are text)."""
@@ -67,24 +59,34 @@ def _same(tuned: object, searched: object) -> bool:
     return str(searched) == str(tuned)
 
 
-def study_grid(tuning: Path, trials: int = TRIALS_PER_LABEL) -> dict:
-    """The study grid: every label of LABELS with its tuned values from ``tuning/tuned.yaml`` (verbatim);
-    UserError unless ``tuning/trials.csv`` holds exactly ``trials`` trials of every label (failed ones
-    count) and tuned.yaml holds each label's best trial of that file."""
+def _tuning_labels(tune_grid: dict) -> dict[str, dict]:
+    """The tuning grid's labels: each of its ``cores`` as a label of that core, then its ``labels``."""
+    labels = {core: {"core": core, "set": {}} for core in tune_grid.get("cores") or []}
+    for name, variant in (tune_grid.get("labels") or {}).items():
+        labels[name] = {"core": variant["core"], "set": dict(variant.get("set") or {})}
+    return labels
+
+
+def study_grid(tuning: Path, trials: int = TRIALS_PER_LABEL, tune_grid_file: Path = TUNE_GRID) -> dict:
+    """The study grid: the tuning grid's labels, each with its tuned values from ``tuning/tuned.yaml``
+    (verbatim), on the tuned task and OTHER_TASKS, seeds 0-9; UserError unless ``tuning/trials.csv`` holds
+    exactly ``trials`` trials of every label (failed ones count) and tuned.yaml holds each label's best
+    trial of that file."""
+    tune_grid = yaml.safe_load(tune_grid_file.read_text())
     rows, _ = read_trials(tuning / TRIALS_FILE)
-    counts = {label: sum(r["label"] == label for r in rows) for label in LABELS}
-    short = {label: n for label, n in counts.items() if n < trials}
+    labels = _tuning_labels(tune_grid)
+    counts = {label: sum(r["label"] == label for r in rows) for label in labels}
+    short = ", ".join(f"{k} {n} of {trials} trials" for k, n in counts.items() if n < trials)
     if short:
-        raise UserError("the tuning is not finished: " + ", ".join(f"{k} {v} of {trials} trials" for k, v in short.items()))
-    over = {label: n for label, n in counts.items() if n > trials}
+        raise UserError(f"the tuning is not finished: {short}")
+    over = ", ".join(f"{k} has {n} trials, not {trials}" for k, n in counts.items() if n > trials)
     if over:
-        raise UserError("unequal tuning budgets: " + ", ".join(f"{k} has {v} trials, not {trials}" for k, v in over.items()))
+        raise UserError(f"unequal tuning budgets: {over}")
     try:
         tuned = yaml.safe_load((tuning / TUNED_FILE).read_text())
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"cannot read {tuning / TUNED_FILE}: {e}") from None
-    labels = {}
-    for label, entry in LABELS.items():
+    for label, entry in labels.items():
         if not isinstance(tuned, dict) or not isinstance(tuned.get(label), dict):
             raise UserError(f"{tuning / TUNED_FILE} has no values for {label}")
         scored = [r for r in rows if r["label"] == label and r["score"] is not None]
@@ -92,9 +94,10 @@ def study_grid(tuning: Path, trials: int = TRIALS_PER_LABEL) -> dict:
         if best is None or not all(_same(v, best.get(k)) for k, v in tuned[label].items()):
             raise UserError(f"{tuning / TUNED_FILE}: {label}'s values are not those of its best trial in "
                             f"{TRIALS_FILE}; run the tune again to rewrite both")
-        labels[label] = {"core": entry["core"], "set": {**entry["set"], **tuned[label]}}
-    return {"config": "minigrid", "seeds": SEEDS, "overrides": {"eval": {"episodes": EPISODES}},
-            "labels": labels, "tasks": TASKS, "primary": PRIMARY}
+        entry["set"].update(tuned[label])
+    return {"config": tune_grid.get("config", "minigrid"), "seeds": SEEDS,
+            "overrides": {"eval": {"episodes": EPISODES}}, "labels": labels,
+            "tasks": [*tune_grid["tasks"], *OTHER_TASKS], "primary": tune_grid["primary"]}
 
 
 def write_grid(tuning: Path, path: Path = GRID) -> Path:
@@ -201,11 +204,11 @@ def levelled(out: Path) -> list[dict]:
 
 def levelled_table(rows: list[dict]) -> str:
     """The levelling-off check as Markdown."""
-    out = [f"| env | label | runs | training return IQM at step | at the end | rise | levelled off (< {LEVELLED_RISE}) |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| env | label | runs | training return IQM at step | at the end | rise | "
+           f"levelled off (< {LEVELLED_RISE}) |", "|---|---|---|---|---|---|---|"]
     out += [f"| {r['env']} | {r['label']} | {r['runs']} | {r['iqm_from']:.3f} ({r['step_from']}) | "
-            f"{r['iqm_to']:.3f} ({r['step_to']}) | {round(r['rise'], 3) or 0.0:+.3f} | {'yes' if r['levelled'] else 'no'} |"
-            for r in rows]
+            f"{r['iqm_to']:.3f} ({r['step_to']}) | {round(r['rise'], 3) or 0.0:+.3f} | "
+            f"{'yes' if r['levelled'] else 'no'} |" for r in rows]
     return "\n".join(out)
 
 

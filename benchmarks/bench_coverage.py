@@ -68,7 +68,8 @@ def main() -> None:
     studies, reps = (100, 200) if args.quick else (args.studies, args.reps)
     print(f"{studies} simulated studies per cell, {reps} bootstrap resamples each; nominal coverage 0.95, "
           f"nominal false-positive rate of P(improvement) 0.05")
-    print("| population | runs | IQM CI holds the truth | mean CI holds the truth | P CI excludes 0.5 (no true difference) |")
+    print("| population | runs | IQM CI holds the truth | mean CI holds the truth "
+          "| P CI excludes 0.5 (no true difference) |")
     print("|---|---|---|---|---|")
     for name, draw in POPULATIONS.items():
         for n in args.runs:

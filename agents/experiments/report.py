@@ -66,8 +66,8 @@ def caveats(comparison: dict[str, Any], baselines: dict[str, dict[tuple[str, int
                          f"train several seeds (e.g. `rims-rl demo --seed 0 1 2 3 4`) before drawing conclusions.")
         elif fewest < FEW_SEEDS:
             notes.append(f"{env}: only {fewest} seeds for some label. Percentile bootstrap CIs under-cover with so "
-                         f"few runs (simulated with 5 runs: a 95% CI of the IQM held the truth about 88% of the time, and "
-                         f"P(improvement) excluded 0.5 with no true difference about 9% of the time; "
+                         f"few runs (simulated with 5 runs: a 95% CI of the IQM held the truth about 88% of the "
+                         f"time, and P(improvement) excluded 0.5 with no true difference about 9% of the time; "
                          f"docs/benchmarks.md#bench_coverage): read the CIs as too narrow, and train at least "
                          f"{FEW_SEEDS} seeds for a claim.")
         rows = [s for s in summary if s["env"] == env]

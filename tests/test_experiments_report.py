@@ -309,6 +309,16 @@ def test_study_findings_tables_hold_compares_numbers(study, tmp_path):
     assert module.findings(module.read_tables(study.parent / "report"), label="rims") == text
     with pytest.raises(module.UserError, match="cannot read .*compare.csv"):
         module.read_tables(study)
+    # the primary comparison, as the report's first table shows it
+    from agents.experiments.findings import Primary, reading
+
+    primary = Primary("RedBallDistractors-v0", "distractors", 1, ("rims", "lstm"))
+    row = next(p for p in comparison["improvement"] if p["shift"] == "distractors" and p["level"] == 1
+               and p["label_a"] == "rims" and p["label_b"] == "lstm" and p["metric"] == "success_rate")
+    first = module.primary_text(comparison, primary)
+    assert f"| 2 vs 2 | {format_number(row['probability'])} [{format_number(row['ci95_low'])}, " in first
+    assert first.splitlines()[-1].endswith(f" | {reading(row)} |") and "CI" in reading(row)
+    assert "do not hold" in module.primary_text(comparison, Primary("Other-v0", "all", 1, ("rims", "lstm")))
     with pytest.raises(module.UserError, match=r"^--label 'rimz' is not a compared label; valid: lstm, rims$"):
         module.check_label(comparison, "rimz")
     older = tmp_path / "older"  # a compare.csv of a rims-rl before labels

@@ -98,3 +98,11 @@ def print_compare_table(comparison: dict[str, Any]) -> None:
 
 def _poi_cell(row: dict[str, Any] | None) -> str:
     return "" if row is None else with_ci(row["probability"], row["ci95_low"], row["ci95_high"])
+
+
+def pair_text(p: dict[str, Any]) -> tuple[str, str]:
+    """``P [CI]`` and ``difference [CI]`` of an improvement row."""
+    difference = p.get("difference")
+    diff = "" if difference is None else with_ci(difference, p.get("difference_ci95_low"),
+                                                  p.get("difference_ci95_high"))
+    return with_ci(p["probability"], p["ci95_low"], p["ci95_high"]), diff

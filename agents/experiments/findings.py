@@ -83,6 +83,17 @@ def excludes_half(row: dict[str, Any]) -> bool:
     return row["ci95_low"] is not None and row["ci95_low"] > 0.5
 
 
+def reading(p: dict[str, Any]) -> str:
+    """What an improvement row's CI says, in words."""
+    if p["ci95_low"] is None:
+        return "no CI (one run of a label): no verdict"
+    if p["ci95_low"] > 0.5:
+        return f"{p['label_a']} beats {p['label_b']} (95% CI above 0.5)"
+    if p["ci95_high"] < 0.5:
+        return f"{p['label_b']} beats {p['label_a']} (95% CI below 0.5)"
+    return "no clear difference (95% CI includes 0.5)"
+
+
 def clear_comparisons(comparison: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     """Every improvement row whose 95% CI lies entirely on one side of 0.5, each pair once (oriented so that
     label_a is the better one), and the number of comparisons made (unordered pairs x groups)."""

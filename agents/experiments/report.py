@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from agents.experiments.compare import AGGREGATES, METRIC_LABELS, NO_CI, comparison_warnings
-from agents.experiments.compare_tables import cell, headline_metric, with_ci
+from agents.experiments.compare_tables import cell, headline_metric, pair_text, with_ci
 from agents.experiments.evaluation.ladder import UNSHIFTED, scale_changing
 from agents.experiments.evaluation.results import read_results
 from agents.experiments.evaluation.tables import format_number
 from agents.experiments.files import atomic_write_text
-from agents.experiments.findings import (Primary, clear_comparisons, primary_row,
+from agents.experiments.findings import (Primary, clear_comparisons, primary_row, reading,
                                          runs_below_random, trimmed_failures, verdict)
 from agents.experiments.render import Block, render_html, render_markdown
 from agents.experiments.runs import EVAL_DIR
@@ -123,25 +123,6 @@ def _image_or_text(image: Path | None, caption: str, missing: str) -> Block:
     return Block("image", caption, path=image) if image is not None else Block("text", missing)
 
 
-def _pair_text(p: dict[str, Any]) -> tuple[str, str]:
-    """``P [CI]`` and ``difference [CI]`` of an improvement row."""
-    difference = p.get("difference")
-    diff = "" if difference is None else with_ci(difference, p.get("difference_ci95_low"),
-                                                  p.get("difference_ci95_high"))
-    return with_ci(p["probability"], p["ci95_low"], p["ci95_high"]), diff
-
-
-def _reading(p: dict[str, Any]) -> str:
-    """What an improvement row's CI says, in words."""
-    if p["ci95_low"] is None:
-        return "no CI (one run of a label): no verdict"
-    if p["ci95_low"] > 0.5:
-        return f"{p['label_a']} beats {p['label_b']} (95% CI above 0.5)"
-    if p["ci95_high"] < 0.5:
-        return f"{p['label_b']} beats {p['label_a']} (95% CI below 0.5)"
-    return "no clear difference (95% CI includes 0.5)"
-
-
 def _setting_name(shift: str, level: int) -> str:
     if level == 0:
         return "unshifted"
@@ -163,11 +144,11 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
             blocks.append(Block("text", "- These runs do not hold this comparison (env, shift, level, labels or "
                                         "metric missing)."))
         else:
-            prob, diff = _pair_text(row)
+            prob, diff = pair_text(row)
             blocks.append(Block("table", header=["comparison", "runs", "P(A > B) [95% CI]",
                                                  "IQM difference A - B [95% CI]", "reading"],
                                 rows=[[f"{a} vs {b}", f"{row['runs_a']} vs {row['runs_b']}", prob, diff,
-                                       _reading(row)]]))
+                                       reading(row)]]))
 
     blocks.append(Block("heading", "Verdict"))
     verdicts = verdict(comparison, reference)
@@ -182,7 +163,7 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
         header = ["label", *(_setting_name("all", level) for level in v["levels"])]
         rows = []
         for label, by_level in v["rows"].items():
-            texts = [_pair_text(by_level[level]) if level in by_level else ("", "") for level in v["levels"]]
+            texts = [pair_text(by_level[level]) if level in by_level else ("", "") for level in v["levels"]]
             rows.append([f"{label} vs {ref}", *(t[0] for t in texts)])
             rows.append(["difference", *(t[1] for t in texts)])
         blocks.append(Block("table", header=header, rows=rows))
@@ -199,7 +180,7 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
         blocks.append(Block("table", header=["env", "setting", "metric", "result", "P(A > B) [95% CI]",
                                              "IQM difference A - B [95% CI]", "runs"],
                             rows=[[p["env"], _setting_name(p["shift"], p["level"]), METRIC_LABELS[p["metric"]],
-                                   f"{p['label_a']} beats {p['label_b']}", *_pair_text(p),
+                                   f"{p['label_a']} beats {p['label_b']}", *pair_text(p),
                                    f"{p['runs_a']} vs {p['runs_b']}"] for p in clear]))
     else:
         blocks.append(Block("text", f"None of the {made} comparisons has a 95% CI that excludes 0.5."))
@@ -306,7 +287,7 @@ def detail_blocks(comparison: dict[str, Any], images: dict[str, Path | None],
         Block("table", header=["env", "shift", "level", "metric", "A", "B", "P(A > B) [95% CI]",
                                "IQM difference A - B [95% CI]"],
               rows=[[p["env"], p["shift"], str(p["level"]), METRIC_LABELS[p["metric"]], p["label_a"], p["label_b"],
-                     *_pair_text(p)] for p in pairs])]))
+                     *pair_text(p)] for p in pairs])]))
 
     details.append(Block("details", "Performance profiles", children=[_image_or_text(
         images.get("profiles"), "Share of (run, shifted setting) scores above each threshold",

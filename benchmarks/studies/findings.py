@@ -2,11 +2,12 @@
 
     python benchmarks/studies/findings.py runs/study/compare/compare.json [--label rims]
     python benchmarks/studies/findings.py docs/results/distractors         # a published folder's CSVs
+    python benchmarks/studies/findings.py docs/results/fair --study benchmarks/studies/fair.yaml
 
 Per env (task): each label's IQM success rate (else normalized score) unshifted, with every shift
 pooled at each level, and each shift at its strongest level, with 95% bootstrap CIs over runs;
 then the probability that a run of ``--label`` beats a run of each other label, unshifted and with
-every shift pooled at the strongest level; last, a tally of the comparisons involving ``--label`` whose 95% CI
+every shift pooled at the strongest level; with ``--study``, the study's primary comparison first; last, a tally of the comparisons involving ``--label`` whose 95% CI
 excludes 0.5 (the report's generated section, counted per env and other label, in both directions).
 Only formats numbers that compare computed.
 """
@@ -21,10 +22,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agents.experiments.compare import COMPARE_COLUMNS, IMPROVEMENT_COLUMNS, METRIC_LABELS  # noqa: E402
-from agents.experiments.compare_tables import cell, headline_metric  # noqa: E402
+from agents.experiments.compare_tables import cell, headline_metric, pair_text  # noqa: E402
 from agents.experiments.evaluation.tables import format_number  # noqa: E402
 from agents.experiments.comparison_files import read_comparison  # noqa: E402
-from agents.experiments.findings import clear_comparisons  # noqa: E402
+from agents.experiments.findings import (Primary, clear_comparisons, primary_row, reading,  # noqa: E402
+                                         read_primary)
 from rims_rl.errors import UserError  # noqa: E402
 
 TEXT_COLUMNS = {"env", "label", "core", "shift", "metric", "label_a", "label_b", "core_a", "core_b"}
@@ -72,6 +74,19 @@ def findings(comparison: dict[str, Any], label: str = "rims") -> str:
         out.append("")
     out.append(clear_tally(comparison, label))
     return "\n".join(out)
+
+
+def primary_text(comparison: dict[str, Any], primary: Primary) -> str:
+    """Markdown: the primary comparison's P(improvement), IQM difference and reading (the report's first table)."""
+    a, b = primary.labels
+    row = primary_row(comparison, primary)
+    head = (f"#### Primary comparison: {a} vs {b}, {primary.shift} level {primary.level} of {primary.env} "
+            f"({METRIC_LABELS[primary.metric]})\n")
+    if row is None:
+        return head + "\nThese runs do not hold this comparison.\n"
+    prob, diff = pair_text(row)
+    return (head + "\n| runs | P(A > B) [95% CI] | IQM difference A - B [95% CI] | reading |\n|---|---|---|---|\n"
+            f"| {row['runs_a']} vs {row['runs_b']} | {prob} | {diff} | {reading(row)} |\n")
 
 
 def _setting(p: dict[str, Any]) -> str:
@@ -147,10 +162,16 @@ def main() -> None:
     parser.add_argument("comparison", help="compare.json written by `rims-rl compare`, or a folder with the "
                                            "compare.csv and improvement.csv that `rims-rl report --out` writes")
     parser.add_argument("--label", default="rims", help="the label whose probability of improvement is shown")
+    parser.add_argument("--study", help="a study (grid) file whose primary comparison is shown first")
     args = parser.parse_args()
     try:
         comparison = read_tables(args.comparison)
         check_label(comparison, args.label)
+        primary = read_primary(args.study) if args.study else None
+        if args.study and primary is None:
+            raise UserError(f"study file {args.study} declares no primary comparison")
+        if primary is not None:
+            print(primary_text(comparison, primary))
         print(findings(comparison, args.label))
     except UserError as e:
         sys.exit(f"findings.py: {e}")

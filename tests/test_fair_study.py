@@ -167,3 +167,33 @@ def test_published_runs_and_tuning_are_not_git_ignored_but_a_local_logdir_is():
     assert not ignored("docs/results/fair/runs/PickupDistractors-v0/rims/seed0/curves.csv")
     assert not ignored("docs/results/fair/tuning/PickupDistractors-v0/tune.journal")
     assert ignored("runs/demo/RedBallDistractors-v0/rims/seed0/config.yaml")  # the default logdir stays out
+
+
+def test_compute_sums_the_tuning_and_published_runs_and_estimates_the_rest(fair, tmp_path, write_run):
+    from torch.utils.tensorboard import SummaryWriter
+
+    study = tmp_path / "study"
+    _tuning(study / "tuning" / "PickupDistractors-v0", dict.fromkeys(LABELS, 16))  # 10 s per trial (2 runs)
+    grid = tmp_path / "fair.yaml"
+    before = fair.compute(study, grid)
+    assert "| tuning, PickupDistractors-v0 (16 trials) | rims | 32 | 0.04 |" in before
+    assert "| **spent** | | | **0.2** |" in before and "No study grid yet" in before  # 5 x 160 s
+    fair.write_grid(study / "tuning" / "PickupDistractors-v0", grid)
+    # no final run yet: each label's best trial, 5 s per run of 300k steps, times each task's budget x 10 seeds
+    per_label = 10 * (5 + 2.5 + 5 * 400 / 300)
+    assert fair.compute(study, grid).endswith(
+        f"about {5 * per_label / 3600:.1f} CPU-hours, {5 * per_label / 3600 / 2:.1f} wall-clock hours at 2 runs "
+        "at a time (evaluation not counted).")
+    # a published pickup run of rims that trained for 900 s: the other 9 seeds of rims on pickup are taken at 900 s
+    run = write_run(tmp_path / "logdir", "rims", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6}, changes=LADDER)
+    writer = SummaryWriter(str(run / "tb" / "train_1"))
+    for step, wall in ((1000, 100.0), (3000, 1000.0)):
+        writer.add_scalar("time/fps", 1e9, step, walltime=wall)  # the first rollout adds next to nothing
+    writer.close()
+    _model(run, steps=3000)
+    assert fair.publish(tmp_path / "logdir", study / "runs") == 1
+    (study / "runs" / run.parent.parent.name).rename(study / "runs" / "PickupDistractors-v0")
+    after = fair.compute(study, grid)
+    assert "| final runs, PickupDistractors-v0 | rims | 1 | 0.25 |" in after
+    todo = 5 * per_label - 10 * 5 + 9 * 900
+    assert f"about {todo / 3600:.1f} CPU-hours" in after

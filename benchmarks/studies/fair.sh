@@ -7,7 +7,7 @@
 #   bash benchmarks/studies/fair.sh sync     # copy what has finished into docs/results/fair (then commit it)
 #   bash benchmarks/studies/fair.sh grid     # after the tuning: write fair.yaml from tuned.yaml (commit it)
 #   bash benchmarks/studies/fair.sh runs     # the final runs still missing from docs/results/fair/runs
-#   bash benchmarks/studies/fair.sh report   # compare, report, findings and the levelling-off check from git alone
+#   bash benchmarks/studies/fair.sh report   # compare, report, findings, levelling-off check and CPU-hours from git
 #
 # Long steps belong in the background:  nohup nice bash benchmarks/studies/fair.sh tune > fair-tune.log 2>&1 &
 set -euo pipefail
@@ -60,6 +60,7 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
     $RIMS_RL report "$OUT/runs" --out "$OUT" --study benchmarks/studies/fair.yaml
     python benchmarks/studies/fair_runs.py levelled "$OUT/runs" > "$OUT/levelled.md"
     python benchmarks/studies/findings.py "$OUT" --study benchmarks/studies/fair.yaml > "$OUT/findings.md"
+    python benchmarks/studies/fair_runs.py compute "$OUT" > "$OUT/compute.md"
     ;;
   *)
     sed -n '2,14p' "$0"

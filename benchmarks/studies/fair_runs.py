@@ -5,6 +5,7 @@ levelling-off check.
     python benchmarks/studies/fair_runs.py missing docs/results/fair/runs     # "env label seed seed ..." lines
     python benchmarks/studies/fair_runs.py publish $LOGDIR/runs docs/results/fair/runs
     python benchmarks/studies/fair_runs.py levelled docs/results/fair/runs    # the levelling-off table
+    python benchmarks/studies/fair_runs.py compute docs/results/fair         # CPU-hours, spent and still to go
 
 ``grid`` copies each label's tuned values verbatim from the tuning's tuned.yaml into the study grid, once
 every label has its full budget of trials. A published run keeps its ``config.yaml``, its evaluation
@@ -27,7 +28,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from scipy.stats import trim_mean  # noqa: E402
 
-from agents.experiments.curves import CURVES_FILE, read_scalars, write_curves_csv  # noqa: E402
+from agents.experiments.curves import CURVES_FILE, read_scalars, training_wall_seconds, write_curves_csv  # noqa: E402
 from agents.experiments.files import atomic_write_text  # noqa: E402
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, FINAL_MODEL, env_dirname, find_run_dirs,  # noqa: E402
                                      read_num_timesteps, read_run_config)
@@ -46,6 +47,8 @@ TAIL = 0.2
 # the final runs' tasks beyond the tuned one (PLAN.md, "Tasks and budgets"); the labels, the tuned task and the
 # primary comparison are the tuning grid's
 TUNE_GRID = Path(__file__).with_name("fair_tune.yaml")
+TUNING_SEEDS = 2  # fair.sh tune's --seeds-per-trial: a trial's seconds are the sum over this many runs
+PARALLEL = 2  # runs side by side on the study's 2-core machine (PLAN.md, "Compute estimate")
 OTHER_TASKS = [{"env": "MiniGrid-DoorKey-5x5-v0", "timesteps": 150000},
                {"env": "MemoryDistractors-v0", "timesteps": 400000}]
 
@@ -212,6 +215,55 @@ def levelled_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _run_seconds(run: Path) -> float:
+    """A published or local run's training seconds (0 where it has no training events)."""
+    cfg = read_run_config(run)
+    return training_wall_seconds(run, cfg["n_envs"] * cfg["ppo"]["n_steps"]) or 0.0
+
+
+def compute(study: Path, grid_file: Path = GRID, tune_grid_file: Path = TUNE_GRID) -> str:
+    """The study's training CPU-hours as Markdown: the tuning's per label (trials.csv), the published final
+    runs' per task and label, and an estimate for the final runs not published yet. The estimate takes the
+    mean of the published runs of the same task and label, else the label's best tuning trial's seconds per
+    step on the tuned task times the task's budget. Evaluation time is not counted."""
+    tune_grid = yaml.safe_load(tune_grid_file.read_text())
+    tuned_task = tune_grid["tasks"][0]
+    rows, _ = read_trials(study / "tuning" / env_dirname(tuned_task["env"]) / TRIALS_FILE)
+    per_step: dict[str, float] = {}
+    lines = ["| part | label | runs | CPU-hours |", "|---|---|---|---|"]
+    for label in _tuning_labels(tune_grid):
+        trials = [r for r in rows if r["label"] == label]
+        seconds = sum(float(r["seconds"] or 0) for r in trials)
+        lines.append(f"| tuning, {tuned_task['env']} ({len(trials)} trials) | {label} | "
+                     f"{len(trials) * TUNING_SEEDS} | {seconds / 3600:.2f} |")
+        scored = [r for r in trials if r["score"] is not None]
+        if scored:
+            best = max(scored, key=lambda r: (r["score"], -r["trial"]))
+            per_step[label] = float(best["seconds"]) / TUNING_SEEDS / tuned_task["timesteps"]
+    spent = {}
+    for run in sorted(c.parent for c in (study / "runs").glob(f"*/*/seed*/{CONFIG_FILE}")):
+        spent.setdefault((run.parent.parent.name, run.parent.name), []).append(_run_seconds(run))
+    for (env, label), seconds in sorted(spent.items()):
+        lines.append(f"| final runs, {env} | {label} | {len(seconds)} | {sum(seconds) / 3600:.2f} |")
+    total = sum(float(r["seconds"] or 0) for r in rows) + sum(sum(s) for s in spent.values())
+    lines += [f"| **spent** | | | **{total / 3600:.1f}** |", "",
+              "CPU-hours: each run's training wall time (one CPU thread per run, two runs side by side), "
+              "without set-up and evaluation; on a shared machine an upper bound."]
+    if not grid_file.exists():
+        return "\n".join(lines + ["", f"No study grid yet ({grid_file.name}): no estimate of the final runs."])
+    grid = merge_grid(read_grid_file(grid_file))
+    todo = 0.0
+    for line in missing(study / "runs", grid_file):
+        env, label, *seeds = line.split()
+        done = spent.get((env_dirname(env), label))
+        budget = next(job.timesteps for job in grid.jobs or [] if job.env == env)
+        each = np.mean(done) if done else per_step.get(label, np.nan) * budget
+        todo += each * len(seeds)
+    lines += ["", f"Final runs still to train: about {todo / 3600:.1f} CPU-hours, {todo / 3600 / PARALLEL:.1f} "
+              f"wall-clock hours at {PARALLEL} runs at a time (evaluation not counted)."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -221,6 +273,7 @@ def main() -> None:
     p.add_argument("logdir", type=Path)
     p.add_argument("out", type=Path)
     sub.add_parser("levelled").add_argument("out", type=Path)
+    sub.add_parser("compute").add_argument("study", type=Path, help="the study's folder (tuning/, runs/)")
     args = parser.parse_args()
     try:
         if args.what == "grid":
@@ -229,6 +282,8 @@ def main() -> None:
             print("\n".join(missing(args.out)))
         elif args.what == "publish":
             publish(args.logdir, args.out)
+        elif args.what == "compute":
+            print(compute(args.study))
         else:
             print(levelled_table(levelled(args.out)))
     except UserError as e:

@@ -96,6 +96,12 @@ def test_grid_labels_plan_variants_and_match_the_lstm_to_the_grids_rims(tmp_path
     assert abs(matched - rims) <= 0.05 * rims and by_label["lstm-matched"]["cores"]["lstm"]["hidden_size"] != 192
     picked = plan_sweep(merge_grid(grid, labels=["rims-k3"]), tmp_path / "runs")
     assert {p.cfg["label"] for p in picked} == {"rims-k3"}
+    # a sweep of lstm-matched alone (--label) sizes it against the same rims label as the whole grid does
+    alone = plan_sweep(merge_grid(grid, labels=["lstm-matched"]), tmp_path / "runs")
+    assert [p.cfg for p in alone if p.cfg["seed"] == 0] == [by_label["lstm-matched"]]
+    with_k3 = plan_sweep(merge_grid(grid, labels=["lstm-matched", "rims-k3"]), tmp_path / "runs")
+    assert [p.cfg for p in with_k3 if p.cfg["seed"] == 0 and p.cfg["label"] == "lstm-matched"] == \
+        [by_label["lstm-matched"]]
     with pytest.raises(UserError, match="--label nope is not a label of the grid file; its labels: lstm, lstm-matched, rims, rims-k3"):
         plan_sweep(merge_grid(grid, labels=["nope"]), tmp_path / "runs")
 

@@ -339,7 +339,6 @@ def job_configs(grid: Grid, job: Job) -> list[tuple[Variant, dict]]:
     timesteps = job.timesteps if job.timesteps is not None else grid.timesteps
     default = resolve_config(job.config or grid.config, [*grid.overrides, *job.overrides], env=job.env,
                              timesteps=timesteps, n_envs=grid.n_envs)
-    resolved = []
     labels = grid_variants(grid, default["core"])
     if len({v.label for v in labels}) != len(labels):
         raise UserError(f"labels repeat in the grid: {', '.join(v.label for v in labels)}")
@@ -347,12 +346,18 @@ def job_configs(grid: Grid, job: Job) -> list[tuple[Variant, dict]]:
     if unknown and grid.labels is None:
         raise UserError(f"task {job.env}: labels.{unknown[0]} is not a label of the grid; its labels: "
                         f"{', '.join(v.label for v in labels)}")
-    for variant in labels:
+    def resolve(variant: Variant) -> dict:
         base = resolve_config(variant.config or job.config or grid.config,
                               [*grid.overrides, *job.overrides, *variant.overrides,
                                *job.label_overrides.get(variant.label, [])], env=job.env, timesteps=timesteps,
                               n_envs=grid.n_envs)
-        resolved.append((variant, run_config(base, variant.core, base["seed"], variant.label)))
-    rims = [cfg for v, cfg in resolved if v.core == "rims"]
-    reference = next((cfg for v, cfg in resolved if v.label == "rims"), rims[0] if len(rims) == 1 else None)
+        return run_config(base, variant.core, base["seed"], variant.label)
+
+    resolved = [(variant, resolve(variant)) for variant in labels]
+    # the RIMs core to match is the whole grid's, whichever labels this sweep picks (--label)
+    every = resolved if grid.labels is None else [
+        (variant, resolve(variant)) for variant in grid_variants(dataclasses.replace(grid, labels=None),
+                                                                 default["core"])]
+    rims = [cfg for v, cfg in every if v.core == "rims"]
+    reference = next((cfg for v, cfg in every if v.label == "rims"), rims[0] if len(rims) == 1 else None)
     return [(variant, matched_config(cfg, reference)) for variant, cfg in resolved]

@@ -43,7 +43,8 @@ def _tuning(path: Path, trials: dict[str, int], schedule: str = "constant") -> P
 
 
 LABELS = ("rims", "lstm", "lstm-matched", "gru", "none")
-LADDER = {"eval.sweep": "distractors=1 size=3"}  # the settings the fixture's runs are evaluated on
+# the settings and episodes the fixture's runs (write_run: 20 episodes per setting) are evaluated with
+LADDER = {"eval.sweep": "distractors=1 size=3", "eval.episodes": 20}
 
 
 def _model(run: Path, steps: int, older: bool = True) -> None:
@@ -118,6 +119,9 @@ def test_published_runs_regenerate_curves_and_scores_without_models(fair, tmp_pa
     stale = write_run(logdir, "none", 0, {"none": 0.5, "distractors": 0.5, "size": 0.5},
                     changes=LADDER)
     _model(stale, steps=3000, older=False)  # trained again after its evaluation: not evaluated
+    fewer = write_run(logdir, "rims", 2, {"none": 0.5, "distractors": 0.5, "size": 0.5},
+                      changes={**LADDER, "eval.episodes": 200})
+    _model(fewer, steps=3000)  # evaluated on 20 episodes where its config asks for 200
     out = tmp_path / "published"
     # a publish interrupted before its move leaves only a staging dir: not a published run, redone next time
     leftover = out / unfinished.relative_to(logdir).parent.parent / "rims" / ".seed1.publishing"
@@ -136,7 +140,7 @@ def test_published_runs_regenerate_curves_and_scores_without_models(fair, tmp_pa
         assert training_wall_seconds(run, 100) == training_wall_seconds(original, 100)
         data = json.loads((run / "eval" / "results.json").read_text())
         assert all("episode_records" not in r for r in data["results"])
-    for run in (unfinished, short, stale):
+    for run in (unfinished, short, stale, fewer):
         assert not (out / run.relative_to(logdir)).exists()
     assert {label for _, label, _ in fair.published(out)} == {"rims"}
     # the levelling-off check reads the published curves: the rise over the last 20% of training

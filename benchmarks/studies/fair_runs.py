@@ -136,12 +136,13 @@ def published(out: Path) -> set[tuple[str, str, int]]:
 
 
 def finished(run: Path) -> bool:
-    """True if ``run`` trained its whole budget and its evaluation after that is complete."""
+    """True if ``run`` trained its whole budget and its evaluation after that is complete, with the episodes
+    its config asks for."""
     try:
         meta = json.loads((run / EVAL_DIR / "results.json").read_text())
-        budget = read_run_config(run)["timesteps"]
-        return (is_evaluated(run, meta["episodes"]) and meta["num_timesteps"] >= budget
-                and read_num_timesteps(run / FINAL_MODEL) >= budget)
+        cfg = read_run_config(run)
+        return (is_evaluated(run, cfg["eval"]["episodes"]) and meta["num_timesteps"] >= cfg["timesteps"]
+                and read_num_timesteps(run / FINAL_MODEL) >= cfg["timesteps"])
     except (OSError, ValueError, KeyError, TypeError, UserError):
         return False
 

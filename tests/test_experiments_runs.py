@@ -71,6 +71,14 @@ def test_resolve_model_path(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         resolve_model_path(tmp_path / "nope.zip")
     assert find_run_dirs([tmp_path]) == [run]
+    staging = tmp_path / ".seed1.publishing"  # a copy being staged (fair_runs.py publish) is no run dir yet
+    staging.mkdir()
+    (staging / "config.yaml").write_text("env: x\n")
+    assert find_run_dirs([tmp_path]) == [run] == find_run_dirs([tmp_path, run])
+    hidden_root = tmp_path / ".runs"  # a hidden folder named itself is searched
+    (hidden_root / "seed0").mkdir(parents=True)
+    (hidden_root / "seed0" / "config.yaml").write_text("env: x\n")
+    assert find_run_dirs([hidden_root]) == [hidden_root / "seed0"]
 
 
 def test_activation_strip_marks_active_rims_in_the_raster_colours():

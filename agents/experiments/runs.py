@@ -205,7 +205,8 @@ def lock_holder(run_dir: str | os.PathLike) -> int | None:
 
 
 def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
-    """Run dirs named by ``paths``: each path is a run dir or a dir searched recursively for them."""
+    """Run dirs named by ``paths``: each path is a run dir or a dir searched recursively for them (hidden
+    dirs below it aside)."""
     found: list[Path] = []
     for p in paths:
         path = Path(p)
@@ -214,15 +215,15 @@ def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
         if is_run_dir(path):
             found.append(path)
             continue
-        below = sorted(c.parent for c in path.rglob(CONFIG_FILE))
+        below = sorted(c.parent for c in path.rglob(CONFIG_FILE)  # not in hidden dirs: a copy being staged
+                       if not any(part.startswith(".") for part in c.relative_to(path).parts))
         if not below:
             raise UserError(f"no run dirs (dirs with {CONFIG_FILE}) in {path}")
         found.extend(below)
-    unique: list[Path] = []
+    unique: dict[Path, Path] = {}
     for run in found:
-        if run.resolve() not in {u.resolve() for u in unique}:
-            unique.append(run)
-    return unique
+        unique.setdefault(run.resolve(), run)
+    return list(unique.values())
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict:

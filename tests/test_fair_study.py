@@ -201,3 +201,39 @@ def test_compute_sums_the_tuning_and_published_runs_and_estimates_the_rest(fair,
     assert "| final runs, PickupDistractors-v0 | rims | 1 | 0.25 |" in after
     todo = 5 * per_label - 10 * 5 + 9 * 900
     assert f"about {todo / 3600:.1f} CPU-hours" in after
+
+
+def test_fair_sh_runs_goes_on_past_a_failed_sweep_and_has_nothing_to_do_once_all_is_published(fair, tmp_path):
+    import os
+    import subprocess
+
+    from agents.experiments.runs import env_dirname
+
+    study = tmp_path / "study"
+    grid = fair.write_grid(_tuning(study / "tuning" / "PickupDistractors-v0", dict.fromkeys(LABELS, 16)),
+                           tmp_path / "fair.yaml")
+    calls = tmp_path / "calls"
+    stub = tmp_path / "rims-rl"  # records each sweep; the first one fails
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n[ "$(wc -l < {calls})" -gt 1 ]\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "OUT": str(study), "GRID": str(grid), "RIMS_RL": str(stub), "LOGDIR": str(tmp_path / "logdir")}
+
+    def runs() -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(ROOT / "benchmarks" / "studies" / "fair.sh"), "runs"], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    assert runs().returncode == 1
+    swept = calls.read_text().splitlines()
+    assert len(swept) == 15 and len({line.split(" --seed")[0] for line in swept}) == 15
+    assert all(line.startswith(f"sweep {grid} --env ") and " --seed 0 1 2 3 4 5 6 7 8 9 --evaluate" in line
+               for line in swept)
+    for line in fair.missing(study / "runs", grid):  # every run published (the files published() looks for)
+        env_id, label, *seeds = line.split()
+        for seed in seeds:
+            run = study / "runs" / env_dirname(env_id) / label / f"seed{seed}"
+            (run / "eval").mkdir(parents=True)
+            for name in ("config.yaml", "curves.csv", "eval/results.json"):
+                (run / name).write_text("")
+    calls.unlink()
+    done = runs()
+    assert done.returncode == 0 and not calls.exists(), done.stderr

@@ -13,9 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LOGDIR=${LOGDIR:-$HOME/runs/fair}
-OUT=docs/results/fair
+OUT=${OUT:-docs/results/fair}
+GRID=${GRID:-benchmarks/studies/fair.yaml}
 ENV=PickupDistractors-v0
-RIMS_RL="python train_agent.py"
+RIMS_RL=${RIMS_RL:-python train_agent.py}
 
 restore_journal() {  # a fresh machine: the committed Optuna journal continues the studies
   if [ -f "$OUT/tuning/$ENV/tune.journal" ] && [ ! -f "$LOGDIR/tune/$ENV/tune.journal" ]; then
@@ -31,14 +32,19 @@ case "${1:-}" in
       --no-progress
     ;;
   grid)
-    python benchmarks/studies/fair_runs.py grid "$OUT/tuning/$ENV"
+    python benchmarks/studies/fair_runs.py grid "$OUT/tuning/$ENV" --grid "$GRID"
     ;;
   runs)
-    python benchmarks/studies/fair_runs.py missing "$OUT/runs" | while read -r env label seeds; do
+    todo=$(python benchmarks/studies/fair_runs.py missing "$OUT/runs" --grid "$GRID")
+    failed=0
+    while read -r env label seeds; do
+      [ -n "$env" ] || continue  # nothing missing
+      # a failed sweep leaves its runs missing for the next call; the other tasks and labels go on
       # shellcheck disable=SC2086  # the seeds are separate arguments
-      $RIMS_RL sweep benchmarks/studies/fair.yaml --env "$env" --label "$label" --seed $seeds --evaluate \
-        --logdir "$LOGDIR/runs" --no-progress
-    done
+      $RIMS_RL sweep "$GRID" --env "$env" --label "$label" --seed $seeds --evaluate \
+        --logdir "$LOGDIR/runs" --no-progress < /dev/null || failed=1
+    done <<< "$todo"
+    exit "$failed"
     ;;
   sync)
     mkdir -p "$OUT/tuning"
@@ -57,10 +63,10 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
     fi
     ;;
   report)
-    $RIMS_RL report "$OUT/runs" --out "$OUT" --study benchmarks/studies/fair.yaml
+    $RIMS_RL report "$OUT/runs" --out "$OUT" --study "$GRID"
     python benchmarks/studies/fair_runs.py levelled "$OUT/runs" > "$OUT/levelled.md"
-    python benchmarks/studies/findings.py "$OUT" --study benchmarks/studies/fair.yaml > "$OUT/findings.md"
-    python benchmarks/studies/fair_runs.py compute "$OUT" > "$OUT/compute.md"
+    python benchmarks/studies/findings.py "$OUT" --study "$GRID" > "$OUT/findings.md"
+    python benchmarks/studies/fair_runs.py compute "$OUT" --grid "$GRID" > "$OUT/compute.md"
     ;;
   *)
     sed -n '2,14p' "$0"

@@ -268,23 +268,27 @@ def compute(study: Path, grid_file: Path = GRID, tune_grid_file: Path = TUNE_GRI
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    sub.add_parser("grid").add_argument("tuning", type=Path, help="the tuning's env dir (tuned.yaml, trials.csv)")
-    sub.add_parser("missing").add_argument("out", type=Path)
+    grid = argparse.ArgumentParser(add_help=False)
+    grid.add_argument("--grid", type=Path, default=GRID, help="the study grid (default: %(default)s)")
+    sub.add_parser("grid", parents=[grid]).add_argument("tuning", type=Path,
+                                                        help="the tuning's env dir (tuned.yaml, trials.csv)")
+    sub.add_parser("missing", parents=[grid]).add_argument("out", type=Path)
     p = sub.add_parser("publish")
     p.add_argument("logdir", type=Path)
     p.add_argument("out", type=Path)
     sub.add_parser("levelled").add_argument("out", type=Path)
-    sub.add_parser("compute").add_argument("study", type=Path, help="the study's folder (tuning/, runs/)")
+    sub.add_parser("compute", parents=[grid]).add_argument("study", type=Path,
+                                                           help="the study's folder (tuning/, runs/)")
     args = parser.parse_args()
     try:
         if args.what == "grid":
-            print(f"wrote {write_grid(args.tuning)}")
+            print(f"wrote {write_grid(args.tuning, args.grid)}")
         elif args.what == "missing":
-            print("\n".join(missing(args.out)))
+            print("\n".join(missing(args.out, args.grid)))
         elif args.what == "publish":
             publish(args.logdir, args.out)
         elif args.what == "compute":
-            print(compute(args.study))
+            print(compute(args.study, args.grid))
         else:
             print(levelled_table(levelled(args.out)))
     except UserError as e:

@@ -64,6 +64,7 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
     ;;
   report)
     $RIMS_RL report "$OUT/runs" --out "$OUT" --study "$GRID"
+    $RIMS_RL report "$OUT/tuning" --out "$OUT/tuning"  # every trial of every label, and the best values
     python benchmarks/studies/fair_runs.py levelled "$OUT/runs" > "$OUT/levelled.md"
     python benchmarks/studies/findings.py "$OUT" --study "$GRID" > "$OUT/findings.md"
     python benchmarks/studies/fair_runs.py compute "$OUT" --grid "$GRID" > "$OUT/compute.md"

@@ -36,6 +36,7 @@ from agents.experiments.sweep.grid import (grid_jobs, is_evaluated, job_configs,
                                           read_grid_file)
 from agents.experiments.tune.report import read_trials  # noqa: E402
 from agents.experiments.tune.storage import TRIALS_FILE, TUNED_FILE  # noqa: E402
+from agents.experiments.tune.tuned import read_tuned  # noqa: E402
 from rims_rl.errors import UserError  # noqa: E402
 
 GRID = Path(__file__).with_name("fair.yaml")
@@ -52,16 +53,6 @@ PARALLEL = 2  # runs side by side on the study's 2-core machine (PLAN.md, "Compu
 OTHER_TASKS = [{"env": "MiniGrid-DoorKey-5x5-v0", "timesteps": 150000},
                {"env": "MemoryDistractors-v0", "timesteps": 400000}]
 
-def _same(tuned: object, searched: object) -> bool:
-    """A tuned.yaml value against the trials.csv cell of the same trial (CSV cells are text)."""
-    if isinstance(tuned, (int, float)) and not isinstance(tuned, bool):
-        try:
-            return float(searched) == float(tuned)
-        except (TypeError, ValueError):
-            return False
-    return str(searched) == str(tuned)
-
-
 def _tuning_labels(tune_grid: dict) -> dict[str, dict]:
     """The tuning grid's labels: each of its ``cores`` as a label of that core, then its ``labels``."""
     labels = {core: {"core": core, "set": {}} for core in tune_grid.get("cores") or []}
@@ -76,27 +67,11 @@ def study_grid(tuning: Path, trials: int = TRIALS_PER_LABEL, tune_grid_file: Pat
     exactly ``trials`` trials of every label (failed ones count) and tuned.yaml holds each label's best
     trial of that file."""
     tune_grid = yaml.safe_load(tune_grid_file.read_text())
-    rows, _ = read_trials(tuning / TRIALS_FILE)
+    tuned = read_tuned(tuning, trials)
     labels = _tuning_labels(tune_grid)
-    counts = {label: sum(r["label"] == label for r in rows) for label in labels}
-    short = ", ".join(f"{k} {n} of {trials} trials" for k, n in counts.items() if n < trials)
-    if short:
-        raise UserError(f"the tuning is not finished: {short}")
-    over = ", ".join(f"{k} has {n} trials, not {trials}" for k, n in counts.items() if n > trials)
-    if over:
-        raise UserError(f"unequal tuning budgets: {over}")
-    try:
-        tuned = yaml.safe_load((tuning / TUNED_FILE).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read {tuning / TUNED_FILE}: {e}") from None
     for label, entry in labels.items():
-        if not isinstance(tuned, dict) or not isinstance(tuned.get(label), dict):
+        if label not in tuned:
             raise UserError(f"{tuning / TUNED_FILE} has no values for {label}")
-        scored = [r for r in rows if r["label"] == label and r["score"] is not None]
-        best = max(scored, key=lambda r: (r["score"], -r["trial"])) if scored else None
-        if best is None or not all(_same(v, best.get(k)) for k, v in tuned[label].items()):
-            raise UserError(f"{tuning / TUNED_FILE}: {label}'s values are not those of its best trial in "
-                            f"{TRIALS_FILE}; run the tune again to rewrite both")
         entry["set"].update(tuned[label])
     return {"config": tune_grid.get("config", "minigrid"), "seeds": SEEDS,
             "overrides": {"eval": {"episodes": EPISODES}}, "labels": labels,

@@ -191,3 +191,55 @@ def test_sensitivity_plot_of_a_key_no_finished_trial_searched_draws_without_a_wa
         warnings.simplefilter("error")  # matplotlib's "No artists with labels found" was printed to the user
         path = plot_sensitivity(rows, ["ppo.learning_rate", "cores.rims.k"], tmp_path / "s.png", "title")
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def _tuned(setup):
+    """A finished tune of rims and lstm (2 trials each): its env dir."""
+    grid, space, logdir = setup
+    driver.tune(grid, logdir, trials=2, seeds_per_trial=1, space=space, episodes=2, session_factory=InProcessSession)
+    return logdir / ENV
+
+
+def test_a_sweep_takes_each_labels_tuned_values(setup, run_main, monkeypatch, tmp_path):
+    from agents.experiments.sweep import driver as sweep_driver
+    from agents.experiments.sweep.grid import plan_sweep
+
+    env_dir = _tuned(setup)
+    tuned = yaml.safe_load((env_dir / storage.TUNED_FILE).read_text())
+    grids = []
+    monkeypatch.setattr(sweep_driver, "sweep", lambda grid, **kwargs: grids.append(grid) or [])
+    for given in (env_dir, env_dir / storage.TUNED_FILE):
+        assert run_main(["sweep", "--config", setup[0].config, "--core", "rims", "lstm", "--seed", "0", "1",
+                         "--set", "ppo.ent_coef=0.02", "--tuned", given, "--no-progress"]) == 0
+    for grid in grids:
+        plan = plan_sweep(grid, tmp_path / "runs")
+        assert sorted((p.cfg["label"], p.cfg["seed"]) for p in plan) == [("lstm", 0), ("lstm", 1), ("rims", 0),
+                                                                         ("rims", 1)]
+        for p in plan:
+            values = tuned[p.cfg["label"]]
+            assert p.cfg["ppo"]["learning_rate"] == values["ppo.learning_rate"]  # verbatim, not rounded
+            assert p.cfg["ppo"]["lr_schedule"] == values["ppo.lr_schedule"] and p.cfg["ppo"]["ent_coef"] == 0.02
+        rims = next(p.cfg for p in plan if p.cfg["label"] == "rims")
+        assert rims["cores"]["rims"]["k"] == tuned["rims"]["cores.rims.k"]
+
+
+def test_tuned_values_are_refused_for_unequal_budgets_other_values_or_a_label_without_any(setup, refused, tmp_path):
+    env_dir = _tuned(setup)
+    config = setup[0].config
+
+    def sweep(tuned, *more):
+        return refused(["sweep", "--config", config, "--core", "rims", "lstm", *more, "--tuned", tuned,
+                        "--logdir", tmp_path / "runs", "--no-progress"])
+
+    assert f"no tuned values at {tmp_path / 'nope'}: no such file or directory" in sweep(tmp_path / "nope")
+    assert f"no tuned.yaml in {env_dir.parent}; give one of its env dirs: {ENV}" in sweep(env_dir.parent)
+    assert "--tuned has no values for label gru; its labels: rims, lstm" in sweep(env_dir, "--core", "rims",
+                                                                                  "lstm", "gru")
+    tuned = yaml.safe_load((env_dir / storage.TUNED_FILE).read_text())
+    tuned["lstm"]["ppo.learning_rate"] *= 1.5  # not the value of lstm's best trial
+    (env_dir / storage.TUNED_FILE).write_text(yaml.safe_dump(tuned))
+    assert "lstm's values are not those of its best trial in trials.csv" in sweep(env_dir)
+    lines = (env_dir / storage.TRIALS_FILE).read_text().splitlines()
+    (env_dir / storage.TRIALS_FILE).write_text("\n".join(line for line in lines if not line.startswith("rims,rims,1,")))
+    assert "unequal tuning budgets" in sweep(env_dir) and "lstm 2, rims 1 trials" in sweep(env_dir)
+    assert not (tmp_path / "runs").exists()

@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", help=f"a preset ({presets()}) or a YAML file (default: the grid file's, else "
                                     f"{DEFAULT_PRESET})")
     add_overrides(p, "override a config key (repeatable; applied after the grid file's overrides)")
+    p.add_argument("--tuned", metavar="TUNED", help="each label's best values from rims-rl tune: its tuned.yaml or "
+                                                    "the tune's env dir; refused unless every label had the same "
+                                                    "number of trials (see docs/tune.md)")
     add_timesteps(p)
     add_n_envs(p)
     p.add_argument("--logdir", default="runs", help="root of the run dirs (on a cluster: a path every node sees)")
@@ -49,13 +52,15 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Run ``rims-rl sweep`` with the parsed ``args``: the grid file merged with the flags, then the sweep."""
-    from agents.experiments.sweep.grid import merge_grid, read_grid_file
     from agents.experiments.sweep.driver import sweep
+    from agents.experiments.sweep.grid import merge_grid, read_grid_file, tuned_overrides
+    from agents.experiments.tune.tuned import read_tuned
 
     overrides = [*args.overrides, *([f"match={args.match}"] if args.match else [])]
+    tuned = tuned_overrides(read_tuned(args.tuned)) if args.tuned else None
     grid = merge_grid(read_grid_file(args.grid) if args.grid else None, envs=args.env, cores=args.core,
                       seeds=args.seed, config=args.config, overrides=overrides, timesteps=args.timesteps,
-                      n_envs=args.n_envs, labels=args.label)
+                      n_envs=args.n_envs, labels=args.label, tuned=tuned)
     sweep(grid, logdir=args.logdir, evaluate=args.evaluate, episodes=args.episodes, workers=args.workers,
           address=args.address, device=args.device, gpus_per_run=args.gpus_per_run, retries=args.retries,
           progress=not args.no_progress)

@@ -76,6 +76,7 @@ class Grid:
     variants: list[Variant] | None = None
     labels: list[str] | None = None
     primary: Primary | None = None
+    tuned: dict[str, list[str]] | None = None  # --tuned: per label, its tuned values (after its own overrides)
 
 
 def read_grid_file(path: str | os.PathLike) -> Grid:
@@ -226,7 +227,23 @@ def merge_grid(file_grid: Grid | None, **flags: Any) -> Grid:
 
 def grid_variants(grid: Grid, base_core: str) -> list[Variant]:
     """The labels of ``grid``: a plain variant per core (labelled by itself) and the named variants; with
-    ``labels`` given, those of them (without named variants, ``labels`` names the runs of the one core)."""
+    ``labels`` given, those of them (without named variants, ``labels`` names the runs of the one core).
+    With ``tuned`` values (``--tuned``) each label takes its own, after its overrides."""
+    variants = _chosen_variants(grid, base_core)
+    if grid.tuned is None:
+        return variants
+    untuned = [v.label for v in variants if v.label not in grid.tuned]
+    if untuned:
+        raise UserError(f"--tuned has no values for label {untuned[0]}; its labels: {', '.join(grid.tuned)}")
+    return [dataclasses.replace(v, overrides=[*v.overrides, *grid.tuned[v.label]]) for v in variants]
+
+
+def tuned_overrides(tuned: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """``Grid.tuned`` from a tune's values (label -> {dotted key: value}), as override strings."""
+    return {label: _read_overrides(values, f"tuned values of {label}") for label, values in tuned.items()}
+
+
+def _chosen_variants(grid: Grid, base_core: str) -> list[Variant]:
     plain = [Variant(core, core) for core in grid.cores or ([] if grid.variants else [base_core])]
     if grid.labels is None:
         return plain + (grid.variants or [])

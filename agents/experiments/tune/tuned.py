@@ -31,10 +31,10 @@ def tuned_file(path: str | os.PathLike) -> Path:
         if not (path / TUNED_FILE).is_file():
             envs = sorted(p.parent.name for p in path.glob(f"*/{TUNED_FILE}"))
             hint = f"; give one of its env dirs: {', '.join(envs)}" if envs else ""
-            raise UserError(f"--tuned {path}: no {TUNED_FILE} in it{hint}")
+            raise UserError(f"no {TUNED_FILE} in {path}{hint}")
         return path / TUNED_FILE
     if not path.is_file():
-        raise UserError(f"--tuned {path}: no such file or directory")
+        raise UserError(f"no tuned values at {path}: no such file or directory")
     return path
 
 

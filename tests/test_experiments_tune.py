@@ -159,3 +159,44 @@ def test_a_reopened_study_draws_new_values_instead_of_repeating_its_start(tmp_pa
     assert params not in drawn  # TPE's random start-up continues rather than restarting
     with pytest.raises(UserError, match="--sampler must be tpe or random"):
         tune.open_study(tune.journal_storage(tmp_path), "E-v0", "x", sampler="grid")
+
+
+def _tune_files(path, rows, tuned):
+    """A tune's env dir written by hand: trials.csv with ``rows`` (label, score, k, clip_range_vf), tuned.yaml."""
+    path.mkdir(parents=True, exist_ok=True)
+    lines = ["label,core,trial,score,seconds,cores.rims.k,ppo.clip_range_vf"]
+    counts = {}
+    for label, score, k, clip in rows:
+        counts[label] = counts.get(label, -1) + 1
+        lines.append(f"{label},{label},{counts[label]},{score},1.0,{k},{clip}")
+    (path / "trials.csv").write_text("\n".join(lines) + "\n")
+    (path / "tuned.yaml").write_text(yaml.safe_dump(tuned))
+    return path
+
+
+@pytest.mark.parametrize("rows, tuned, message", [
+    # a value that is None (a null choice) is an empty cell: accepted
+    ([("rims", 0.5, 2, 0.2), ("rims", 0.9, 3, ""), ("lstm", 0.4, "", 0.1), ("lstm", 0.3, "", "")],
+     {"rims": {"cores.rims.k": 3, "ppo.clip_range_vf": None}, "lstm": {"ppo.clip_range_vf": 0.1}}, None),
+    # a label with fewer trials, present in trials.csv only
+    ([("rims", 0.5, 2, ""), ("rims", 0.9, 3, ""), ("gru", 0.4, "", "")], {"rims": {"cores.rims.k": 3}},
+     "unequal tuning budgets in .*: rims 2, gru 1 trials"),
+    # a tuned label that trials.csv lacks
+    ([("rims", 0.9, 3, "")], {"rims": {"cores.rims.k": 3}, "lstm": {"ppo.clip_range_vf": 0.1}},
+     "unequal tuning budgets in .*: rims 1, lstm 0 trials"),
+    # values missing a searched key of the best trial, or none at all
+    ([("rims", 0.9, 3, 0.2)], {"rims": {"cores.rims.k": 3}}, "rims's values are not those of its best trial"),
+    ([("rims", 0.9, 3, "")], {"rims": {}}, "rims's values are not those of its best trial"),
+    # a key the tune never searched
+    ([("rims", 0.9, 3, "")], {"rims": {"cores.rims.k": 3, "ppo.gamma": 0.9}}, "not those of its best trial"),
+])
+def test_read_tuned_holds_values_to_the_best_trial_and_budgets_to_every_label(tmp_path, rows, tuned, message):
+    from agents.experiments.tune.tuned import read_tuned
+
+    path = _tune_files(tmp_path / "env", rows, tuned)
+    if message is None:
+        got = read_tuned(path)
+        assert got.values == tuned and got.cores == {"rims": "rims", "lstm": "lstm"}
+    else:
+        with pytest.raises(UserError, match=message):
+            read_tuned(path)

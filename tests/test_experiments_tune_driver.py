@@ -241,5 +241,52 @@ def test_tuned_values_are_refused_for_unequal_budgets_other_values_or_a_label_wi
     assert "lstm's values are not those of its best trial in trials.csv" in sweep(env_dir)
     lines = (env_dir / storage.TRIALS_FILE).read_text().splitlines()
     (env_dir / storage.TRIALS_FILE).write_text("\n".join(line for line in lines if not line.startswith("rims,rims,1,")))
-    assert "unequal tuning budgets" in sweep(env_dir) and "lstm 2, rims 1 trials" in sweep(env_dir)
+    assert "unequal tuning budgets" in sweep(env_dir) and "rims 1, lstm 2 trials" in sweep(env_dir)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_tune_of_some_labels_of_a_journal_is_refused_so_its_outputs_keep_every_label(setup):
+    grid, space, logdir = setup
+    _tuned(setup)
+    with pytest.raises(UserError, match="also holds the tuning of lstm: tune every label of it together"):
+        driver.tune(Grid(config=grid.config, cores=["rims"]), logdir, trials=3, seeds_per_trial=1, space=space,
+                    episodes=2, session_factory=lambda **kw: pytest.fail("nothing may run"))
+    assert {r["label"] for r in _rows(logdir)} == {"rims", "lstm"}
+
+
+def test_tuned_values_of_picked_labels_only_and_a_matched_label_sized_against_the_tuned_rims(setup, tmp_path):
+    from agents.experiments.sweep.grid import Variant, merge_grid, plan_sweep, read_grid_file, tuned_overrides
+    from agents.experiments.tune.tuned import read_tuned
+
+    grid, space, logdir = setup
+    driver.tune(Grid(config=grid.config, variants=[Variant("rims", "rims"), Variant("lstm-m", "lstm", ["match=params"])]),
+                logdir, trials=1, seeds_per_trial=1, space=space, episodes=2, session_factory=InProcessSession)
+    tuned = read_tuned(logdir / ENV)
+    grid_file = tmp_path / "study.yaml"  # gru and broken were never tuned; broken's config does not exist
+    grid_file.write_text(yaml.safe_dump({"config": str(grid.config), "cores": ["gru"], "labels": {
+        "rims": {"core": "rims"}, "lstm-m": {"core": "lstm", "set": {"match": "params"}},
+        "broken": {"core": "lstm", "config": "nosuch.yaml"}}}))
+
+    def planned(*labels):
+        study = merge_grid(read_grid_file(grid_file), labels=list(labels), tuned=tuned_overrides(tuned.values, tuned.cores))
+        return {p.cfg["label"]: p.cfg for p in plan_sweep(study, tmp_path / "runs")}
+
+    alone, both = planned("lstm-m"), planned("lstm-m", "rims")
+    assert alone["lstm-m"] == both["lstm-m"]
+    assert alone["lstm-m"]["ppo"]["learning_rate"] == tuned.values["lstm-m"]["ppo.learning_rate"]
+    assert both["rims"]["cores"]["rims"]["k"] == tuned.values["rims"]["cores.rims.k"]
+    with pytest.raises(UserError, match="^--tuned has no values for label gru; its labels: rims, lstm-m$"):
+        planned("gru")
+
+
+def test_tuned_values_that_clash_with_set_or_another_core_are_refused(setup, refused, tmp_path):
+    env_dir = _tuned(setup)
+    grid_file = tmp_path / "study.yaml"
+    grid_file.write_text(yaml.safe_dump({"config": str(setup[0].config), "labels": {
+        "rims": {"core": "rims"}, "lstm": {"core": "gru"}}}))
+    line = refused(["sweep", "--config", setup[0].config, "--core", "rims", "lstm", "--set", "ppo.learning_rate=0.01",
+                    "--tuned", env_dir, "--logdir", tmp_path / "runs", "--no-progress"])
+    assert "ppo.learning_rate of label rims is tuned (--tuned) and set by the grid, its task, the label or --set" in line
+    line = refused(["sweep", grid_file, "--tuned", env_dir, "--logdir", tmp_path / "runs", "--no-progress"])
+    assert "--tuned: label lstm was tuned as core lstm, not gru" in line
     assert not (tmp_path / "runs").exists()

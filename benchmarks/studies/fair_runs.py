@@ -67,7 +67,7 @@ def study_grid(tuning: Path, trials: int = TRIALS_PER_LABEL, tune_grid_file: Pat
     exactly ``trials`` trials of every label (failed ones count) and tuned.yaml holds each label's best
     trial of that file."""
     tune_grid = yaml.safe_load(tune_grid_file.read_text())
-    tuned = read_tuned(tuning, trials)
+    tuned = read_tuned(tuning, trials).values
     labels = _tuning_labels(tune_grid)
     for label, entry in labels.items():
         if label not in tuned:

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> None:
     from agents.experiments.tune.tuned import read_tuned
 
     overrides = [*args.overrides, *([f"match={args.match}"] if args.match else [])]
-    tuned = tuned_overrides(read_tuned(args.tuned)) if args.tuned else None
+    tuned = read_tuned(args.tuned) if args.tuned else None
+    tuned = tuned_overrides(tuned.values, tuned.cores) if tuned else None
     grid = merge_grid(read_grid_file(args.grid) if args.grid else None, envs=args.env, cores=args.core,
                       seeds=args.seed, config=args.config, overrides=overrides, timesteps=args.timesteps,
                       n_envs=args.n_envs, labels=args.label, tuned=tuned)

@@ -76,7 +76,7 @@ class Grid:
     variants: list[Variant] | None = None
     labels: list[str] | None = None
     primary: Primary | None = None
-    tuned: dict[str, list[str]] | None = None  # --tuned: per label, its tuned values (after its own overrides)
+    tuned: dict[str, tuple[str, list[str]]] | None = None  # --tuned: per label, its tuned core and values
 
 
 def read_grid_file(path: str | os.PathLike) -> Grid:
@@ -227,23 +227,7 @@ def merge_grid(file_grid: Grid | None, **flags: Any) -> Grid:
 
 def grid_variants(grid: Grid, base_core: str) -> list[Variant]:
     """The labels of ``grid``: a plain variant per core (labelled by itself) and the named variants; with
-    ``labels`` given, those of them (without named variants, ``labels`` names the runs of the one core).
-    With ``tuned`` values (``--tuned``) each label takes its own, after its overrides."""
-    variants = _chosen_variants(grid, base_core)
-    if grid.tuned is None:
-        return variants
-    untuned = [v.label for v in variants if v.label not in grid.tuned]
-    if untuned:
-        raise UserError(f"--tuned has no values for label {untuned[0]}; its labels: {', '.join(grid.tuned)}")
-    return [dataclasses.replace(v, overrides=[*v.overrides, *grid.tuned[v.label]]) for v in variants]
-
-
-def tuned_overrides(tuned: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
-    """``Grid.tuned`` from a tune's values (label -> {dotted key: value}), as override strings."""
-    return {label: _read_overrides(values, f"tuned values of {label}") for label, values in tuned.items()}
-
-
-def _chosen_variants(grid: Grid, base_core: str) -> list[Variant]:
+    ``labels`` given, those of them (without named variants, ``labels`` names the runs of the one core)."""
     plain = [Variant(core, core) for core in grid.cores or ([] if grid.variants else [base_core])]
     if grid.labels is None:
         return plain + (grid.variants or [])
@@ -351,6 +335,35 @@ def plan_sweep(grid: Grid, logdir: str | os.PathLike, evaluate: bool = False,
     return plan
 
 
+def tuned_overrides(values: dict[str, dict[str, Any]], cores: dict[str, str]) -> dict[str, tuple[str, list[str]]]:
+    """``Grid.tuned`` from a tune's values (label -> {dotted key: value}) and the core each label was tuned as."""
+    return {label: (cores[label], _read_overrides(v, f"tuned values of {label}")) for label, v in values.items()}
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].strip()
+
+
+def _tuned_values(grid: Grid, job: Job, variant: Variant, required: bool) -> list[str]:
+    """``variant``'s tuned values (``--tuned``) as overrides. UserError for a label without any (when
+    ``required``), for one tuned as another core, and for a tuned key that the grid, the task, the label or
+    ``--set`` sets as well (which would be ambiguous)."""
+    if grid.tuned is None or (variant.label not in grid.tuned and not required):
+        return []
+    if variant.label not in grid.tuned:
+        raise UserError(f"--tuned has no values for label {variant.label}; its labels: {', '.join(grid.tuned)}")
+    core, overrides = grid.tuned[variant.label]
+    if core != variant.core:
+        raise UserError(f"--tuned: label {variant.label} was tuned as core {core}, not {variant.core}")
+    tuned = {_key(o) for o in overrides}
+    for key in map(_key, [*grid.overrides, *job.overrides, *variant.overrides]):
+        clash = next((t for t in tuned if t == key or t.startswith(f"{key}.") or key.startswith(f"{t}.")), None)
+        if clash:
+            raise UserError(f"{clash} of label {variant.label} is tuned (--tuned) and set by the grid, its task, the "
+                            f"label or --set as well; drop one of them")
+    return overrides
+
+
 def job_configs(grid: Grid, job: Job) -> list[tuple[Variant, dict]]:
     """Each label of ``job`` with its resolved config (seed aside), matched in size where its ``match`` asks."""
     timesteps = job.timesteps if job.timesteps is not None else grid.timesteps
@@ -363,18 +376,22 @@ def job_configs(grid: Grid, job: Job) -> list[tuple[Variant, dict]]:
     if unknown and grid.labels is None:
         raise UserError(f"task {job.env}: labels.{unknown[0]} is not a label of the grid; its labels: "
                         f"{', '.join(v.label for v in labels)}")
-    def resolve(variant: Variant) -> dict:
+    def resolve(variant: Variant, tuned_required: bool = True) -> dict:
         base = resolve_config(variant.config or job.config or grid.config,
                               [*grid.overrides, *job.overrides, *variant.overrides,
+                               *_tuned_values(grid, job, variant, tuned_required),
                                *job.label_overrides.get(variant.label, [])], env=job.env, timesteps=timesteps,
                               n_envs=grid.n_envs)
         return run_config(base, variant.core, base["seed"], variant.label)
 
     resolved = [(variant, resolve(variant)) for variant in labels]
-    # the RIMs core to match is the whole grid's, whichever labels this sweep picks (--label)
-    every = resolved if grid.labels is None else [
-        (variant, resolve(variant)) for variant in grid_variants(dataclasses.replace(grid, labels=None),
-                                                                 default["core"])]
-    rims = [cfg for v, cfg in every if v.core == "rims"]
-    reference = next((cfg for v, cfg in every if v.label == "rims"), rims[0] if len(rims) == 1 else None)
+    reference = None
+    if any(cfg.get("match", "none") != "none" for _, cfg in resolved):
+        # the RIMs core to match is the whole grid's, whichever labels this sweep picks (--label)
+        every = resolved if grid.labels is None else [
+            (variant, resolve(variant, tuned_required=False))
+            for variant in grid_variants(dataclasses.replace(grid, labels=None), default["core"])
+            if variant.core == "rims"]
+        rims = [cfg for v, cfg in every if v.core == "rims"]
+        reference = next((cfg for v, cfg in every if v.label == "rims"), rims[0] if len(rims) == 1 else None)
     return [(variant, matched_config(cfg, reference)) for variant, cfg in resolved]

@@ -110,6 +110,13 @@ def prepare(grid: Grid, logdir: Path, space_path: str | os.PathLike | None, samp
                 raise UserError(f"the search space has no key for {variant.label} (core {variant.core}); give at "
                                 f"least one key that applies to every core")
             targets.append(LabelStudy(base["env"], variant.label, variant.core, base, space, None, env_dir))
+    for env_dir, env in dict.fromkeys((t.env_dir, t.env) for t in targets):
+        here = [t.label for t in targets if t.env_dir == env_dir]
+        others = sorted(set(storage.journal_labels(env_dir, env)) - set(here))
+        if others:  # trials.csv and tuned.yaml are rewritten from this tune's labels: they would lose the others
+            raise UserError(f"{env_dir / storage.JOURNAL} also holds the tuning of {', '.join(others)}: tune every "
+                            f"label of it together (add {', '.join(others)}), so that trials.csv and tuned.yaml keep "
+                            f"them, or use another --logdir")
     for target in targets:  # Optuna (and its import) only once every space is known to be valid
         target.study = storage.open_study(storage.journal_storage(target.env_dir), target.env, target.label,
                                           sampler, _sampler_seed(seed, target.env, target.label))

@@ -68,6 +68,16 @@ def study_name(env: str, label: str) -> str:
     return f"{env}/{label}"
 
 
+def journal_labels(env_dir: Path, env: str) -> list[str]:
+    """The labels whose studies of ``env`` the journal under ``env_dir`` holds (none without a journal)."""
+    import optuna
+
+    if not (env_dir / JOURNAL).is_file():
+        return []
+    names = optuna.study.get_all_study_names(storage=journal_storage(env_dir))
+    return [name.removeprefix(f"{env}/") for name in names if name.startswith(f"{env}/")]
+
+
 def open_study(storage: Any, env: str, label: str, sampler: str = "tpe", seed: int = 0) -> Any:
     """The study of (env, label), created on first use; maximizes the score.
 

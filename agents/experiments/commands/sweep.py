@@ -57,8 +57,10 @@ def run(args: argparse.Namespace) -> None:
     from agents.experiments.tune.tuned import read_tuned
 
     overrides = [*args.overrides, *([f"match={args.match}"] if args.match else [])]
-    tuned = read_tuned(args.tuned) if args.tuned else None
-    tuned = tuned_overrides(tuned.values, tuned.cores) if tuned else None
+    tuned = None
+    if args.tuned:
+        found = read_tuned(args.tuned)
+        tuned = tuned_overrides(found.values, found.cores)
     grid = merge_grid(read_grid_file(args.grid) if args.grid else None, envs=args.env, cores=args.core,
                       seeds=args.seed, config=args.config, overrides=overrides, timesteps=args.timesteps,
                       n_envs=args.n_envs, labels=args.label, tuned=tuned)

@@ -29,11 +29,10 @@ def _same(tuned: object, searched: object) -> bool:
 
 @dataclass
 class Tuned:
-    """A tune's best values per label (dotted key -> value), the core each label was tuned as, and the file."""
+    """A tune's best values per label (dotted key -> value) and the core each label was tuned as."""
 
     values: dict[str, dict[str, Any]]
     cores: dict[str, str]
-    file: Path
 
 
 def tuned_file(path: str | os.PathLike) -> Path:
@@ -86,4 +85,4 @@ def read_tuned(path: str | os.PathLike, trials: int | None = None) -> Tuned:
             raise UserError(f"{file}: {label}'s values are not those of its best trial in {TRIALS_FILE}; run the "
                             f"tune again to rewrite both")
         cores[label] = best["core"]
-    return Tuned(tuned, cores, file)
+    return Tuned(tuned, cores)

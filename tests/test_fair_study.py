@@ -237,3 +237,23 @@ def test_fair_sh_runs_goes_on_past_a_failed_sweep_and_has_nothing_to_do_once_all
     calls.unlink()
     done = runs()
     assert done.returncode == 0 and not calls.exists(), done.stderr
+
+
+def test_the_committed_study_grid_is_the_committed_tunings_best_values_with_a_parameter_matched_lstm(fair):
+    """benchmarks/studies/fair.yaml, committed before the final runs, holds exactly what the committed tuning
+    (16 finished trials per label) chose, and sizes lstm-matched against the grid's rims on every task."""
+    from agents.experiments.sweep.grid import grid_jobs, job_configs, merge_grid, read_grid_file
+
+    tuning = ROOT / "docs" / "results" / "fair" / "tuning" / "PickupDistractors-v0"
+    committed = yaml.safe_load(fair.GRID.read_text())
+    assert committed == yaml.safe_load(yaml.safe_dump(fair.study_grid(tuning), sort_keys=False))
+    assert set(committed["labels"]) == set(LABELS) and committed["seeds"] == list(range(10))
+    assert committed["primary"] == {"env": "PickupDistractors-v0", "shift": "novel_distractors", "level": 3,
+                                    "labels": ["rims", "lstm"], "metric": "success_rate"}
+    grid = merge_grid(read_grid_file(fair.GRID))
+    for job in grid_jobs(grid):
+        configs = {variant.label: cfg for variant, cfg in job_configs(grid, job)}
+        assert configs["lstm-matched"]["cores"]["lstm"]["hidden_size"] == 134, job.env
+        assert configs["lstm"]["cores"]["lstm"]["hidden_size"] == 192, job.env
+        assert configs["rims"]["policy_kwargs"]["input_rows"] is True, job.env
+        assert configs["rims"]["policy_kwargs"].get("instruction_row", False) is (job.env == "PickupDistractors-v0")

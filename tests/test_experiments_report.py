@@ -310,14 +310,15 @@ def test_study_findings_tables_hold_compares_numbers(study, tmp_path):
     with pytest.raises(module.UserError, match="cannot read .*compare.csv"):
         module.read_tables(study)
     # the primary comparison, as the report's first table shows it
-    from agents.experiments.findings import Primary, reading
+    from agents.experiments.findings import Primary, primary_answer, reading
 
     primary = Primary("RedBallDistractors-v0", "distractors", 1, ("rims", "lstm"))
     row = next(p for p in comparison["improvement"] if p["shift"] == "distractors" and p["level"] == 1
                and p["label_a"] == "rims" and p["label_b"] == "lstm" and p["metric"] == "success_rate")
     first = module.primary_text(comparison, primary)
     assert f"| 2 vs 2 | {format_number(row['probability'])} [{format_number(row['ci95_low'])}, " in first
-    assert first.splitlines()[-1].endswith(f" | {reading(row)} |") and "CI" in reading(row)
+    assert f" | {reading(row)} |\n" in first and "CI" in reading(row)
+    assert first.rstrip().endswith(primary_answer(comparison, primary))
     assert "do not hold" in module.primary_text(comparison, Primary("Other-v0", "all", 1, ("rims", "lstm")))
     with pytest.raises(module.UserError, match=r"^--label 'rimz' is not a compared label; valid: lstm, rims$"):
         module.check_label(comparison, "rimz")
@@ -368,6 +369,11 @@ def test_failed_runs_the_iqm_trims_are_named_and_a_primary_comparison_comes_firs
     assert md.index("## Primary comparison") < md.index("## Verdict")
     primary = _section(md, "Primary comparison")
     assert "| rims vs lstm | 4 vs 4 | 1 [1, 1] | 0.3 [0.3, 0.3] | rims beats lstm (95% CI above 0.5) |" in primary
+    # the answer in words, every number from the comparison: supported, P, the IQM difference and both IQMs
+    assert ("Primary hypothesis, rims beats lstm on success rate in distractors level 1 of RedBallDistractors-v0: "
+            "supported: the 95% CI of P lies above 0.5. Over 4 vs 4 runs, P(rims beats lstm) = 1 [1, 1]; the IQM "
+            "difference rims - lstm is 0.3 [0.3, 0.3]; IQM success rate: rims 0.8 [0.8, 0.8], lstm 0.5 [0.5, 0.5] "
+            "(95% bootstrap CIs over runs).") in " ".join(primary.split())
     below = _section(md, "Runs below the random baseline")
     assert "| RedBallDistractors-v0 | rims | 2 | 4 | 1 |" in below  # at 0, trimmed by the IQM of 4 runs
     assert "| RedBallDistractors-v0 | rims | 2 | success rate | 0 | 0.6 |" in below
@@ -445,3 +451,22 @@ def test_table_numbers_are_compact_and_never_negative_zero():
     assert format_number(-0.0) == "0" and format_number(0.0) == "0"
     assert format_number(-0.0225) == "-0.0225" and format_number(0.12345) == "0.123"
     assert format_number(12345.6) == "12346" and format_number(None) == "-" and format_number(float("nan")) == "-"
+
+
+def test_the_primary_hypothesis_verdict_follows_the_ci_of_p_in_every_direction():
+    from agents.experiments.findings import Primary, hypothesis_verdict, primary_answer
+
+    def row(p, low, high):
+        return {"env": "E", "shift": "size", "level": 2, "metric": "success_rate", "label_a": "rims",
+                "label_b": "lstm", "runs_a": 10, "runs_b": 10, "probability": p, "ci95_low": low, "ci95_high": high,
+                "difference": None, "difference_ci95_low": None, "difference_ci95_high": None}
+
+    assert hypothesis_verdict(row(0.8, 0.6, 0.95)).startswith("supported:")
+    assert hypothesis_verdict(row(0.5, 0.5, 0.7)).startswith("inconclusive:")  # a bound at 0.5 is not outside it
+    assert hypothesis_verdict(row(0.2, 0.05, 0.4)) == "refuted: the 95% CI of P lies below 0.5 (lstm is ahead)"
+    assert hypothesis_verdict(row(1.0, None, None)).startswith("no verdict:")
+    primary = Primary("E", "size", 2, ("rims", "lstm"))
+    text = primary_answer({"summary": [], "improvement": [row(0.3, 0.1, 0.52)]}, primary)
+    assert "size level 2 of E: inconclusive" in text and "P(rims beats lstm) = 0.3 [0.1, 0.52]" in text
+    assert "the IQM difference rims - lstm is not computed; IQM success rate: rims -, lstm -" in text
+    assert primary_answer({"summary": [], "improvement": []}, primary).endswith("no verdict.")

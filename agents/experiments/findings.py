@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from agents.experiments.compare import METRIC_LABELS
+from agents.experiments.compare_tables import cell, pair_text
 from agents.experiments.evaluation.ladder import UNSHIFTED
 from rims_rl.errors import UserError
 
@@ -92,6 +94,44 @@ def reading(p: dict[str, Any]) -> str:
     if p["ci95_high"] < 0.5:
         return f"{p['label_b']} beats {p['label_a']} (95% CI below 0.5)"
     return "no clear difference (95% CI includes 0.5)"
+
+
+def setting_name(shift: str, level: int) -> str:
+    """A setting in words: ``unshifted``, ``all shifts, level 3`` or ``novel_distractors level 3``."""
+    if level == 0:
+        return "unshifted"
+    return f"all shifts, level {level}" if shift == "all" else f"{shift} level {level}"
+
+
+def hypothesis_verdict(p: dict[str, Any]) -> str:
+    """A planned hypothesis "label_a beats label_b", judged by the 95% CI of P(improvement) of row ``p``."""
+    if p["ci95_low"] is None:
+        return "no verdict: a label has one run, so there is no CI"
+    if p["ci95_low"] > 0.5:
+        return "supported: the 95% CI of P lies above 0.5"
+    if p["ci95_high"] < 0.5:
+        return f"refuted: the 95% CI of P lies below 0.5 ({p['label_b']} is ahead)"
+    return "inconclusive: the 95% CI of P includes 0.5"
+
+
+def primary_answer(comparison: dict[str, Any], primary: Primary) -> str:
+    """The primary comparison's answer in one paragraph of plain words, every number from ``comparison``:
+    P(A beats B), the IQM difference and each label's IQM, each with its 95% CI, and the verdict."""
+    a, b = primary.labels
+    where = f"{setting_name(primary.shift, primary.level)} of {primary.env}"
+    row = primary_row(comparison, primary)
+    if row is None:
+        return f"The runs do not hold the primary comparison ({a} vs {b}, {where}): no verdict."
+    prob, diff = pair_text(row)
+    iqm = {label: cell(next((s for s in comparison["summary"] if s["env"] == primary.env and s["label"] == label
+                              and s["shift"] == primary.shift and s["level"] == primary.level
+                              and s["metric"] == primary.metric), None)) for label in (a, b)}
+    metric = METRIC_LABELS[primary.metric]
+    return (f"Primary hypothesis, {a} beats {b} on {metric} in {where}: "
+            f"{hypothesis_verdict(row)}. "
+            f"Over {row['runs_a']} vs {row['runs_b']} runs, P({a} beats {b}) = {prob}; the IQM difference "
+            f"{a} - {b} is {diff or 'not computed'}; IQM {metric}: {a} {iqm[a] or '-'}, {b} {iqm[b] or '-'} "
+            f"(95% bootstrap CIs over runs).")
 
 
 def clear_comparisons(comparison: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:

@@ -20,8 +20,8 @@ from agents.experiments.evaluation.ladder import UNSHIFTED, scale_changing
 from agents.experiments.evaluation.results import read_results
 from agents.experiments.evaluation.tables import format_number
 from agents.experiments.files import atomic_write_text
-from agents.experiments.findings import (Primary, clear_comparisons, primary_row, reading,
-                                         runs_below_random, trimmed_failures, verdict)
+from agents.experiments.findings import (Primary, clear_comparisons, primary_answer, primary_row, reading,
+                                         runs_below_random, setting_name, trimmed_failures, verdict)
 from agents.experiments.render import Block, render_html, render_markdown
 from agents.experiments.runs import EVAL_DIR
 
@@ -123,12 +123,6 @@ def _image_or_text(image: Path | None, caption: str, missing: str) -> Block:
     return Block("image", caption, path=image) if image is not None else Block("text", missing)
 
 
-def _setting_name(shift: str, level: int) -> str:
-    if level == 0:
-        return "unshifted"
-    return f"all shifts, level {level}" if shift == "all" else f"{shift} level {level}"
-
-
 def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference: str | None) -> list[Block]:
     """The answer first: the primary comparison, the verdict per env, every comparison whose CI excludes
     0.5, and the runs that failed."""
@@ -137,7 +131,7 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
         a, b = primary.labels
         blocks.append(Block("heading", "Primary comparison"))
         blocks.append(Block("text", f"Planned before the runs: P(a run of {a} beats a run of {b}) on "
-                                    f"{METRIC_LABELS[primary.metric]}, {_setting_name(primary.shift, primary.level)}"
+                                    f"{METRIC_LABELS[primary.metric]}, {setting_name(primary.shift, primary.level)}"
                                     f" of {primary.env}."))
         row = primary_row(comparison, primary)
         if row is None:
@@ -149,6 +143,7 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
                                                  "IQM difference A - B [95% CI]", "reading"],
                                 rows=[[f"{a} vs {b}", f"{row['runs_a']} vs {row['runs_b']}", prob, diff,
                                        reading(row)]]))
+            blocks.append(Block("text", primary_answer(comparison, primary)))
 
     blocks.append(Block("heading", "Verdict"))
     verdicts = verdict(comparison, reference)
@@ -160,7 +155,7 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
         blocks.append(Block("text", f"{env}: each label against {ref}, every shift pooled at each level. Cells: "
                                     f"P(a run of the label beats a run of {ref}) [95% CI]; below it the IQM "
                                     f"difference of {METRIC_LABELS[metric]} [95% CI]."))
-        header = ["label", *(_setting_name("all", level) for level in v["levels"])]
+        header = ["label", *(setting_name("all", level) for level in v["levels"])]
         rows = []
         for label, by_level in v["rows"].items():
             texts = [pair_text(by_level[level]) if level in by_level else ("", "") for level in v["levels"]]
@@ -179,7 +174,7 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
     if clear:
         blocks.append(Block("table", header=["env", "setting", "metric", "result", "P(A > B) [95% CI]",
                                              "IQM difference A - B [95% CI]", "runs"],
-                            rows=[[p["env"], _setting_name(p["shift"], p["level"]), METRIC_LABELS[p["metric"]],
+                            rows=[[p["env"], setting_name(p["shift"], p["level"]), METRIC_LABELS[p["metric"]],
                                    f"{p['label_a']} beats {p['label_b']}", *pair_text(p),
                                    f"{p['runs_a']} vs {p['runs_b']}"] for p in clear]))
     else:

@@ -25,8 +25,8 @@ from agents.experiments.compare import COMPARE_COLUMNS, IMPROVEMENT_COLUMNS, MET
 from agents.experiments.compare_tables import cell, headline_metric, pair_text  # noqa: E402
 from agents.experiments.evaluation.tables import format_number  # noqa: E402
 from agents.experiments.comparison_files import read_comparison  # noqa: E402
-from agents.experiments.findings import (Primary, clear_comparisons, primary_row, reading,  # noqa: E402
-                                         read_primary)
+from agents.experiments.findings import (Primary, clear_comparisons, primary_answer, primary_row,  # noqa: E402
+                                         reading, read_primary)
 from rims_rl.errors import UserError  # noqa: E402
 
 TEXT_COLUMNS = {"env", "label", "core", "shift", "metric", "label_a", "label_b", "core_a", "core_b"}
@@ -86,7 +86,8 @@ def primary_text(comparison: dict[str, Any], primary: Primary) -> str:
         return head + "\nThese runs do not hold this comparison.\n"
     prob, diff = pair_text(row)
     return (head + "\n| runs | P(A > B) [95% CI] | IQM difference A - B [95% CI] | reading |\n|---|---|---|---|\n"
-            f"| {row['runs_a']} vs {row['runs_b']} | {prob} | {diff} | {reading(row)} |\n")
+            f"| {row['runs_a']} vs {row['runs_b']} | {prob} | {diff} | {reading(row)} |\n\n"
+            f"{primary_answer(comparison, primary)}\n")
 
 
 def _setting(p: dict[str, Any]) -> str:

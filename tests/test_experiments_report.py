@@ -454,7 +454,7 @@ def test_table_numbers_are_compact_and_never_negative_zero():
 
 
 def test_the_primary_hypothesis_verdict_follows_the_ci_of_p_in_every_direction():
-    from agents.experiments.findings import Primary, hypothesis_verdict, primary_answer
+    from agents.experiments.findings import Primary, excludes_half, hypothesis_verdict, primary_answer, reading
 
     def row(p, low, high):
         return {"env": "E", "shift": "size", "level": 2, "metric": "success_rate", "label_a": "rims",
@@ -465,6 +465,15 @@ def test_the_primary_hypothesis_verdict_follows_the_ci_of_p_in_every_direction()
     assert hypothesis_verdict(row(0.5, 0.5, 0.7)).startswith("inconclusive:")  # a bound at 0.5 is not outside it
     assert hypothesis_verdict(row(0.2, 0.05, 0.4)) == "refuted: the 95% CI of P lies below 0.5 (lstm is ahead)"
     assert hypothesis_verdict(row(1.0, None, None)).startswith("no verdict:")
+    # the report's reading, its list of clear comparisons and the verdict read one CI the same way
+    for (low, high), verdict, words, clear in [((0.6, 0.95), "supported", "rims beats lstm", True),
+                                               ((0.5, 0.7), "inconclusive", "no clear difference", False),
+                                               ((0.3, 0.5), "inconclusive", "no clear difference", False),
+                                               ((0.05, 0.4), "refuted", "lstm beats rims", False),
+                                               ((None, None), "no verdict", "no CI", False)]:
+        r = row(0.5, low, high)
+        assert hypothesis_verdict(r).startswith(verdict) and reading(r).startswith(words)
+        assert excludes_half(r) is clear
     primary = Primary("E", "size", 2, ("rims", "lstm"))
     text = primary_answer({"summary": [], "improvement": [row(0.3, 0.1, 0.52)]}, primary)
     assert "size level 2 of E: inconclusive" in text and "P(rims beats lstm) = 0.3 [0.1, 0.52]" in text

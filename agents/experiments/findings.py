@@ -80,20 +80,29 @@ def primary_row(comparison: dict[str, Any], primary: Primary) -> dict[str, Any] 
                  and p["metric"] == primary.metric), None)
 
 
+def ci_side(row: dict[str, Any]) -> str:
+    """Where an improvement row's 95% CI of P(label_a beats label_b) lies against 0.5: ``"above"``,
+    ``"below"``, ``"includes"``, or ``"none"`` when there is no CI (a label has one run)."""
+    if row["ci95_low"] is None:
+        return "none"
+    if row["ci95_low"] > 0.5:
+        return "above"
+    if row["ci95_high"] < 0.5:
+        return "below"
+    return "includes"
+
+
 def excludes_half(row: dict[str, Any]) -> bool:
     """True if the row's 95% CI of P(improvement) lies entirely above 0.5."""
-    return row["ci95_low"] is not None and row["ci95_low"] > 0.5
+    return ci_side(row) == "above"
 
 
 def reading(p: dict[str, Any]) -> str:
     """What an improvement row's CI says, in words."""
-    if p["ci95_low"] is None:
-        return "no CI (one run of a label): no verdict"
-    if p["ci95_low"] > 0.5:
-        return f"{p['label_a']} beats {p['label_b']} (95% CI above 0.5)"
-    if p["ci95_high"] < 0.5:
-        return f"{p['label_b']} beats {p['label_a']} (95% CI below 0.5)"
-    return "no clear difference (95% CI includes 0.5)"
+    return {"none": "no CI (one run of a label): no verdict",
+            "above": f"{p['label_a']} beats {p['label_b']} (95% CI above 0.5)",
+            "below": f"{p['label_b']} beats {p['label_a']} (95% CI below 0.5)",
+            "includes": "no clear difference (95% CI includes 0.5)"}[ci_side(p)]
 
 
 def setting_name(shift: str, level: int) -> str:
@@ -105,13 +114,10 @@ def setting_name(shift: str, level: int) -> str:
 
 def hypothesis_verdict(p: dict[str, Any]) -> str:
     """A planned hypothesis "label_a beats label_b", judged by the 95% CI of P(improvement) of row ``p``."""
-    if p["ci95_low"] is None:
-        return "no verdict: a label has one run, so there is no CI"
-    if p["ci95_low"] > 0.5:
-        return "supported: the 95% CI of P lies above 0.5"
-    if p["ci95_high"] < 0.5:
-        return f"refuted: the 95% CI of P lies below 0.5 ({p['label_b']} is ahead)"
-    return "inconclusive: the 95% CI of P includes 0.5"
+    return {"none": "no verdict: a label has one run, so there is no CI",
+            "above": "supported: the 95% CI of P lies above 0.5",
+            "below": f"refuted: the 95% CI of P lies below 0.5 ({p['label_b']} is ahead)",
+            "includes": "inconclusive: the 95% CI of P includes 0.5"}[ci_side(p)]
 
 
 def primary_answer(comparison: dict[str, Any], primary: Primary) -> str:

@@ -102,7 +102,8 @@ def test_report_over_a_compare_json_it_cannot_read_is_a_user_error(tmp_path, cap
     root = tmp_path / "runs"
     write_run(root, "rims", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
     (root / "compare").mkdir()
-    for text in ('{"format": 3, "summary": []}', "not json"):  # damaged: no profiles; not JSON at all
+    damaged = '{"format": 3, "bootstrap": {"reps": 2000, "seed": 0}, "summary": []}'  # no profiles
+    for text in (damaged, "not json"):
         (root / "compare" / "compare.json").write_text(text)  # newer than the results: reused
         assert run_main(["report", root]) == 2
         err = capsys.readouterr().err
@@ -128,6 +129,25 @@ def test_report_redoes_a_fresh_comparison_that_covers_other_runs(tmp_path, write
     runs = json.loads((root / "compare" / "compare.json").read_text())["runs"]
     assert sorted(r["core"] for r in runs) == ["lstm", "rims"]
     assert "| lstm |" in (root / "report.md").read_text()
+
+
+def test_report_redoes_a_fresh_comparison_of_other_bootstrap_settings_and_reuses_its_own(tmp_path, write_run,
+                                                                                          run_main):
+    """A compare.json of the same runs, newer than every result, but bootstrapped with other resamples or
+    another seed is compared again, so that the report's CIs are the ones its --reps and --seed ask for."""
+    import json
+
+    root = tmp_path / "runs"
+    write_run(root, "rims", 0, {"none": 0.9, "distractors": 0.8, "size": 0.6})
+    write_run(root, "lstm", 0, {"none": 0.5, "distractors": 0.4, "size": 0.3})
+    compare_json = root / "compare" / "compare.json"
+    assert run_main(["compare", root, "--reps", 20]) == 0
+    assert json.loads(compare_json.read_text())["bootstrap"] == {"reps": 20, "seed": 0}
+    assert run_main(["report", root, "--reps", 50, "--seed", 3]) == 0
+    assert json.loads(compare_json.read_text())["bootstrap"] == {"reps": 50, "seed": 3}
+    written = compare_json.stat().st_mtime_ns
+    assert run_main(["report", root, "--reps", 50, "--seed", 3]) == 0  # the same settings: reused, not redone
+    assert compare_json.stat().st_mtime_ns == written
 
 
 def test_learning_curves_take_the_iqm_across_seeds_with_ci_bands_only_for_several_runs(study, tmp_path):

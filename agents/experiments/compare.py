@@ -260,7 +260,7 @@ def score_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> dict[str, Any]:
     """The comparison of ``run_dirs``: ``{"summary": [compare.csv rows], "improvement": [improvement.csv
     rows], "scores": [scores.csv rows], "profiles": {env: performance profiles}, "runs": [per-run info],
-    "left_out": {env: settings some runs lack}}``.
+    "left_out": {env: settings some runs lack}, "bootstrap": {"reps", "seed"}}``.
 
     Only settings evaluated in every run of an env are compared, so all labels face the same tasks.
     """
@@ -307,7 +307,7 @@ def compare_runs(run_dirs: list[Path], reps: int = 2000, seed: int = 0) -> dict[
                  "timesteps": r["config"].get("timesteps"), "num_timesteps": r["num_timesteps"],
                  "episodes": r["episodes"]} for r in runs]
     return {"summary": summary, "improvement": improvements, "scores": score_rows(runs), "profiles": profiles,
-            "runs": run_info, "left_out": left_out}
+            "runs": run_info, "left_out": left_out, "bootstrap": {"reps": reps, "seed": seed}}
 
 
 def _profiles(env: str, by_label: dict[str, list[dict[str, Any]]], groups, with_success: bool,

@@ -73,9 +73,9 @@ def write_study_report(directory: str | os.PathLike, out: str | os.PathLike | No
     An ``out`` elsewhere also gets compare's ``compare.csv``, ``improvement.csv`` and ``scores.csv``, so that
     it holds everything to publish. ``study``: a study (grid) file whose ``primary`` comparison the report
     shows first; ``reference``: the label the verdict measures the others against (default lstm). It
-    reuses ``<directory>/compare/compare.json`` when that is of this rims-rl, newer than every run's
-    results.json and covers exactly the runs under ``directory``, else compares first. Returns the HTML
-    and Markdown paths and the copied tables.
+    reuses ``<directory>/compare/compare.json`` when that is of this rims-rl, bootstrapped with these ``reps``
+    and ``seed``, newer than every run's results.json and covers exactly the runs under ``directory``, else
+    compares first. Returns the HTML and Markdown paths and the copied tables.
     """
     if reps < 1:
         raise UserError(f"--reps must be >= 1, got {reps}")
@@ -91,7 +91,7 @@ def write_study_report(directory: str | os.PathLike, out: str | os.PathLike | No
     check_dir(out_dir, "--out", (*REPORT_FILES, *COMPARE_TABLES))
     compare_json = default_compare_out([directory], run_dirs) / "compare.json"
     newest = max((r / EVAL_DIR / "results.json").stat().st_mtime for r in run_dirs)
-    comparison = read_comparison(compare_json) if is_current_comparison(compare_json) else None
+    comparison = read_comparison(compare_json) if is_current_comparison(compare_json, reps, seed) else None
     if (comparison is None or compare_json.stat().st_mtime < newest
             or {Path(r["dir"]).resolve() for r in comparison["runs"]} != {r.resolve() for r in run_dirs}):
         write_comparison([directory], out=compare_json.parent, reps=reps, seed=seed, quiet=True)
@@ -104,10 +104,12 @@ def write_study_report(directory: str | os.PathLike, out: str | os.PathLike | No
     return page, md, copied
 
 
-def is_current_comparison(path: Path) -> bool:
-    """Whether ``path`` is a compare.json in this rims-rl's layout (an older one is redone, not refused)."""
+def is_current_comparison(path: Path, reps: int, seed: int) -> bool:
+    """Whether ``path`` is a compare.json in this rims-rl's layout, bootstrapped with ``reps`` resamples from
+    ``seed`` (another one is redone, not refused)."""
     try:
-        return json.loads(path.read_text()).get("format") == compare.COMPARE_FORMAT
+        data = json.loads(path.read_text())
+        return data.get("format") == compare.COMPARE_FORMAT and data.get("bootstrap") == {"reps": reps, "seed": seed}
     except (OSError, ValueError, AttributeError):
         return path.is_file()  # a damaged file: read_comparison names what is wrong
 

@@ -393,7 +393,14 @@ def test_failed_runs_the_iqm_trims_are_named_and_a_primary_comparison_comes_firs
     assert ("Primary hypothesis, rims beats lstm on success rate in distractors level 1 of RedBallDistractors-v0: "
             "supported: the 95% CI of P lies above 0.5. Over 4 vs 4 runs, P(rims beats lstm) = 1 [1, 1]; the IQM "
             "difference rims - lstm is 0.3 [0.3, 0.3]; IQM success rate: rims 0.8 [0.8, 0.8], lstm 0.5 [0.5, 0.5] "
-            "(95% bootstrap CIs over runs).") in " ".join(primary.split())
+            "(95% bootstrap CIs over runs). A uniformly random policy scores 0.5 on the same episodes.") in " ".join(
+        primary.split())
+    # a study planned with 5 seeds gets no verdict from 4 runs of each label, whatever their CI says
+    study_file.write_text(study_file.read_text() + "seeds: [0, 1, 2, 3, 4]\n")
+    assert run_main(["report", root, "--out", tmp_path / "rep", "--reps", 50, "--study", study_file]) == 0
+    planned = " ".join(_section((tmp_path / "rep" / "report.md").read_text(), "Primary comparison").split())
+    assert ("distractors level 1 of RedBallDistractors-v0: no verdict: 4 vs 4 of the planned 5 runs per label. "
+            "Over 4 vs 4 runs") in planned and "supported" not in planned
     below = _section(md, "Runs below the random baseline")
     assert "| RedBallDistractors-v0 | rims | 2 | 4 | 1 |" in below  # at 0, trimmed by the IQM of 4 runs
     assert "| RedBallDistractors-v0 | rims | 2 | success rate | 0 | 0.6 |" in below
@@ -495,6 +502,17 @@ def test_the_primary_hypothesis_verdict_follows_the_ci_of_p_in_every_direction()
         assert hypothesis_verdict(r).startswith(verdict) and reading(r).startswith(words)
         assert excludes_half(r) is clear
     primary = Primary("E", "size", 2, ("rims", "lstm"))
+    # the random policy's score on the primary setting's episodes, and which labels' IQM CIs lie below it
+    summary = [{"env": "E", "label": label, "shift": "size", "level": 2, "metric": "success_rate", "iqm": iqm,
+                "iqm_ci95_low": iqm - 0.05, "iqm_ci95_high": iqm + 0.05} for label, iqm in (("rims", 0.2), ("lstm", 0.3))]
+    scores = [{"env": "E", "label": "rims", "shift": shift, "level": level, "random_success_rate": random,
+               "random_return": None} for shift, level, random in (("size", 2, 0.3), ("none", 0, 0.9), ("size", 1, 0.6))]
+    below = primary_answer({"summary": summary, "improvement": [row(0.2, 0.05, 0.4)], "scores": scores}, primary)
+    assert below.endswith("lstm 0.3 [0.25, 0.35] (95% bootstrap CIs over runs). A uniformly random policy scores "
+                          "0.3 on the same episodes; rims's IQM CI lies below it.")
+    scores[0]["random_success_rate"] = 0.4
+    assert primary_answer({"summary": summary, "improvement": [row(0.2, 0.05, 0.4)], "scores": scores},
+                          primary).endswith("scores 0.4 on the same episodes; both labels' IQM CIs lie below it.")
     text = primary_answer({"summary": [], "improvement": [row(0.3, 0.1, 0.52)]}, primary)
     assert "size level 2 of E: inconclusive" in text and "P(rims beats lstm) = 0.3 [0.1, 0.52]" in text
     assert "the IQM difference rims - lstm is not computed; IQM success rate: rims -, lstm -" in text

@@ -222,6 +222,20 @@ def test_fair_sh_runs_goes_on_past_a_failed_sweep_and_has_nothing_to_do_once_all
         return subprocess.run(["bash", str(ROOT / "benchmarks" / "studies" / "fair.sh"), "runs"], env=env,
                               capture_output=True, text=True, timeout=120)
 
+    def report(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(ROOT / "benchmarks" / "studies" / "fair.sh"), "report"],
+                              env={**env, **extra}, capture_output=True, text=True, timeout=120)
+
+    refused = report()  # no run yet: no analysis to publish
+    assert refused.returncode == 2 and not calls.exists() and not list(study.glob("*.md"))
+    assert "fair.sh report: 15 (task, label) pairs" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    report(PARTIAL="1")  # a look at the runs so far, in a folder other than docs/results/fair
+    assert calls.read_text().startswith(f"report {study}/runs --out {study} --study {grid}")
+    wider = tmp_path / "wider.yaml"  # a seed the published folder never has: its runs stay incomplete
+    wider.write_text(yaml.safe_dump({**yaml.safe_load(grid.read_text()), "seeds": list(range(11))}))
+    published = report(PARTIAL="1", OUT=str(ROOT / "docs" / "results" / "fair"), GRID=str(wider))
+    assert published.returncode == 2 and "still lack runs" in published.stderr
+    calls.unlink()
     assert runs().returncode == 1
     swept = calls.read_text().splitlines()
     assert len(swept) == 15 and len({line.split(" --seed")[0] for line in swept}) == 15
@@ -268,7 +282,8 @@ def test_the_fair_study_claims_no_result_until_every_run_is_published_and_then_q
     readmes = {path: " ".join(path.read_text().split()) for path in (study / "README.md", ROOT / "README.md")}
     if fair.missing(study / "runs", fair.GRID):
         assert "No result yet" in readmes[study / "README.md"]
-        assert not any((study / name).exists() for name in ("compare.csv", "improvement.csv", "report.md"))
+        assert not any((study / name).exists() for name in ("compare.csv", "improvement.csv", "report.md",
+                                                            "findings.md", "runs/compare"))
         assert not any("Primary hypothesis, rims beats lstm" in text for text in readmes.values())
         return
     spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")

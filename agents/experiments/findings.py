@@ -10,7 +10,7 @@ Each function takes compare.json's content (``compare.compare_runs``) and return
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import yaml
 from agents.experiments.compare import METRIC_LABELS
 from agents.experiments.compare_tables import cell, pair_text
 from agents.experiments.evaluation.ladder import UNSHIFTED
+from agents.experiments.evaluation.tables import format_number
 from rims_rl.errors import UserError
 
 PRIMARY_KEYS = ("env", "shift", "level", "labels", "metric")
@@ -35,6 +36,7 @@ class Primary:
     level: int
     labels: tuple[str, str]
     metric: str = "success_rate"
+    runs: int | None = None  # the planned runs (seeds) per label; fewer give no verdict
 
 
 def parse_primary(data: Any, where: str) -> Primary:
@@ -69,7 +71,9 @@ def read_primary(path: str | Path) -> Primary | None:
         raise UserError(f"study file {path} is not valid YAML: {str(e).strip().splitlines()[0]}") from None
     if not isinstance(data, dict) or data.get("primary") is None:
         return None
-    return parse_primary(data["primary"], f"study file {path}")
+    primary = parse_primary(data["primary"], f"study file {path}")
+    seeds = data.get("seeds")
+    return replace(primary, runs=len(set(seeds))) if isinstance(seeds, list) and seeds else primary
 
 
 def primary_row(comparison: dict[str, Any], primary: Primary) -> dict[str, Any] | None:
@@ -122,22 +126,49 @@ def hypothesis_verdict(p: dict[str, Any]) -> str:
 
 def primary_answer(comparison: dict[str, Any], primary: Primary) -> str:
     """The primary comparison's answer in one paragraph of plain words, every number from ``comparison``:
-    P(A beats B), the IQM difference and each label's IQM, each with its 95% CI, and the verdict."""
+    P(A beats B), the IQM difference and each label's IQM, each with its 95% CI, the verdict (none with fewer
+    runs than the study planned) and the random policy's score on the same episodes."""
     a, b = primary.labels
     where = f"{setting_name(primary.shift, primary.level)} of {primary.env}"
     row = primary_row(comparison, primary)
     if row is None:
         return f"The runs do not hold the primary comparison ({a} vs {b}, {where}): no verdict."
     prob, diff = pair_text(row)
-    iqm = {label: cell(next((s for s in comparison["summary"] if s["env"] == primary.env and s["label"] == label
-                              and s["shift"] == primary.shift and s["level"] == primary.level
-                              and s["metric"] == primary.metric), None)) for label in (a, b)}
+    iqm_rows = {label: next((s for s in comparison["summary"] if s["env"] == primary.env and s["label"] == label
+                             and s["shift"] == primary.shift and s["level"] == primary.level
+                             and s["metric"] == primary.metric), None) for label in (a, b)}
+    iqm = {label: cell(row) for label, row in iqm_rows.items()}
     metric = METRIC_LABELS[primary.metric]
-    return (f"Primary hypothesis, {a} beats {b} on {metric} in {where}: "
-            f"{hypothesis_verdict(row)}. "
+    planned = primary.runs
+    short = planned is not None and min(row["runs_a"], row["runs_b"]) < planned
+    judged = (f"no verdict: {row['runs_a']} vs {row['runs_b']} of the planned {planned} runs per label"
+              if short else hypothesis_verdict(row))
+    return (f"Primary hypothesis, {a} beats {b} on {metric} in {where}: {judged}. "
             f"Over {row['runs_a']} vs {row['runs_b']} runs, P({a} beats {b}) = {prob}; the IQM difference "
             f"{a} - {b} is {diff or 'not computed'}; IQM {metric}: {a} {iqm[a] or '-'}, {b} {iqm[b] or '-'} "
-            f"(95% bootstrap CIs over runs).")
+            f"(95% bootstrap CIs over runs).{_random_text(comparison, primary, iqm_rows)}")
+
+
+def random_score(comparison: dict[str, Any], primary: Primary) -> float | None:
+    """The uniformly random policy's score on the primary setting's episodes (the mean over its settings when
+    shifts are pooled); None for a normalized score or when the runs do not record it."""
+    field = {"success_rate": "random_success_rate", "return": "random_return"}.get(primary.metric)
+    settings = {(s["shift"], s["level"]): s[field] for s in comparison.get("scores") or []
+                if field and s["env"] == primary.env and s["level"] == primary.level
+                and primary.shift in ("all", s["shift"]) and s.get(field) is not None}
+    return sum(settings.values()) / len(settings) if settings else None
+
+
+def _random_text(comparison: dict[str, Any], primary: Primary, iqm_rows: dict[str, dict[str, Any] | None]) -> str:
+    """The sentence placing both labels against the random policy on the primary setting ("" without it)."""
+    random = random_score(comparison, primary)
+    if random is None:
+        return ""
+    below = [label for label in primary.labels if (iqm_rows[label] or {}).get("iqm_ci95_high") is not None
+             and iqm_rows[label]["iqm_ci95_high"] < random]
+    where = ("" if not below else f"; {below[0]}'s IQM CI lies below it" if len(below) == 1
+             else "; both labels' IQM CIs lie below it")
+    return f" A uniformly random policy scores {format_number(random)} on the same episodes{where}."
 
 
 def clear_comparisons(comparison: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:

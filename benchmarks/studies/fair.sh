@@ -7,7 +7,8 @@
 #   bash benchmarks/studies/fair.sh sync     # copy what has finished into docs/results/fair (then commit it)
 #   bash benchmarks/studies/fair.sh grid     # after the tuning: write fair.yaml from tuned.yaml (commit it)
 #   bash benchmarks/studies/fair.sh runs     # the final runs still missing from docs/results/fair/runs
-#   bash benchmarks/studies/fair.sh report   # compare, report, findings, levelling-off check and CPU-hours from git
+#   bash benchmarks/studies/fair.sh report   # once all runs are in: compare, report, findings, levelling-off
+#                                            # check and CPU-hours from git
 #
 # Long steps belong in the background:  nohup nice bash benchmarks/studies/fair.sh tune > fair-tune.log 2>&1 &
 set -euo pipefail
@@ -63,6 +64,14 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
     fi
     ;;
   report)
+    todo=$(python benchmarks/studies/fair_runs.py missing "$OUT/runs" --grid "$GRID")
+    if [ -n "$todo" ]; then
+      if [ -z "${PARTIAL:-}" ] || [ "$(realpath "$OUT")" = "$(realpath docs/results/fair)" ]; then
+        echo "fair.sh report: $(wc -l <<< "$todo") (task, label) pairs of $GRID still lack runs, so there is" \
+          "no result to report; finish 'fair.sh runs' (a look at the runs so far: PARTIAL=1 OUT=<a copy elsewhere>)" >&2
+        exit 2
+      fi
+    fi
     $RIMS_RL report "$OUT/runs" --out "$OUT" --study "$GRID"
     $RIMS_RL report "$OUT/tuning" --out "$OUT/tuning"  # every trial of every label, and the best values
     python benchmarks/studies/fair_runs.py levelled "$OUT/runs" > "$OUT/levelled.md"
@@ -70,7 +79,7 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
     python benchmarks/studies/fair_runs.py compute "$OUT" --grid "$GRID" > "$OUT/compute.md"
     ;;
   *)
-    sed -n '2,14p' "$0"
+    sed -n '2,15p' "$0"
     exit 2
     ;;
 esac

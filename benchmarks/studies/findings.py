@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agents.experiments.compare import COMPARE_COLUMNS, IMPROVEMENT_COLUMNS, METRIC_LABELS  # noqa: E402
+from agents.experiments.compare import COMPARE_COLUMNS, IMPROVEMENT_COLUMNS, METRIC_LABELS, SCORES_COLUMNS  # noqa: E402
 from agents.experiments.compare_tables import cell, headline_metric, pair_text  # noqa: E402
 from agents.experiments.evaluation.tables import format_number  # noqa: E402
 from agents.experiments.comparison_files import read_comparison  # noqa: E402
@@ -133,7 +133,7 @@ def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
             return text
         if text == "":
             return None
-        return int(text) if key in ("level", "runs", "tasks", "runs_a", "runs_b") else float(text)
+        return int(text) if key in ("level", "runs", "tasks", "runs_a", "runs_b", "seed", "episodes") else float(text)
 
     try:
         return [{k: value(k, v) for k, v in row.items()} for row in rows]
@@ -142,13 +142,15 @@ def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 def read_tables(path: str | Path) -> dict[str, Any]:
-    """``summary`` and ``improvement``: from compare.json, or from a published folder's compare.csv and
-    improvement.csv (what ``rims-rl report --out`` writes)."""
+    """``summary``, ``improvement`` and ``scores``: from compare.json, or from a published folder's compare.csv,
+    improvement.csv and scores.csv (what ``rims-rl report --out`` writes; no scores if it lacks scores.csv)."""
     path = Path(path)
     if not path.is_dir():
         return read_comparison(path)
+    scores = path / "scores.csv"
     return {"summary": _csv_rows(path / "compare.csv", COMPARE_COLUMNS),
-            "improvement": _csv_rows(path / "improvement.csv", IMPROVEMENT_COLUMNS)}
+            "improvement": _csv_rows(path / "improvement.csv", IMPROVEMENT_COLUMNS),
+            "scores": _csv_rows(scores, SCORES_COLUMNS) if scores.is_file() else []}
 
 
 def check_label(comparison: dict[str, Any], label: str) -> None:

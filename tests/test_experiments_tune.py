@@ -146,6 +146,23 @@ def test_trials_csv_and_best_config(tmp_path, base):
     assert resolved["cores"]["rims"]["k"] == best.params["cores.rims.k"]
 
 
+def test_a_best_config_of_a_parameter_matched_label_keeps_the_width_its_trials_had(tmp_path, base):
+    """A matched label's trials were sized against the tuned grid's rims (input rows and all); its best config,
+    run alone, keeps that width instead of matching against a rims made from its own config."""
+    from agents.experiments.matching import matched_config
+
+    cfg = {**base, "env": "RedBallDistractors-v0", "core": "lstm", "label": "lstm-matched", "match": "params",
+           "cores": {**base["cores"], "lstm": {"hidden_size": 37}}}  # 37: what the grid's matching gave
+    path = tune.write_best_config(tmp_path, "lstm-matched", cfg, {"ppo.learning_rate": 0.001}, "demo")
+    text = path.read_text()
+    assert "# match: params against the tuned grid's rims gave hidden_size 37, kept as it is" in text
+    resolved = load_config(str(path))
+    assert resolved["match"] == "none" and matched_config(resolved)["cores"]["lstm"]["hidden_size"] == 37
+    assert matched_config({**resolved, "match": "params"})["cores"]["lstm"]["hidden_size"] != 37  # what it was
+    plain = tune.write_best_config(tmp_path, "lstm", {**base, "core": "lstm"}, {}, "demo")
+    assert "match: params" not in plain.read_text() and "kept as it is" not in plain.read_text()
+
+
 def test_a_reopened_study_draws_new_values_instead_of_repeating_its_start(tmp_path, base):
     space = tune_space.space_for(tune_space.read_space(None, base), "lstm")
     first = _study(tmp_path)

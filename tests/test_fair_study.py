@@ -293,3 +293,34 @@ def test_the_fair_study_claims_no_result_until_every_run_is_published_and_then_q
     assert "no verdict" not in answer and "No result yet" not in readmes[study / "README.md"]
     for path, text in readmes.items():
         assert answer in text, f"{path} does not quote the generated primary answer"
+
+
+def test_parameters_counts_the_core_that_matching_sizes_and_the_whole_policy_beside_it(fair):
+    """The committed grid: lstm-matched's core within 5% of rims's on every task, while its whole policy (the
+    encoder before the core differs: rims reads the feature map's rows) is far larger; the table says both."""
+    rows = [line.strip("|").split(" | ") for line in fair.parameters(fair.GRID).splitlines()[2:]]
+    counts = {(env.strip(), label): (int(core.replace(",", "")), int(total.replace(",", "")), ratio.strip())
+              for env, label, _, core, total, ratio in rows}
+    assert len(counts) == 15
+    for env in ("PickupDistractors-v0", "MiniGrid-DoorKey-5x5-v0", "MemoryDistractors-v0"):
+        rims, matched, none = counts[env, "rims"], counts[env, "lstm-matched"], counts[env, "none"]
+        assert abs(matched[0] / rims[0] - 1) < 0.05 and none[0] == 0 and rims[2] == "1.00"
+        assert matched[1] > 1.4 * rims[1] and matched[2] == f"{matched[1] / rims[1]:.2f}"
+    assert counts["PickupDistractors-v0", "lstm-matched"][0] == 141_504  # the 134 units PLAN.md names
+
+
+def test_resumed_names_each_published_run_trained_by_more_than_one_process(fair, tmp_path):
+    import shutil
+
+    published = ROOT / "docs" / "results" / "fair" / "runs" / "PickupDistractors-v0"
+    out = tmp_path / "runs" / "PickupDistractors-v0"
+    shutil.copytree(published / "lstm" / "seed0", out / "lstm" / "seed0")  # one process
+    assert fair.resumed(tmp_path / "runs") == "Every published run trained in one process."
+    once = out / "lstm" / "seed1"
+    shutil.copytree(published / "lstm" / "seed0", once)
+    header, *rows = (once / "curves.csv").read_text().splitlines()  # the same run, resumed: from 150k by process 1
+    later = [int(row.split(",")[2]) >= 150_000 for row in rows]
+    step = min(int(row.split(",")[2]) for row, late in zip(rows, later) if late)
+    (once / "curves.csv").write_text("\n".join([header] + [f"1{row[1:]}" if late else row
+                                                           for row, late in zip(rows, later)]) + "\n")
+    assert fair.resumed(tmp_path / "runs").splitlines()[2:] == [f"| PickupDistractors-v0 | lstm | 1 | 2 | {step:,} |"]

@@ -42,7 +42,9 @@ RUN_CONFIG_SECTION_KINDS = {"ppo": {"n_steps": "int"}, "eval": {"freq": "int", "
 OPEN_SECTIONS = ("policy_kwargs",)  # sections whose keys are not in the preset (checked by validation.validate_config)
 DEFAULT_EPISODES = 400  # evaluation episodes per setting: a success rate's 95% CI half-width <= 0.05
 EVAL_ENVS = 64  # sub-envs an evaluation steps at once (one batched predict per step); benchmarks/bench_eval.py
-EVAL_SEED = 1000  # reset seed of an evaluation's episode 0: evaluation seeds differ from the training seeds (0, 1, ...)
+# reset seed of an evaluation's episode 0: above the training envs' seeds (run seed + env index) of runs seeded
+# 0-999; a tuning run (seeds from 1000) trains on some of the evaluation's reset seeds
+EVAL_SEED = 1000
 
 
 def list_presets() -> list[str]:

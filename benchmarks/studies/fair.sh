@@ -8,7 +8,7 @@
 #   bash benchmarks/studies/fair.sh grid     # after the tuning: write fair.yaml from tuned.yaml (commit it)
 #   bash benchmarks/studies/fair.sh runs     # the final runs still missing from docs/results/fair/runs
 #   bash benchmarks/studies/fair.sh report   # once all runs are in: compare, report, findings, levelling-off
-#                                            # check and CPU-hours from git
+#                                            # check, resumed runs, CPU-hours, parameter counts
 #
 # Long steps belong in the background:  nohup nice bash benchmarks/studies/fair.sh tune > fair-tune.log 2>&1 &
 set -euo pipefail
@@ -75,8 +75,10 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
     $RIMS_RL report "$OUT/runs" --out "$OUT" --study "$GRID"
     $RIMS_RL report "$OUT/tuning" --out "$OUT/tuning"  # every trial of every label, and the best values
     python benchmarks/studies/fair_runs.py levelled "$OUT/runs" > "$OUT/levelled.md"
+    python benchmarks/studies/fair_runs.py resumed "$OUT/runs" > "$OUT/resumed.md"
     python benchmarks/studies/findings.py "$OUT" --study "$GRID" > "$OUT/findings.md"
     python benchmarks/studies/fair_runs.py compute "$OUT" --grid "$GRID" > "$OUT/compute.md"
+    python benchmarks/studies/fair_runs.py parameters --grid "$GRID" > "$OUT/parameters.md"
     ;;
   *)
     sed -n '2,15p' "$0"

@@ -6,6 +6,8 @@ levelling-off check.
     python benchmarks/studies/fair_runs.py publish $LOGDIR/runs docs/results/fair/runs
     python benchmarks/studies/fair_runs.py levelled docs/results/fair/runs    # the levelling-off table
     python benchmarks/studies/fair_runs.py compute docs/results/fair         # CPU-hours, spent and still to go
+    python benchmarks/studies/fair_runs.py parameters                        # core and whole-policy parameters
+    python benchmarks/studies/fair_runs.py resumed docs/results/fair/runs     # runs interrupted and resumed
 
 ``grid`` copies each label's tuned values verbatim from the tuning's tuned.yaml into the study grid, once
 every label has its full budget of trials. A published run keeps its ``config.yaml``, its evaluation
@@ -28,7 +30,8 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from scipy.stats import trim_mean  # noqa: E402
 
-from agents.experiments.curves import CURVES_FILE, read_scalars, training_wall_seconds, write_curves_csv  # noqa: E402
+from agents.experiments.curves import (CURVES_FILE, read_scalars, training_events,  # noqa: E402
+                                       training_wall_seconds, write_curves_csv)
 from agents.experiments.files import atomic_write_text  # noqa: E402
 from agents.experiments.runs import (CONFIG_FILE, EVAL_DIR, FINAL_MODEL, env_dirname, find_run_dirs,  # noqa: E402
                                      read_num_timesteps, read_run_config)
@@ -191,6 +194,22 @@ def levelled_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def resumed(out: Path) -> str:
+    """Every published run trained by more than one process (interrupted, then resumed from its last
+    checkpoint) as Markdown: the step each later process started from. A resume restarts the training
+    episodes' seeds, so such a run is not the run an uninterrupted one would have been."""
+    lines = ["| env | label | seed | training processes | later processes start at step |", "|---|---|---|---|---|"]
+    for run in find_run_dirs([out]):
+        first: dict[int, int] = {}
+        for event in training_events(run):
+            first[event.process] = min(first.get(event.process, event.step), event.step)
+        if len(first) > 1:
+            starts = ", ".join(f"{first[p]:,}" for p in sorted(first)[1:])
+            lines.append(f"| {run.parent.parent.name} | {run.parent.name} | {run.name.removeprefix('seed')} | "
+                         f"{len(first)} | {starts} |")
+    return "\n".join(lines if len(lines) > 2 else ["Every published run trained in one process."])
+
+
 def _run_seconds(run: Path) -> float:
     """A published or local run's training seconds (0 where it has no training events)."""
     cfg = read_run_config(run)
@@ -240,6 +259,27 @@ def compute(study: Path, grid_file: Path = GRID, tune_grid_file: Path = TUNE_GRI
     return "\n".join(lines)
 
 
+def parameters(grid_file: Path = GRID) -> str:
+    """Every label's trainable parameters per task as Markdown: the recurrent core's (what ``match: params``
+    matches) and the whole policy's (encoder, core, heads), with the whole policy's ratio to ``rims``'s."""
+    from agents.experiments.train import build_policy_for
+    from agents.sizing import core_parameters
+
+    grid = merge_grid(read_grid_file(grid_file))
+    lines = ["| env | label | core | core parameters | policy parameters | policy / rims's |",
+             "|---|---|---|---|---|---|"]
+    for job in grid_jobs(grid):
+        counts = {}
+        for variant, cfg in job_configs(grid, job):
+            policy = build_policy_for(cfg)
+            counts[variant.label] = (cfg["core"], core_parameters(policy),
+                                     sum(p.numel() for p in policy.parameters() if p.requires_grad))
+        rims = counts.get("rims", (None, None, None))[2]
+        lines += [f"| {job.env} | {label} | {core} | {core_n:,} | {total:,} | "
+                  f"{f'{total / rims:.2f}' if rims else '-'} |" for label, (core, core_n, total) in counts.items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -252,6 +292,8 @@ def main() -> None:
     p.add_argument("logdir", type=Path)
     p.add_argument("out", type=Path)
     sub.add_parser("levelled").add_argument("out", type=Path)
+    sub.add_parser("resumed").add_argument("out", type=Path)
+    sub.add_parser("parameters", parents=[grid])
     sub.add_parser("compute", parents=[grid]).add_argument("study", type=Path,
                                                            help="the study's folder (tuning/, runs/)")
     args = parser.parse_args()
@@ -264,6 +306,10 @@ def main() -> None:
             publish(args.logdir, args.out)
         elif args.what == "compute":
             print(compute(args.study, args.grid))
+        elif args.what == "parameters":
+            print(parameters(args.grid))
+        elif args.what == "resumed":
+            print(resumed(args.out))
         else:
             print(levelled_table(levelled(args.out)))
     except UserError as e:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from agents.experiments.files import atomic_open, atomic_write_text
+from agents.experiments.matching import MATCHED_CORES
 from agents.experiments.tune.space import Param, apply_params
 from rims_rl.errors import UserError
 
@@ -187,6 +188,11 @@ def write_best_config(env_dir: Path, label: str, base: dict, params: dict[str, A
     ``rims-rl train --config`` and sweep grid files accept."""
     cfg = apply_params(base, params)
     cfg["seed"] = 0
-    text = (f"# best config of `rims-rl tune` for {cfg['env']} ({label}): {', '.join(f'{k}={v}' for k, v in params.items())}\n"
-            + yaml.safe_dump({"base": preset, **cfg}, sort_keys=False, default_flow_style=False))
+    header = f"# best config of `rims-rl tune` for {cfg['env']} ({label}): {', '.join(f'{k}={v}' for k, v in params.items())}\n"
+    if cfg.get("match", "none") != "none" and cfg["core"] in MATCHED_CORES:
+        # the width was matched against the grid's rims label; alone, the file would match its own config's
+        header += (f"# match: {cfg['match']} against the tuned grid's rims gave hidden_size "
+                   f"{cfg['cores'][cfg['core']]['hidden_size']}, kept as it is (match: none)\n")
+        cfg["match"] = "none"
+    text = header + yaml.safe_dump({"base": preset, **cfg}, sort_keys=False, default_flow_style=False)
     return atomic_write_text(env_dir / f"best_{label}.yaml", text)

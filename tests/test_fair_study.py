@@ -324,3 +324,9 @@ def test_resumed_names_each_published_run_trained_by_more_than_one_process(fair,
     (once / "curves.csv").write_text("\n".join([header] + [f"1{row[1:]}" if late else row
                                                            for row, late in zip(rows, later)]) + "\n")
     assert fair.resumed(tmp_path / "runs").splitlines()[2:] == [f"| PickupDistractors-v0 | lstm | 1 | 2 | {step:,} |"]
+
+
+def test_the_fair_study_readme_lists_every_published_run_that_was_resumed(fair):
+    study = ROOT / "docs" / "results" / "fair"
+    table = fair.resumed(study / "runs").splitlines()
+    assert "\n".join(table[2:]) in (study / "README.md").read_text()

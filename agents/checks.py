@@ -56,6 +56,19 @@ def check_seed(seed: int, name: str = "--seed") -> None:
         raise UserError(f"{name} must be an integer from 0 to {MAX_SEED}, got {seed!r}")
 
 
+def grid_seeds(value: Any, where: str) -> list[int] | None:
+    """A grid file's ``seeds`` as a list of ints (one int alone is a list of one; None if absent); UserError
+    naming ``where`` for an empty list or a value that is not an integer."""
+    if value is None:
+        return None
+    seeds = value if isinstance(value, list) else [value]
+    if not seeds:
+        raise UserError(f"{where}: seeds is an empty list; give at least one value or drop the key")
+    if not all(is_int(s, 0) for s in seeds):
+        raise UserError(f"{where}: seeds must be integers, got {value}")
+    return seeds
+
+
 def check_episodes(episodes: int, seed: int) -> None:
     """UserError unless ``episodes`` >= 1 and every reset seed ``seed`` .. ``seed + episodes - 1`` is valid."""
     if episodes < 1:

@@ -148,6 +148,8 @@ def test_report_redoes_a_fresh_comparison_of_other_bootstrap_settings_and_reuses
     written = compare_json.stat().st_mtime_ns
     assert run_main(["report", root, "--reps", 50, "--seed", 3]) == 0  # the same settings: reused, not redone
     assert compare_json.stat().st_mtime_ns == written
+    assert run_main(["report", root, "--reps", 50, "--seed", 4]) == 0  # the same reps, another seed: redone
+    assert json.loads(compare_json.read_text())["bootstrap"] == {"reps": 50, "seed": 4}
 
 
 def test_learning_curves_take_the_iqm_across_seeds_with_ci_bands_only_for_several_runs(study, tmp_path):
@@ -401,6 +403,8 @@ def test_failed_runs_the_iqm_trims_are_named_and_a_primary_comparison_comes_firs
     planned = " ".join(_section((tmp_path / "rep" / "report.md").read_text(), "Primary comparison").split())
     assert ("distractors level 1 of RedBallDistractors-v0: no verdict: 4 vs 4 of the planned 5 runs per label. "
             "Over 4 vs 4 runs") in planned and "supported" not in planned
+    assert "| rims vs lstm | 4 vs 4 | 1 [1, 1] | 0.3 [0.3, 0.3] | no verdict (4 vs 4 of the planned 5 runs per " \
+           "label) |" in planned and "95% CI above 0.5" not in planned
     below = _section(md, "Runs below the random baseline")
     assert "| RedBallDistractors-v0 | rims | 2 | 4 | 1 |" in below  # at 0, trimmed by the IQM of 4 runs
     assert "| RedBallDistractors-v0 | rims | 2 | success rate | 0 | 0.6 |" in below
@@ -505,7 +509,7 @@ def test_the_primary_hypothesis_verdict_follows_the_ci_of_p_in_every_direction()
     # the random policy's score on the primary setting's episodes, and which labels' IQM CIs lie below it
     summary = [{"env": "E", "label": label, "shift": "size", "level": 2, "metric": "success_rate", "iqm": iqm,
                 "iqm_ci95_low": iqm - 0.05, "iqm_ci95_high": iqm + 0.05} for label, iqm in (("rims", 0.2), ("lstm", 0.3))]
-    scores = [{"env": "E", "label": "rims", "shift": shift, "level": level, "random_success_rate": random,
+    scores = [{"env": "E", "label": "rims", "seed": 0, "shift": shift, "level": level, "random_success_rate": random,
                "random_return": None} for shift, level, random in (("size", 2, 0.3), ("none", 0, 0.9), ("size", 1, 0.6))]
     below = primary_answer({"summary": summary, "improvement": [row(0.2, 0.05, 0.4)], "scores": scores}, primary)
     assert below.endswith("lstm 0.3 [0.25, 0.35] (95% bootstrap CIs over runs). A uniformly random policy scores "
@@ -513,6 +517,16 @@ def test_the_primary_hypothesis_verdict_follows_the_ci_of_p_in_every_direction()
     scores[0]["random_success_rate"] = 0.4
     assert primary_answer({"summary": summary, "improvement": [row(0.2, 0.05, 0.4)], "scores": scores},
                           primary).endswith("scores 0.4 on the same episodes; both labels' IQM CIs lie below it.")
+    # pooled shifts: the mean over the settings every run evaluated (distractors 2: one run only, left out)
+    from agents.experiments.findings import random_score
+
+    scores += [{**scores[0], "seed": seed, "shift": shift, "random_success_rate": random}
+               for seed, shift, random in ((0, "floor_noise", 0.2), (1, "floor_noise", 0.2), (1, "size", 0.4),
+                                           (0, "distractors", 0.9))]
+    scores += [{**scores[1], "seed": 1}, {**scores[2], "seed": 1}]
+    assert random_score({"scores": scores}, Primary("E", "all", 2, ("rims", "lstm"))) == pytest.approx(0.3)
+    assert random_score({"scores": scores}, Primary("E", "all", 0, ("rims", "lstm"))) == pytest.approx(0.9)
+    assert random_score({"scores": scores}, Primary("E", "size", 2, ("rims", "lstm"), "normalized_score")) is None
     text = primary_answer({"summary": [], "improvement": [row(0.3, 0.1, 0.52)]}, primary)
     assert "size level 2 of E: inconclusive" in text and "P(rims beats lstm) = 0.3 [0.1, 0.52]" in text
     assert "the IQM difference rims - lstm is not computed; IQM success rate: rims -, lstm -" in text

@@ -43,7 +43,7 @@ OPEN_SECTIONS = ("policy_kwargs",)  # sections whose keys are not in the preset 
 DEFAULT_EPISODES = 400  # evaluation episodes per setting: a success rate's 95% CI half-width <= 0.05
 EVAL_ENVS = 64  # sub-envs an evaluation steps at once (one batched predict per step); benchmarks/bench_eval.py
 # reset seed of an evaluation's episode 0: above the training envs' seeds (run seed + env index) of runs seeded
-# 0-999; a tuning run (seeds from 1000) trains on some of the evaluation's reset seeds
+# below 1000 - n_envs; a tuning run (seeds from 1000) trains on some of the evaluation's reset seeds
 EVAL_SEED = 1000
 
 

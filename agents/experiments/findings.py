@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 
-from agents.experiments.compare import METRIC_LABELS
+from agents.experiments.compare import METRIC_LABELS, metric_tasks
 from agents.experiments.compare_tables import cell, pair_text
 from agents.experiments.evaluation.ladder import UNSHIFTED
 from agents.experiments.evaluation.tables import format_number
+from agents.checks import grid_seeds
 from rims_rl.errors import UserError
 
 PRIMARY_KEYS = ("env", "shift", "level", "labels", "metric")
@@ -72,8 +73,8 @@ def read_primary(path: str | Path) -> Primary | None:
     if not isinstance(data, dict) or data.get("primary") is None:
         return None
     primary = parse_primary(data["primary"], f"study file {path}")
-    seeds = data.get("seeds")
-    return replace(primary, runs=len(set(seeds))) if isinstance(seeds, list) and seeds else primary
+    seeds = grid_seeds(data.get("seeds"), f"study file {path}")
+    return replace(primary, runs=len(set(seeds))) if seeds else primary
 
 
 def primary_row(comparison: dict[str, Any], primary: Primary) -> dict[str, Any] | None:
@@ -124,6 +125,20 @@ def hypothesis_verdict(p: dict[str, Any]) -> str:
             "includes": "inconclusive: the 95% CI of P includes 0.5"}[ci_side(p)]
 
 
+def short_of_plan(row: dict[str, Any], primary: Primary) -> str | None:
+    """``"4 vs 10 of the planned 10 runs per label"`` when either label of the primary row has fewer runs than
+    the study planned, else None (enough runs, or no plan)."""
+    if primary.runs is None or min(row["runs_a"], row["runs_b"]) >= primary.runs:
+        return None
+    return f"{row['runs_a']} vs {row['runs_b']} of the planned {primary.runs} runs per label"
+
+
+def primary_reading(row: dict[str, Any], primary: Primary) -> str:
+    """The primary table's reading: :func:`reading`, or no verdict with fewer runs than planned."""
+    short = short_of_plan(row, primary)
+    return f"no verdict ({short})" if short else reading(row)
+
+
 def primary_answer(comparison: dict[str, Any], primary: Primary) -> str:
     """The primary comparison's answer in one paragraph of plain words, every number from ``comparison``:
     P(A beats B), the IQM difference and each label's IQM, each with its 95% CI, the verdict (none with fewer
@@ -139,10 +154,8 @@ def primary_answer(comparison: dict[str, Any], primary: Primary) -> str:
                              and s["metric"] == primary.metric), None) for label in (a, b)}
     iqm = {label: cell(row) for label, row in iqm_rows.items()}
     metric = METRIC_LABELS[primary.metric]
-    planned = primary.runs
-    short = planned is not None and min(row["runs_a"], row["runs_b"]) < planned
-    judged = (f"no verdict: {row['runs_a']} vs {row['runs_b']} of the planned {planned} runs per label"
-              if short else hypothesis_verdict(row))
+    short = short_of_plan(row, primary)
+    judged = f"no verdict: {short}" if short else hypothesis_verdict(row)
     return (f"Primary hypothesis, {a} beats {b} on {metric} in {where}: {judged}. "
             f"Over {row['runs_a']} vs {row['runs_b']} runs, P({a} beats {b}) = {prob}; the IQM difference "
             f"{a} - {b} is {diff or 'not computed'}; IQM {metric}: {a} {iqm[a] or '-'}, {b} {iqm[b] or '-'} "
@@ -150,13 +163,31 @@ def primary_answer(comparison: dict[str, Any], primary: Primary) -> str:
 
 
 def random_score(comparison: dict[str, Any], primary: Primary) -> float | None:
-    """The uniformly random policy's score on the primary setting's episodes (the mean over its settings when
-    shifts are pooled); None for a normalized score or when the runs do not record it."""
+    """The uniformly random policy's score on the primary setting's episodes: over the settings the primary
+    IQM pools (those every run of the env evaluated, less scale-changing ones for returns), the mean of each
+    setting's score; None for a normalized score or when the runs do not record it."""
     field = {"success_rate": "random_success_rate", "return": "random_return"}.get(primary.metric)
-    settings = {(s["shift"], s["level"]): s[field] for s in comparison.get("scores") or []
-                if field and s["env"] == primary.env and s["level"] == primary.level
-                and primary.shift in ("all", s["shift"]) and s.get(field) is not None}
-    return sum(settings.values()) / len(settings) if settings else None
+    rows = [s for s in comparison.get("scores") or [] if s["env"] == primary.env]
+    if field is None or not rows:
+        return None
+    evaluated: dict[tuple[str, int], set[tuple[str, int]]] = {}
+    for s in rows:
+        evaluated.setdefault((s["label"], s["seed"]), set()).add((s["shift"], s["level"]))
+    common = set.intersection(*evaluated.values())
+    if primary.level == 0:
+        settings = [(UNSHIFTED, 0)]
+    elif primary.shift == "all":
+        settings = sorted(t for t in common if t[1] == primary.level)
+    else:
+        settings = [(primary.shift, primary.level)]
+    settings = metric_tasks(primary.env, primary.shift, primary.metric, [t for t in settings if t in common])
+    means = []
+    for setting in settings:
+        values = [s[field] for s in rows if (s["shift"], s["level"]) == setting and s[field] is not None]
+        if not values:
+            return None
+        means.append(sum(values) / len(values))
+    return sum(means) / len(means) if means else None
 
 
 def _random_text(comparison: dict[str, Any], primary: Primary, iqm_rows: dict[str, dict[str, Any] | None]) -> str:

@@ -20,7 +20,7 @@ from agents.experiments.evaluation.ladder import UNSHIFTED, scale_changing
 from agents.experiments.evaluation.results import read_results
 from agents.experiments.evaluation.tables import format_number
 from agents.experiments.files import atomic_write_text
-from agents.experiments.findings import (Primary, clear_comparisons, primary_answer, primary_row, reading,
+from agents.experiments.findings import (Primary, clear_comparisons, primary_answer, primary_reading, primary_row,
                                          runs_below_random, setting_name, trimmed_failures, verdict)
 from agents.experiments.render import Block, render_html, render_markdown
 from agents.experiments.runs import EVAL_DIR
@@ -142,7 +142,7 @@ def answer_blocks(comparison: dict[str, Any], primary: Primary | None, reference
             blocks.append(Block("table", header=["comparison", "runs", "P(A > B) [95% CI]",
                                                  "IQM difference A - B [95% CI]", "reading"],
                                 rows=[[f"{a} vs {b}", f"{row['runs_a']} vs {row['runs_b']}", prob, diff,
-                                       reading(row)]]))
+                                       primary_reading(row, primary)]]))
             blocks.append(Block("text", primary_answer(comparison, primary)))
 
     blocks.append(Block("heading", "Verdict"))

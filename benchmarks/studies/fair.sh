@@ -16,6 +16,7 @@ cd "$(dirname "$0")/../.."
 LOGDIR=${LOGDIR:-$HOME/runs/fair}
 OUT=${OUT:-docs/results/fair}
 GRID=${GRID:-benchmarks/studies/fair.yaml}
+PUBLISHED=${PUBLISHED:-docs/results/fair}  # the study's published folder: no analysis there before every run
 ENV=PickupDistractors-v0
 RIMS_RL=${RIMS_RL:-python train_agent.py}
 
@@ -66,7 +67,7 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
   report)
     todo=$(python benchmarks/studies/fair_runs.py missing "$OUT/runs" --grid "$GRID")
     if [ -n "$todo" ]; then
-      if [ -z "${PARTIAL:-}" ] || [ "$(realpath "$OUT")" = "$(realpath docs/results/fair)" ]; then
+      if [ "${PARTIAL:-}" != 1 ] || [ "$(realpath -m "$OUT")" = "$(realpath -m "$PUBLISHED")" ]; then
         echo "fair.sh report: $(wc -l <<< "$todo") (task, label) pairs of $GRID still lack runs, so there is" \
           "no result to report; finish 'fair.sh runs' (a look at the runs so far: PARTIAL=1 OUT=<a copy elsewhere>)" >&2
         exit 2
@@ -81,7 +82,7 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
     python benchmarks/studies/fair_runs.py parameters --grid "$GRID" > "$OUT/parameters.md"
     ;;
   *)
-    sed -n '2,15p' "$0"
+    sed -n '2,13p' "$0"
     exit 2
     ;;
 esac

@@ -195,19 +195,26 @@ def levelled_table(rows: list[dict]) -> str:
 
 
 def resumed(out: Path) -> str:
-    """Every published run trained by more than one process (interrupted, then resumed from its last
-    checkpoint) as Markdown: the step each later process started from. A resume restarts the training
+    """Every published run that was interrupted and resumed from a checkpoint, as Markdown: the steps it
+    resumed from (each later training log's first step less one rollout, the step its checkpoint held), and
+    every run without a training log (whether it was resumed is not known). A resume restarts the training
     episodes' seeds, so such a run is not the run an uninterrupted one would have been."""
-    lines = ["| env | label | seed | training processes | later processes start at step |", "|---|---|---|---|---|"]
+    lines = ["| env | label | seed | resumed from step |", "|---|---|---|---|"]
+    unknown = []
     for run in find_run_dirs([out]):
+        cfg = read_run_config(run)
+        name = f"{cfg['env']} | {cfg.get('label') or cfg['core']} | {cfg['seed']}"
         first: dict[int, int] = {}
         for event in training_events(run):
             first[event.process] = min(first.get(event.process, event.step), event.step)
-        if len(first) > 1:
-            starts = ", ".join(f"{first[p]:,}" for p in sorted(first)[1:])
-            lines.append(f"| {run.parent.parent.name} | {run.parent.name} | {run.name.removeprefix('seed')} | "
-                         f"{len(first)} | {starts} |")
-    return "\n".join(lines if len(lines) > 2 else ["Every published run trained in one process."])
+        if not first:
+            unknown.append(f"| {name} | no training log |")
+        elif len(first) > 1:
+            rollout = cfg["n_envs"] * cfg["ppo"]["n_steps"]
+            lines.append(f"| {name} | {', '.join(f'{first[p] - rollout:,}' for p in sorted(first)[1:])} |")
+    if len(lines) + len(unknown) == 2:
+        return "Every published run trained in one process."
+    return "\n".join(lines + unknown)
 
 
 def _run_seconds(run: Path) -> float:

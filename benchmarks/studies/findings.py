@@ -26,7 +26,7 @@ from agents.experiments.compare_tables import cell, headline_metric, pair_text  
 from agents.experiments.evaluation.tables import format_number  # noqa: E402
 from agents.experiments.comparison_files import read_comparison  # noqa: E402
 from agents.experiments.findings import (Primary, clear_comparisons, primary_answer, primary_row,  # noqa: E402
-                                         reading, read_primary)
+                                         primary_reading, read_primary)
 from rims_rl.errors import UserError  # noqa: E402
 
 TEXT_COLUMNS = {"env", "label", "core", "shift", "metric", "label_a", "label_b", "core_a", "core_b"}
@@ -86,7 +86,7 @@ def primary_text(comparison: dict[str, Any], primary: Primary) -> str:
         return head + "\nThese runs do not hold this comparison.\n"
     prob, diff = pair_text(row)
     return (head + "\n| runs | P(A > B) [95% CI] | IQM difference A - B [95% CI] | reading |\n|---|---|---|---|\n"
-            f"| {row['runs_a']} vs {row['runs_b']} | {prob} | {diff} | {reading(row)} |\n\n"
+            f"| {row['runs_a']} vs {row['runs_b']} | {prob} | {diff} | {primary_reading(row, primary)} |\n\n"
             f"{primary_answer(comparison, primary)}\n")
 
 
@@ -163,7 +163,8 @@ def check_label(comparison: dict[str, Any], label: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("comparison", help="compare.json written by `rims-rl compare`, or a folder with the "
-                                           "compare.csv and improvement.csv that `rims-rl report --out` writes")
+                                           "compare.csv, improvement.csv and scores.csv that `rims-rl report --out` "
+                                           "writes")
     parser.add_argument("--label", default="rims", help="the label whose probability of improvement is shown")
     parser.add_argument("--study", help="a study (grid) file whose primary comparison is shown first")
     args = parser.parse_args()

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from agents.checks import check_core_name, check_episodes, check_label
+from agents.checks import check_core_name, check_episodes, check_label, grid_seeds
 from agents.experiments.config import EVAL_SEED, flatten, read_yaml
 from agents.experiments.evaluation.ladder import ladder_settings
 from agents.experiments.evaluation.results import RESULTS_FILE, read_results
@@ -103,9 +103,7 @@ def read_grid_file(path: str | os.PathLike) -> Grid:
         return value
 
     overrides = _read_overrides(data.get("overrides"), f"grid file {path}")
-    seeds = as_list("seeds")
-    if seeds is not None and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise UserError(f"grid file {path}: seeds must be integers, got {seeds}")
+    seeds = grid_seeds(data.get("seeds"), f"grid file {path}")
     timesteps = _read_timesteps(data.get("timesteps"), f"grid file {path}")
     config = _config_beside(data.get("config"), path)
     envs, cores = as_list("envs"), as_list("cores")

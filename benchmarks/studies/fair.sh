@@ -11,6 +11,10 @@
 #                                            # check, resumed runs, CPU-hours, parameter counts
 #
 # Long steps belong in the background:  nohup nice bash benchmarks/studies/fair.sh tune > fair-tune.log 2>&1 &
+# Runs import the code of the checkout they start from: train from a checkout of its own, so that edits to
+# the working tree cannot reach a running sweep, e.g.
+#   git worktree add --detach ../study && cd ../study &&
+#   PYTHONPATH=$PWD OUT=<the working tree>/docs/results/fair nohup nice bash benchmarks/studies/fair.sh runs &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LOGDIR=${LOGDIR:-$HOME/runs/fair}
@@ -82,7 +86,7 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
     python benchmarks/studies/fair_runs.py parameters --grid "$GRID" > "$OUT/parameters.md"
     ;;
   *)
-    sed -n '2,13p' "$0"
+    sed -n '2,17p' "$0"
     exit 2
     ;;
 esac

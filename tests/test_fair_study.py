@@ -275,7 +275,8 @@ def test_the_committed_study_grid_is_the_committed_tunings_best_values_with_a_pa
 
 def test_the_fair_study_claims_no_result_until_every_run_is_published_and_then_quotes_the_generated_answer(fair):
     """While runs are missing, docs/results/fair holds no analysis and its README says there is no result; once
-    all 150 are published, both READMEs quote the generated primary answer verbatim (from the committed CSVs)."""
+    all 150 are published, both READMEs quote the generated primary answer verbatim (from the committed CSVs),
+    and the main README the generated findings in words."""
     from agents.experiments.findings import primary_answer, read_primary
 
     study = ROOT / "docs" / "results" / "fair"
@@ -283,16 +284,19 @@ def test_the_fair_study_claims_no_result_until_every_run_is_published_and_then_q
     if fair.missing(study / "runs", fair.GRID):
         assert "No result yet" in readmes[study / "README.md"]
         assert not any((study / name).exists() for name in ("compare.csv", "improvement.csv", "report.md",
-                                                            "findings.md", "runs/compare"))
+                                                            "findings.md", "in-words.md", "runs/compare"))
         assert not any("Primary hypothesis, rims beats lstm" in text for text in readmes.values())
         return
     spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")
     findings = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(findings)
-    answer = primary_answer(findings.read_tables(study), read_primary(fair.GRID))
+    tables, primary = findings.read_tables(study), read_primary(fair.GRID)
+    answer = primary_answer(tables, primary)
     assert "no verdict" not in answer and "No result yet" not in readmes[study / "README.md"]
     for path, text in readmes.items():
         assert answer in text, f"{path} does not quote the generated primary answer"
+    # the main README's Findings: the generated text in words, primary first, and the tally of leads
+    assert " ".join(findings.in_words(tables, primary).split()) in readmes[ROOT / "README.md"]
 
 
 def test_parameters_counts_the_core_that_matching_sizes_and_the_whole_policy_beside_it(fair):

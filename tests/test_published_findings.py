@@ -83,3 +83,28 @@ def test_every_success_rate_aggregate_of_the_published_study_is_recomputed_from_
         assert trim_mean(flat, 0.25) == pytest.approx(float(r["iqm"]), abs=1e-9), r
         assert np.mean(flat) == pytest.approx(float(r["mean"]), abs=1e-9), r
         assert np.median([np.mean(v) for v in by_run.values()]) == pytest.approx(float(r["median"]), abs=1e-9), r
+
+
+def test_findings_in_words_tally_every_clear_comparison_with_rims_and_put_the_primary_answer_first():
+    import importlib.util
+
+    from agents.experiments.findings import Primary, primary_answer
+
+    spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tables = module.read_tables(STUDY)
+    text = module.in_words(tables, None)
+    assert text.startswith("Every comparison of rims whose 95% CI of P(improvement) excludes 0.5, of 270 ")
+    for env in ("PickupDistractors-v0", "RedBallDistractors-v0", "MiniGrid-DoorKey-5x5-v0"):
+        line = next(line for line in text.splitlines() if line.startswith(f"- {env}: rims "))
+        for other in ("gru", "lstm", "none"):
+            rows = [p for p in tables["improvement"] if p["env"] == env and p["label_a"] == "rims"
+                    and p["label_b"] == other]
+            ahead = sum(p["ci95_low"] is not None and p["ci95_low"] > 0.5 for p in rows)
+            behind = sum(p["ci95_high"] is not None and p["ci95_high"] < 0.5 for p in rows)
+            assert f"ahead of {other} in {ahead} and behind in {behind} of {len(rows)} settings" in line
+    assert "ahead of lstm in 0 and behind in 14 of 19 settings" in text  # the README's pilot Findings
+    primary = Primary("PickupDistractors-v0", "novel_distractors", 3, ("rims", "lstm"))
+    with_primary = module.in_words(tables, primary)
+    assert with_primary.startswith(primary_answer(tables, primary) + "\n\nBeyond it, every comparison of rims")

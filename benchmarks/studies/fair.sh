@@ -82,6 +82,7 @@ repair_journal(Path(sys.argv[1]))' "$OUT/tuning/$ENV/tune.journal"
     python benchmarks/studies/fair_runs.py levelled "$OUT/runs" > "$OUT/levelled.md"
     python benchmarks/studies/fair_runs.py resumed "$OUT/runs" > "$OUT/resumed.md"
     python benchmarks/studies/findings.py "$OUT" --study "$GRID" > "$OUT/findings.md"
+    python benchmarks/studies/findings.py "$OUT" --study "$GRID" --in-words > "$OUT/in-words.md"  # README's Findings
     python benchmarks/studies/fair_runs.py compute "$OUT" --grid "$GRID" > "$OUT/compute.md"
     python benchmarks/studies/fair_runs.py parameters --grid "$GRID" > "$OUT/parameters.md"
     ;;

@@ -114,6 +114,30 @@ def clear_tally(comparison: dict[str, Any], label: str = "rims") -> str:
     return "\n".join(out) + "\n"
 
 
+def in_words(comparison: dict[str, Any], primary: Primary | None, label: str = "rims") -> str:
+    """The README's Findings, generated: the primary answer first (when the study declares one), then per env
+    and other label how many settings show ``label`` ahead or behind with a 95% CI of P excluding 0.5, out
+    of every comparison made, unadjusted: leads beside the one planned answer."""
+    clear, made = clear_comparisons(comparison)
+    out = [primary_answer(comparison, primary), ""] if primary is not None else []
+    mine = [p for p in clear if label in (p["label_a"], p["label_b"])]
+    out.append(f"{'Beyond it, every' if primary is not None else 'Every'} comparison of {label} whose 95% CI of "
+               f"P(improvement) excludes 0.5, of {made} comparisons made (every pair of labels in every setting and "
+               f"pooled level, not adjusted for multiplicity, so leads rather than findings):")
+    out.append("")
+    for env in sorted({p["env"] for p in comparison["improvement"]}):
+        others = sorted({p["label_b"] for p in comparison["improvement"] if p["env"] == env and p["label_a"] == label})
+        counts = []
+        for other in others:
+            ahead = sum(p["env"] == env and (p["label_a"], p["label_b"]) == (label, other) for p in mine)
+            behind = sum(p["env"] == env and (p["label_a"], p["label_b"]) == (other, label) for p in mine)
+            settings = sum(p["env"] == env and (p["label_a"], p["label_b"]) == (label, other)
+                           for p in comparison["improvement"])
+            counts.append(f"ahead of {other} in {ahead} and behind in {behind} of {settings} settings")
+        out.append(f"- {env}: {label} " + ("; ".join(counts) if counts else "is not compared") + ".")
+    return "\n".join(out) + "\n"
+
+
 def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
     """A compare CSV's rows with numbers as numbers and empty cells as None; UserError unless it has
     ``columns`` (what this rims-rl's compare writes)."""
@@ -167,6 +191,9 @@ def main() -> None:
                                            "writes")
     parser.add_argument("--label", default="rims", help="the label whose probability of improvement is shown")
     parser.add_argument("--study", help="a study (grid) file whose primary comparison is shown first")
+    parser.add_argument("--in-words", action="store_true",
+                        help="print only the findings in words for a README: the primary answer, then a tally of "
+                             "the comparisons with --label whose CI excludes 0.5")
     args = parser.parse_args()
     try:
         comparison = read_tables(args.comparison)
@@ -174,6 +201,9 @@ def main() -> None:
         primary = read_primary(args.study) if args.study else None
         if args.study and primary is None:
             raise UserError(f"study file {args.study} declares no primary comparison")
+        if args.in_words:
+            print(in_words(comparison, primary, args.label), end="")
+            return
         if primary is not None:
             print(primary_text(comparison, primary))
         print(findings(comparison, args.label))

@@ -13,10 +13,14 @@ from torch import nn
 GATES = {"lstm": 4, "gru": 3}  # gate blocks of torch.nn.LSTM / nn.GRU
 
 
+def trainable_parameters(module: nn.Module) -> int:
+    """The number of trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
 def core_parameters(policy: nn.Module) -> int:
     """The trainable parameters of the recurrent core of a recurrent actor-critic ``policy`` (0 for ``none``)."""
-    core = policy.features_extractor.core
-    return sum(p.numel() for p in core.parameters() if p.requires_grad)
+    return trainable_parameters(policy.features_extractor.core)
 
 
 def rnn_parameters(cell: str, input_size: int, hidden_size: int) -> int:

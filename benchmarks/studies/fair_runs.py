@@ -270,7 +270,7 @@ def parameters(grid_file: Path = GRID) -> str:
     """Every label's trainable parameters per task as Markdown: the recurrent core's (what ``match: params``
     matches) and the whole policy's (encoder, core, heads), with the whole policy's ratio to ``rims``'s."""
     from agents.experiments.train import build_policy_for
-    from agents.sizing import core_parameters
+    from agents.sizing import core_parameters, trainable_parameters
 
     grid = merge_grid(read_grid_file(grid_file))
     lines = ["| env | label | core | core parameters | policy parameters | policy / rims's |",
@@ -279,8 +279,7 @@ def parameters(grid_file: Path = GRID) -> str:
         counts = {}
         for variant, cfg in job_configs(grid, job):
             policy = build_policy_for(cfg)
-            counts[variant.label] = (cfg["core"], core_parameters(policy),
-                                     sum(p.numel() for p in policy.parameters() if p.requires_grad))
+            counts[variant.label] = (cfg["core"], core_parameters(policy), trainable_parameters(policy))
         rims = counts.get("rims", (None, None, None))[2]
         lines += [f"| {job.env} | {label} | {core} | {core_n:,} | {total:,} | "
                   f"{f'{total / rims:.2f}' if rims else '-'} |" for label, (core, core_n, total) in counts.items()]

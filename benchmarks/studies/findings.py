@@ -95,6 +95,13 @@ def _setting(p: dict[str, Any]) -> str:
     return name if p["level"] == 0 else f"{name} {p['level']}"
 
 
+def _oriented(rows: list[dict[str, Any]], env: str, pair: tuple[str, str],
+              metric: str | None = None) -> list[dict[str, Any]]:
+    """The improvement rows of ``env`` comparing ``pair`` as (label_a, label_b), of one metric if given."""
+    return [p for p in rows if p["env"] == env and (p["label_a"], p["label_b"]) == pair
+            and (metric is None or p["metric"] == metric)]
+
+
 def clear_tally(comparison: dict[str, Any], label: str = "rims") -> str:
     """Markdown: per env and other label, the settings where a comparison with ``label`` has a 95% CI of
     P(improvement) entirely above 0.5 (``label`` ahead) or entirely below (``label`` behind)."""
@@ -106,9 +113,8 @@ def clear_tally(comparison: dict[str, Any], label: str = "rims") -> str:
     keys = sorted({(p["env"], p["label_b"] if p["label_a"] == label else p["label_a"], p["metric"]) for p in mine})
     for env, other, metric in keys:
         cells = []
-        for ahead in (True, False):
-            rows = [p for p in mine if p["env"] == env and p["metric"] == metric
-                    and (p["label_a"], p["label_b"]) == ((label, other) if ahead else (other, label))]
+        for pair in ((label, other), (other, label)):
+            rows = _oriented(mine, env, pair, metric)
             cells.append(f"{len(rows)}: " + ", ".join(_setting(p) for p in rows) if rows else "0")
         out.append(f"| {env} | {other} | {METRIC_LABELS[metric]} | {cells[0]} | {cells[1]} |")
     return "\n".join(out) + "\n"
@@ -129,10 +135,8 @@ def in_words(comparison: dict[str, Any], primary: Primary | None, label: str = "
         others = sorted({p["label_b"] for p in comparison["improvement"] if p["env"] == env and p["label_a"] == label})
         counts = []
         for other in others:
-            ahead = sum(p["env"] == env and (p["label_a"], p["label_b"]) == (label, other) for p in mine)
-            behind = sum(p["env"] == env and (p["label_a"], p["label_b"]) == (other, label) for p in mine)
-            settings = sum(p["env"] == env and (p["label_a"], p["label_b"]) == (label, other)
-                           for p in comparison["improvement"])
+            ahead, behind = (len(_oriented(mine, env, pair)) for pair in ((label, other), (other, label)))
+            settings = len(_oriented(comparison["improvement"], env, (label, other)))
             counts.append(f"ahead of {other} in {ahead} and behind in {behind} of {settings} settings")
         out.append(f"- {env}: {label} " + ("; ".join(counts) if counts else "is not compared") + ".")
     return "\n".join(out) + "\n"

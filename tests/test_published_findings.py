@@ -108,3 +108,25 @@ def test_findings_in_words_tally_every_clear_comparison_with_rims_and_put_the_pr
     primary = Primary("PickupDistractors-v0", "novel_distractors", 3, ("rims", "lstm"))
     with_primary = module.in_words(tables, primary)
     assert with_primary.startswith(primary_answer(tables, primary) + "\n\nBeyond it, every comparison of rims")
+
+
+def test_findings_clear_tally_lists_each_clear_comparison_with_rims_once_in_its_row_and_direction():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tables = module.read_tables(STUDY)
+    clear, made = clear_comparisons(tables)
+    mine = [p for p in clear if "rims" in (p["label_a"], p["label_b"])]
+    lines = module.clear_tally(tables).splitlines()
+    assert lines[0] == (f"#### Comparisons with rims whose 95% CI excludes 0.5 ({len(mine)} of the {len(clear)} "
+                        f"clear ones; {made} comparisons in all, not adjusted for multiplicity)")
+    assert lines[2:4] == ["| env | other label | metric | rims ahead | rims behind |", "|---|---|---|---|---|"]
+    rows = [line.strip("| ").split(" | ") for line in lines[4:]]
+    ahead = sum(int(r[3].split(":")[0]) for r in rows)
+    behind = sum(int(r[4].split(":")[0]) for r in rows)
+    assert ahead == sum(p["label_a"] == "rims" for p in mine) and behind == sum(p["label_b"] == "rims" for p in mine)
+    pickup_lstm = next(r for r in rows if r[:3] == ["PickupDistractors-v0", "lstm", "success rate"])
+    assert pickup_lstm[3] == "0" and pickup_lstm[4].startswith("14: ")  # the README's pilot Findings
+    assert len(pickup_lstm[4].split(", ")) == 14

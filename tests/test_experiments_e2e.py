@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
@@ -13,6 +14,8 @@ from agents.experiments.config import load_preset
 from agents.experiments.record import ROW_HEIGHT, TEXT_HEIGHT
 from agents.experiments.runs import read_num_timesteps
 from envs import DEFAULT_ENV_ID
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,8 @@ def test_demo_rerun_reuses_finished_runs(demo_dir, capsys, monkeypatch, tmp_path
 
     study = tmp_path / "report.md"  # the committed study report the demo points to
     study.write_text("# study")
-    monkeypatch.setattr(demo, "STUDY_REPORT", study)
+    monkeypatch.setattr(demo, "STUDY_REPORTS", ((tmp_path / "missing.md", "a study not written yet"),
+                                                (study, "the pilot study")))
     before = (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns
     cfg = demo_dir.parent / "tiny.yaml"
     code = run_main(["demo", "--config", cfg, "--logdir", demo_dir, "--episodes", 2, "--shifts", "distractors=1",
@@ -67,8 +71,24 @@ def test_demo_rerun_reuses_finished_runs(demo_dir, capsys, monkeypatch, tmp_path
     assert "already trained" in out and f"tensorboard --logdir {demo_dir}" in out
     *_, report_line, study_line = out.strip().splitlines()
     assert report_line == f"report: {demo_dir / 'report.html'} (self-contained) and {demo_dir / 'report.md'}"
-    assert study_line.startswith("the pilot study") and study_line.endswith(str(study))
+    assert study_line == f"the pilot study: {study}"
     assert (_run(demo_dir, "rims") / "model.zip").stat().st_mtime_ns == before
+
+
+def test_demo_names_the_newest_committed_study_report_and_none_outside_a_checkout(monkeypatch, tmp_path):
+    from agents.experiments.commands import demo
+
+    # the repository's own: the fair study's report once it is published, the pilot's until then
+    assert [path.relative_to(ROOT) for path, _ in demo.STUDY_REPORTS] == [
+        Path("docs/results/fair/report.md"), Path("docs/results/distractors/report.md")]
+    assert demo.STUDY_REPORTS[1][0].is_file()
+    fair, pilot = tmp_path / "fair.md", tmp_path / "pilot.md"
+    monkeypatch.setattr(demo, "STUDY_REPORTS", ((fair, "the fair study"), (pilot, "the pilot study")))
+    assert demo.study_line() is None
+    pilot.write_text("# pilot")
+    assert demo.study_line() == f"the pilot study: {pilot}"
+    fair.write_text("# fair")
+    assert demo.study_line() == f"the fair study: {fair}"
 
 
 def test_train_logs_rims_activation_scalars(demo_dir):

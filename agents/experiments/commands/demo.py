@@ -15,7 +15,12 @@ from rims_rl.errors import UserError
 
 NAME = "demo"
 PRESET = "demo"  # the default config
-STUDY_REPORT = Path(__file__).resolve().parents[3] / "docs" / "results" / "distractors" / "report.md"
+RESULTS = Path(__file__).resolve().parents[3] / "docs" / "results"
+# the committed study reports the demo points to, newest first: the first that exists is named
+STUDY_REPORTS = ((RESULTS / "fair" / "report.md",
+                  "the fair study (5 equally tuned cores x 10 seeds x 3 tasks, pre-registered)"),
+                 (RESULTS / "distractors" / "report.md",
+                  "the pilot study (4 cores x 5 seeds x 3 tasks, one untuned preset)"))
 
 
 def register(subparsers: Any) -> None:
@@ -119,6 +124,12 @@ def demo(
         print(f"an episode with the RIMs activation strip: rims-rl record --model {rims_runs[0]}")
     print(f"TensorBoard curves: tensorboard --logdir {out}")
     print(report_line(*write_study_report(out, reps=reps)))
-    if STUDY_REPORT.is_file():
-        print(f"the pilot study (4 cores x 5 seeds x 3 tasks, one untuned preset): {STUDY_REPORT}")
+    line = study_line()
+    if line:
+        print(line)
     return summary
+
+
+def study_line() -> str | None:
+    """The line naming the newest committed study report (None outside a checkout that has one)."""
+    return next((f"{what}: {path}" for path, what in STUDY_REPORTS if path.is_file()), None)

@@ -11,13 +11,18 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "results" / "distractors"
 
 
-def _read_tables():
+def _findings_script():
+    """benchmarks/studies/findings.py, loaded as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.read_tables(STUDY)
+    return module
+
+
+def _read_tables():
+    return _findings_script().read_tables(STUDY)
 
 
 def _findings_text() -> str:
@@ -86,13 +91,9 @@ def test_every_success_rate_aggregate_of_the_published_study_is_recomputed_from_
 
 
 def test_findings_in_words_tally_every_clear_comparison_with_rims_and_put_the_primary_answer_first():
-    import importlib.util
-
     from agents.experiments.findings import Primary, primary_answer
 
-    spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _findings_script()
     tables = module.read_tables(STUDY)
     text = module.in_words(tables, None)
     assert text.startswith("Every comparison of rims whose 95% CI of P(improvement) excludes 0.5, of 270 ")
@@ -111,11 +112,7 @@ def test_findings_in_words_tally_every_clear_comparison_with_rims_and_put_the_pr
 
 
 def test_findings_clear_tally_lists_each_clear_comparison_with_rims_once_in_its_row_and_direction():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _findings_script()
     tables = module.read_tables(STUDY)
     clear, made = clear_comparisons(tables)
     mine = [p for p in clear if "rims" in (p["label_a"], p["label_b"])]

@@ -4,6 +4,7 @@ import csv
 import pytest
 from pathlib import Path
 
+from agents.experiments.compare_tables import pair_text
 from agents.experiments.evaluation.tables import format_number
 from agents.experiments.findings import clear_comparisons
 
@@ -104,8 +105,15 @@ def test_findings_in_words_tally_every_clear_comparison_with_rims_and_put_the_pr
                     and p["label_b"] == other]
             ahead = sum(p["ci95_low"] is not None and p["ci95_low"] > 0.5 for p in rows)
             behind = sum(p["ci95_high"] is not None and p["ci95_high"] < 0.5 for p in rows)
-            assert f"ahead of {other} in {ahead} and behind in {behind} of {len(rows)} settings" in line
+            named = "" if not ahead else " (each named in findings.md)" if ahead > 3 else " (" + "; ".join(
+                f"{module._setting(p)}, success rate: P = {pair_text(p)[0]}, IQM difference {pair_text(p)[1]}"
+                for p in rows if p["ci95_low"] is not None and p["ci95_low"] > 0.5) + ")"
+            assert f"ahead of {other} in {ahead}{named} and behind in {behind} of {len(rows)} settings" in line
     assert "ahead of lstm in 0 and behind in 14 of 19 settings" in text  # the README's pilot Findings
+    # the one lead the paper's way is named with its numbers (the README's pilot Findings quote them)
+    assert ("ahead of none in 1 (novel_distractors 3, success rate: P = 0.88 [0.6, 1], IQM difference 0.0625 "
+            "[-0.00333, 0.111]) and behind in 0 of 19 settings") in text
+    assert "ahead of none in 13 (each named in findings.md) and behind in 0 of 16" in text  # RedBall: too many
     primary = Primary("PickupDistractors-v0", "novel_distractors", 3, ("rims", "lstm"))
     with_primary = module.in_words(tables, primary)
     assert with_primary.startswith(primary_answer(tables, primary) + "\n\nBeyond it, every comparison of rims")

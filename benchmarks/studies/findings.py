@@ -120,10 +120,23 @@ def clear_tally(comparison: dict[str, Any], label: str = "rims") -> str:
     return "\n".join(out) + "\n"
 
 
+def _named(rows: list[dict[str, Any]], most: int = 3) -> str:
+    """`` (setting, metric: P = .. [CI], IQM difference .. [CI]; ...)`` for up to ``most`` improvement rows; beyond
+    that a pointer to findings.md's tally, which names every one; empty for none."""
+    if not rows:
+        return ""
+    if len(rows) > most:
+        return " (each named in findings.md)"
+    return " (" + "; ".join(f"{_setting(p)}, {METRIC_LABELS[p['metric']]}: P = {pair_text(p)[0]}, IQM difference "
+                            f"{pair_text(p)[1]}" for p in rows) + ")"
+
+
 def in_words(comparison: dict[str, Any], primary: Primary | None, label: str = "rims") -> str:
     """The README's Findings, generated: the primary answer first (when the study declares one), then per env
     and other label how many settings show ``label`` ahead or behind with a 95% CI of P excluding 0.5, out
-    of every comparison made, unadjusted: leads beside the one planned answer."""
+    of every comparison made, unadjusted: leads beside the one planned answer. The settings with ``label``
+    ahead are named with their P and IQM difference when there are three or fewer against one label, so a
+    rare lead in the hypothesis's direction is never only a count."""
     clear, made = clear_comparisons(comparison)
     out = [primary_answer(comparison, primary), ""] if primary is not None else []
     mine = [p for p in clear if label in (p["label_a"], p["label_b"])]
@@ -135,9 +148,10 @@ def in_words(comparison: dict[str, Any], primary: Primary | None, label: str = "
         others = sorted({p["label_b"] for p in comparison["improvement"] if p["env"] == env and p["label_a"] == label})
         counts = []
         for other in others:
-            ahead, behind = (len(_oriented(mine, env, pair)) for pair in ((label, other), (other, label)))
+            ahead, behind = (_oriented(mine, env, pair) for pair in ((label, other), (other, label)))
             settings = len(_oriented(comparison["improvement"], env, (label, other)))
-            counts.append(f"ahead of {other} in {ahead} and behind in {behind} of {settings} settings")
+            counts.append(f"ahead of {other} in {len(ahead)}{_named(ahead)} and behind in {len(behind)} of "
+                          f"{settings} settings")
         out.append(f"- {env}: {label} " + ("; ".join(counts) if counts else "is not compared") + ".")
     return "\n".join(out) + "\n"
 

@@ -171,6 +171,7 @@ def test_published_runs_and_tuning_are_not_git_ignored_but_a_local_logdir_is():
     assert not ignored("docs/results/fair/runs/PickupDistractors-v0/rims/seed0/curves.csv")
     assert not ignored("docs/results/fair/tuning/PickupDistractors-v0/tune.journal")
     assert ignored("runs/demo/RedBallDistractors-v0/rims/seed0/config.yaml")  # the default logdir stays out
+    assert ignored("docs/results/fair/runs/compare/compare.json")  # the report's cache; its CSVs sit beside report.md
 
 
 def test_compute_sums_the_tuning_and_published_runs_and_estimates_the_rest(fair, tmp_path, write_run):

@@ -105,7 +105,7 @@ class Cache:
 
     def start_slow_build(self) -> subprocess.Popen:
         """A process whose build is under way (the stand-in compiler and its child are running)."""
-        env = {**self.env, "FAKE_CXX_MODE": "slow"}
+        env = {**self.env, "FAKE_CXX_MODE": "slow", "PYTHONFAULTHANDLER": "1"}  # SIGABRT prints its stacks
         process = subprocess.Popen([sys.executable, "-c", RUN_CORE], env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
         wait_for(lambda: self.pids.exists() and len(self.pids.read_text().split()) == 2, 120)
@@ -259,7 +259,12 @@ def test_sigterm_or_ctrl_c_during_a_build_remove_the_compiler_and_the_temp_file(
     compilers = cache.compiler_pids()
     leftovers += compilers
     builder.send_signal(signum)
-    _, stderr = builder.communicate(timeout=30)
+    try:
+        _, stderr = builder.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # say where it hangs: faulthandler prints every thread's stack
+        builder.send_signal(signal.SIGABRT)
+        _, stderr = builder.communicate(timeout=30)
+        pytest.fail(f"the build did not end within 30 s of {signum.name}; its stacks:\n{stderr[-5000:]}")
     assert builder.returncode == -signum, stderr[-3000:]  # ends as the signal ends it
     assert not any(running(pid) for pid in compilers)
     assert cache.temporaries() == []

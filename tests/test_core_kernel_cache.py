@@ -106,8 +106,11 @@ class Cache:
     def start_slow_build(self) -> subprocess.Popen:
         """A process whose build is under way (the stand-in compiler and its child are running)."""
         env = {**self.env, "FAKE_CXX_MODE": "slow", "PYTHONFAULTHANDLER": "1"}  # SIGABRT prints its stacks
+        # Ctrl-C's default action, as under a terminal: a test run started in the background (nohup, `&`)
+        # ignores SIGINT, and so would the builder, which inherits it
         process = subprocess.Popen([sys.executable, "-c", RUN_CORE], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         wait_for(lambda: self.pids.exists() and len(self.pids.read_text().split()) == 2, 120)
         return process
 

@@ -26,6 +26,12 @@ def script() -> Path:
     return helpers.SCRIPT
 
 
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script(path)``: a script of the checkout (e.g. ``benchmarks/studies/findings.py``) as a module."""
+    return helpers.load_script
+
+
 @pytest.fixture
 def tiny() -> dict:
     """The tiny config as a dict (a copy per test)."""

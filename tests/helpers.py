@@ -2,10 +2,12 @@
 command line, and evaluated run dirs written directly (so compare and report can be tested without training)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Sequence
 
 import yaml
@@ -36,6 +38,15 @@ TINY = {
     },
     "policy_kwargs": {"features_dim": 16},
 }
+
+
+def load_script(path: str) -> ModuleType:
+    """A script of the checkout that is not a package module (e.g. ``benchmarks/studies/findings.py``), by its
+    path from the root, loaded as a module."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(directory: Path, **changes) -> Path:

@@ -1,21 +1,14 @@
 """Shortened memory benchmark: an LSTM core recalls a cue after a delay, a feed-forward policy cannot."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learn_memory.py"
+
+@pytest.fixture(scope="module")
+def bench(load_script):
+    """benchmarks/learn_memory.py, loaded as a module."""
+    return load_script("benchmarks/learn_memory.py")
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("learn_memory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cue_recall_env_scores_the_query_step():
-    bench = load_benchmark()
+def test_cue_recall_env_scores_the_query_step(bench):
     env = bench.CueRecall(delay=2)
     obs, _ = env.reset(seed=3)
     cue = int(obs[:2].argmax())
@@ -31,8 +24,7 @@ def test_cue_recall_env_scores_the_query_step():
         bench.CueRecall(delay=0)
 
 
-def test_lstm_remembers_the_cue_and_feed_forward_cannot():
-    bench = load_benchmark()
+def test_lstm_remembers_the_cue_and_feed_forward_cannot(bench):
     lstm_return, _ = bench.train("lstm", steps=12_000, seed=0, delay=4)
     none_return, _ = bench.train("none", steps=12_000, seed=0, delay=4)
     assert lstm_return >= bench.THRESHOLD

@@ -4,7 +4,6 @@ import csv
 import json
 import io
 import re
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -294,16 +293,11 @@ def test_a_step_lower_than_the_last_drops_the_later_ones_and_train_dirs_go_in_nu
     assert steps.tolist() == [100, 200] and values.tolist() == [1.0, 20.0]  # train_10 came after train_2
 
 
-def test_study_findings_tables_hold_compares_numbers(study, tmp_path):
-    import importlib.util
-
+def test_study_findings_tables_hold_compares_numbers(study, tmp_path, load_script):
     from agents.experiments.compare_tables import cell
     from agents.experiments.comparison_files import read_comparison
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "findings.py"
-    spec = importlib.util.spec_from_file_location("findings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/studies/findings.py")
     comparison = read_comparison(study / "compare" / "compare.json")
     text = module.findings(comparison, label="rims")
     summary = comparison["summary"]

@@ -1,6 +1,5 @@
 """The fair study's tooling (benchmarks/studies/fair_runs.py): the grid from the tuning, publishing runs
 without models or event files, the levelling-off check."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,11 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def fair():
-    spec = importlib.util.spec_from_file_location("fair_runs", ROOT / "benchmarks" / "studies" / "fair_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def fair(load_script):
+    return load_script("benchmarks/studies/fair_runs.py")
 
 
 def _tuning(path: Path, trials: dict[str, int], schedule: str = "constant") -> Path:
@@ -274,7 +270,8 @@ def test_the_committed_study_grid_is_the_committed_tunings_best_values_with_a_pa
         assert configs["rims"]["policy_kwargs"].get("instruction_row", False) is (job.env == "PickupDistractors-v0")
 
 
-def test_the_fair_study_claims_no_result_until_every_run_is_published_and_then_quotes_the_generated_answer(fair):
+def test_the_fair_study_claims_no_result_until_every_run_is_published_and_then_quotes_the_generated_answer(
+        fair, load_script):
     """While runs are missing, docs/results/fair holds no analysis and its README says there is no result; once
     all 150 are published, both READMEs quote the generated primary answer verbatim (from the committed CSVs),
     and the main README the generated findings in words."""
@@ -288,9 +285,7 @@ def test_the_fair_study_claims_no_result_until_every_run_is_published_and_then_q
                                                             "findings.md", "in-words.md", "runs/compare"))
         assert not any("Primary hypothesis, rims beats lstm" in text for text in readmes.values())
         return
-    spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")
-    findings = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(findings)
+    findings = load_script("benchmarks/studies/findings.py")
     tables, primary = findings.read_tables(study), read_primary(fair.GRID)
     answer = primary_answer(tables, primary)
     assert "no verdict" not in answer and "No result yet" not in readmes[study / "README.md"]

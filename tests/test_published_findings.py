@@ -12,18 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "results" / "distractors"
 
 
-def _findings_script():
+@pytest.fixture(scope="module")
+def findings(load_script):
     """benchmarks/studies/findings.py, loaded as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("findings", ROOT / "benchmarks" / "studies" / "findings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/studies/findings.py")
 
 
-def _read_tables():
-    return _findings_script().read_tables(STUDY)
+@pytest.fixture(scope="module")
+def tables(findings):
+    """The pilot study's published compare/improvement/scores tables."""
+    return findings.read_tables(STUDY)
 
 
 def _findings_text() -> str:
@@ -31,8 +29,8 @@ def _findings_text() -> str:
     return " ".join(readme.split("## Findings\n", 1)[1].split("\n## ", 1)[0].split())
 
 
-def test_readme_findings_counts_are_the_generated_ones():
-    clear, made = clear_comparisons(_read_tables())
+def test_readme_findings_counts_are_the_generated_ones(tables):
+    clear, made = clear_comparisons(tables)
     text = _findings_text()
 
     def count(a: str, b: str) -> int:
@@ -51,8 +49,8 @@ def test_readme_findings_counts_are_the_generated_ones():
     assert f"ahead of the feed-forward core in {count('rims', 'none')} settings" in text
 
 
-def test_readme_findings_quote_the_novel_distractors_cells():
-    improvement = _read_tables()["improvement"]
+def test_readme_findings_quote_the_novel_distractors_cells(tables):
+    improvement = tables["improvement"]
     text = _findings_text()
 
     def cell(a: str, b: str) -> str:
@@ -91,40 +89,36 @@ def test_every_success_rate_aggregate_of_the_published_study_is_recomputed_from_
         assert np.median([np.mean(v) for v in by_run.values()]) == pytest.approx(float(r["median"]), abs=1e-9), r
 
 
-def test_findings_in_words_tally_every_clear_comparison_with_rims_and_put_the_primary_answer_first():
+def test_findings_in_words_tally_every_clear_comparison_with_rims_and_put_the_primary_answer_first(findings, tables):
     from agents.experiments.findings import Primary, primary_answer
 
-    module = _findings_script()
-    tables = module.read_tables(STUDY)
-    text = module.in_words(tables, None)
+    text = findings.in_words(tables, None)
     assert text.startswith("Every comparison of rims whose 95% CI of P(improvement) excludes 0.5, of 270 ")
     for env in ("PickupDistractors-v0", "RedBallDistractors-v0", "MiniGrid-DoorKey-5x5-v0"):
         line = next(line for line in text.splitlines() if line.startswith(f"- {env}: rims "))
         for other in ("gru", "lstm", "none"):
             rows = [p for p in tables["improvement"] if p["env"] == env and p["label_a"] == "rims"
                     and p["label_b"] == other]
-            ahead = sum(p["ci95_low"] is not None and p["ci95_low"] > 0.5 for p in rows)
+            ahead = [p for p in rows if p["ci95_low"] is not None and p["ci95_low"] > 0.5]
             behind = sum(p["ci95_high"] is not None and p["ci95_high"] < 0.5 for p in rows)
-            named = "" if not ahead else " (each named in findings.md)" if ahead > 3 else " (" + "; ".join(
-                f"{module._setting(p)}, success rate: P = {pair_text(p)[0]}, IQM difference {pair_text(p)[1]}"
-                for p in rows if p["ci95_low"] is not None and p["ci95_low"] > 0.5) + ")"
-            assert f"ahead of {other} in {ahead}{named} and behind in {behind} of {len(rows)} settings" in line
+            named = "" if not ahead else " (each named in findings.md)" if len(ahead) > 3 else " (" + "; ".join(
+                f"{findings._setting(p)}, success rate: P = {pair_text(p)[0]}, IQM difference {pair_text(p)[1]}"
+                for p in ahead) + ")"
+            assert f"ahead of {other} in {len(ahead)}{named} and behind in {behind} of {len(rows)} settings" in line
     assert "ahead of lstm in 0 and behind in 14 of 19 settings" in text  # the README's pilot Findings
     # the one lead the paper's way is named with its numbers (the README's pilot Findings quote them)
     assert ("ahead of none in 1 (novel_distractors 3, success rate: P = 0.88 [0.6, 1], IQM difference 0.0625 "
             "[-0.00333, 0.111]) and behind in 0 of 19 settings") in text
     assert "ahead of none in 13 (each named in findings.md) and behind in 0 of 16" in text  # RedBall: too many
     primary = Primary("PickupDistractors-v0", "novel_distractors", 3, ("rims", "lstm"))
-    with_primary = module.in_words(tables, primary)
+    with_primary = findings.in_words(tables, primary)
     assert with_primary.startswith(primary_answer(tables, primary) + "\n\nBeyond it, every comparison of rims")
 
 
-def test_findings_clear_tally_lists_each_clear_comparison_with_rims_once_in_its_row_and_direction():
-    module = _findings_script()
-    tables = module.read_tables(STUDY)
+def test_findings_clear_tally_lists_each_clear_comparison_with_rims_once_in_its_row_and_direction(findings, tables):
     clear, made = clear_comparisons(tables)
     mine = [p for p in clear if "rims" in (p["label_a"], p["label_b"])]
-    lines = module.clear_tally(tables).splitlines()
+    lines = findings.clear_tally(tables).splitlines()
     assert lines[0] == (f"#### Comparisons with rims whose 95% CI excludes 0.5 ({len(mine)} of the {len(clear)} "
                         f"clear ones; {made} comparisons in all, not adjusted for multiplicity)")
     assert lines[2:4] == ["| env | other label | metric | rims ahead | rims behind |", "|---|---|---|---|---|"]

@@ -127,8 +127,9 @@ def _named(rows: list[dict[str, Any]], most: int = 3) -> str:
         return ""
     if len(rows) > most:
         return " (each named in findings.md)"
-    return " (" + "; ".join(f"{_setting(p)}, {METRIC_LABELS[p['metric']]}: P = {pair_text(p)[0]}, IQM difference "
-                            f"{pair_text(p)[1]}" for p in rows) + ")"
+    texts = ((p, *pair_text(p)) for p in rows)
+    return " (" + "; ".join(f"{_setting(p)}, {METRIC_LABELS[p['metric']]}: P = {prob}, IQM difference {diff}"
+                            for p, prob, diff in texts) + ")"
 
 
 def in_words(comparison: dict[str, Any], primary: Primary | None, label: str = "rims") -> str:
